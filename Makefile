@@ -1,0 +1,53 @@
+# The two commands a new machine needs: `make up` (run the system) and `make test` (pass the tests).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV := UV_PYTHON_DOWNLOADS=never uv run --frozen
+
+.PHONY: help up down logs status infra test lint typecheck unit contract integration bench asyncapi contract-snapshot
+
+help:
+	@echo "make up      install what is missing, start Kafka, PostgreSQL and the five services"
+	@echo "make down    stop everything make up started"
+	@echo "make logs    follow the services' logs"
+	@echo "make test    ruff, mypy, unit + contract + integration tests (starts Kafka and PostgreSQL)"
+	@echo "make bench   benchmarks (numbers and ratios against a baseline measured in the same run)"
+
+up:
+	@bash deploy/local/up.sh
+
+down:
+	@bash deploy/local/down.sh
+
+logs:
+	@tail -n 50 -F .local/log/{intake,routing,supervision,notify,stats}.log
+
+status:
+	@bash deploy/local/kafka.sh status; bash deploy/local/postgres.sh status; bash deploy/local/services.sh status
+
+infra:
+	@bash deploy/local/infra.sh up
+
+test: infra lint typecheck
+	$(UV) pytest
+
+lint:
+	$(UV) ruff check .
+	$(UV) ruff format --check .
+
+typecheck:
+	$(UV) mypy
+
+unit:
+	$(UV) pytest -m "not integration"
+
+integration: infra
+	$(UV) pytest -m integration
+
+bench: infra
+	$(UV) python -m tests.bench
+
+asyncapi:
+	$(UV) python -m xinfang_shared.contracts.asyncapi > docs/asyncapi.json
+
+contract-snapshot:
+	$(UV) python -m tests.contract.snapshot

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the stack and the tests need, skipping what is already there. Safe to re-run.
+source "$(dirname "$0")/lib.sh"
+
+apt_packages=()
+[[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || apt_packages+=(postgresql)
+command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || apt_packages+=(maven)
+command -v kcat >/dev/null || apt_packages+=(kcat)
+if ((${#apt_packages[@]})); then
+  [[ $EUID -eq 0 ]] || die "missing ${apt_packages[*]}: run as root once, or install them"
+  say "installing ${apt_packages[*]} from Debian's packages"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+fi
+
+if ! command -v uv >/dev/null; then
+  say "installing uv"
+  python3 -m pip install -q --disable-pip-version-check uv 2>&1 | grep -v "WARNING: Running pip as the 'root'" || true
+fi
+say "syncing the Python workspace (uv sync --frozen)"
+(cd "$ROOT" && uv sync --frozen --python python3.11 --quiet)
+
+# Apache Kafka from Maven Central: the jars named in deploy/local/kafka/pom.xml.
+stamp="$KAFKA_HOME/libs/.pom-$(sha1sum "$ROOT/deploy/local/kafka/pom.xml" | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  say "fetching Apache Kafka jars from Maven Central"
+  rm -rf "$KAFKA_HOME/libs.tmp"
+  mvn -q -B -f "$ROOT/deploy/local/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs.tmp" >"$LOGS/maven.log" 2>&1 \
+    || die "maven could not fetch the Kafka jars; see $LOGS/maven.log"
+  rm -rf "$KAFKA_HOME/libs" && mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs" && touch "$stamp"
+fi

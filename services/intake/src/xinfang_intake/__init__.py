@@ -1,0 +1,1 @@
+"""xinfang intake service."""

@@ -1,0 +1,1 @@
+"""xinfang notify service."""

@@ -1,0 +1,11 @@
+from xinfang_shared.cli import run
+
+from .app import MIGRATIONS, settings
+
+
+def main() -> None:
+    run(settings=settings, app="xinfang_routing.app:app", migrations=MIGRATIONS)
+
+
+if __name__ == "__main__":
+    main()

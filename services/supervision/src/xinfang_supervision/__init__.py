@@ -1,0 +1,1 @@
+"""xinfang supervision service."""

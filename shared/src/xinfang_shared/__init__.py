@@ -1,0 +1,1 @@
+"""The xinfang shared library: what every service needs and nothing specific to one of them."""

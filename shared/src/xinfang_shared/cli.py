@@ -1,0 +1,32 @@
+"""Command line every service exposes: `xinfang-<service> serve` (default) or `xinfang-<service> migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import uvicorn
+
+from .db import migrate_dsn
+from .logging import configure_logging
+from .settings import ServiceSettings
+
+
+def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:
+    parser = argparse.ArgumentParser(prog=f"xinfang-{settings.service_name}")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args()
+    if args.command == "migrate":
+        configure_logging(settings.service_name, settings.log_level, settings.log_format)
+        asyncio.run(migrate_dsn(settings.database_url, settings.schema, migrations))
+        return
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+    )

@@ -1,0 +1,243 @@
+"""Pydantic models of every v1 message (CONTRACT.md).
+
+Consumers ignore fields they do not know (`extra="ignore"`), so producers may add fields within v1.
+Personal-data fields carry `repr=False` and the JSON-Schema mark `x-personal-data`, so they never show up
+in a repr (and so in a log line or an exception) by accident.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from .reference import (
+    Addressee,
+    AssignedBy,
+    Category,
+    Channel,
+    DeadlineState,
+    DeadlineType,
+    FeedbackAction,
+    Kind,
+    Level,
+    Mailbox,
+    Office,
+    OpinionResult,
+    VisitPlace,
+)
+
+PERSONAL = {"x-personal-data": True}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _personal(description: str, **kwargs: Any) -> Any:
+    return Field(description=description, repr=False, json_schema_extra=PERSONAL, **kwargs)
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", use_enum_values=False, frozen=False)
+
+
+class Event(ContractModel):
+    """Fields every event carries."""
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique id; consumers de-duplicate on it")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="When it happened (RFC 3339)")
+
+
+# --- submissions -------------------------------------------------------------------------------------
+
+
+class Person(ContractModel):
+    name: str = _personal("Full name", min_length=1, max_length=100)
+    id_number: str = _personal("18-character resident ID number", min_length=18, max_length=18)
+    phone: str = _personal("Mainland mobile or landline number", min_length=5, max_length=20)
+
+
+class Petitioner(Person):
+    address: str | None = _personal("Postal address", default=None, max_length=500)
+    email: str | None = _personal("E-mail address", default=None, max_length=254)
+
+
+class Visit(ContractModel):
+    place: VisitPlace = Field(description="Where the visit was made")
+    unusual: bool = Field(default=False, description="Flagged as an unusual visit (非正常上访)")
+
+
+class Location(ContractModel):
+    region_code: str = Field(description="6-digit GB/T 2260 code in Sichuan (51xxxx)", pattern=r"^\d{6}$")
+    detail: str | None = Field(default=None, max_length=500, description="Street, village, building")
+
+
+class Submission(ContractModel):
+    """A matter as a channel system hands it over (channel topics and POST /v1/submissions)."""
+
+    external_id: str = Field(min_length=1, max_length=128, description="The channel system's own id")
+    channel: Channel
+    submitted_at: AwareDatetime = Field(description="RFC 3339 with offset; not in the future")
+    kind: Kind = Kind.COMPLAINT
+    addressee: Addressee = Addressee.BUREAU
+    mailbox: Mailbox | None = Field(default=None, description="Required when channel is mailbox")
+    assigned_by: AssignedBy | None = None
+    petitioner: Petitioner
+    headcount: int = Field(default=1, ge=1, description="How many people raise it")
+    representatives: list[Person] = Field(default_factory=list, description="At most 5; required when headcount > 1")
+    visit: Visit | None = Field(default=None, description="Required when channel is visit")
+    location: Location | None = None
+    level: Level = Level.LOCAL
+    category: Category | None = Field(default=None, description="Inferred when absent")
+    related_tracking_code: str | None = Field(default=None, description="Required for review requests")
+    title: str = Field(min_length=1, max_length=200)
+    content: str = Field(min_length=1, max_length=20_000)
+
+
+class FieldError(ContractModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. petitioner.id_number")
+    message: str = Field(description="What is wrong and what is expected")
+
+
+class SubmissionRejected(Event):
+    channel: str | None = Field(default=None, description="The channel, if it could be read")
+    external_id: str | None = Field(default=None, description="The external id, if it could be read")
+    errors: list[FieldError]
+    raw: str = Field(description="The original bytes as text, truncated to 64 KiB")
+
+
+# --- matters -----------------------------------------------------------------------------------------
+
+
+class MatterRegistered(Event):
+    matter_id: uuid.UUID
+    tracking_code: str
+    channel: Channel
+    external_id: str
+    registered_at: AwareDatetime
+    duplicate_of: uuid.UUID | None = Field(default=None, description="The earlier matter this one repeats")
+    not_accepted_again: bool = Field(default=False, description="Re-raised after a terminated case")
+    submitted_at: AwareDatetime
+    kind: Kind
+    addressee: Addressee
+    mailbox: Mailbox | None = None
+    assigned_by: AssignedBy | None = None
+    petitioner: Petitioner
+    headcount: int
+    representatives: list[Person] = Field(default_factory=list)
+    visit: Visit | None = None
+    location: Location | None = None
+    level: Level
+    category: Category | None = None
+    related_tracking_code: str | None = None
+    title: str
+    content: str
+
+
+class MatterRouted(Event):
+    matter_id: uuid.UUID
+    office: Office
+    unit: str | None = Field(description="Unit code, or null while in the office's manual queue")
+    category: Category
+    category_inferred: bool
+    rule: str = Field(description="Id of the office rule that matched")
+    routed_at: AwareDatetime
+
+
+class MatterStatus(StrEnum):
+    RECEIVED = "received"
+    REGISTERED = "registered"
+    DUPLICATE = "duplicate"
+    NOT_ACCEPTED_AGAIN = "not-accepted-again"
+    ROUTED = "routed"
+    AWAITING_ASSIGNMENT = "awaiting-assignment"
+    TRANSFERRED = "transferred"
+    OBJECTED = "objected"
+    ACCEPTED = "accepted"
+    NOT_ACCEPTED = "not-accepted"
+    IN_HANDLING = "in-handling"
+    CONCLUDED = "concluded"
+    CLOSED = "closed"
+    REVIEW_REQUESTED = "review-requested"
+    IN_REVIEW = "in-review"
+    REVIEW_CONCLUDED = "review-concluded"
+    RE_REVIEW_REQUESTED = "re-review-requested"
+    IN_RE_REVIEW = "in-re-review"
+    RE_REVIEW_CONCLUDED = "re-review-concluded"
+    TERMINATED = "terminated"
+
+
+class MatterStatusChanged(Event):
+    matter_id: uuid.UUID
+    status: MatterStatus
+    previous_status: MatterStatus | None
+    unit: str | None
+    at: AwareDatetime
+
+
+class Opinion(ContractModel):
+    result: OpinionResult
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class UnitInboxMessage(Event):
+    """What a unit's system receives on units.<unit>.inbox.v1."""
+
+    type: Literal["transfer", "assign", "supervision-order"] = Field(
+        description="transfer (转送) or assign (交办) a matter, or a supervision order (督办) on an overdue one"
+    )
+    matter_id: uuid.UUID
+    unit: str
+    office: Office
+    tracking_code: str
+    respond_by: dict[str, AwareDatetime] = Field(
+        default_factory=dict, description="Deadline type → when the unit must have acted"
+    )
+    kind: Kind | None = None
+    category: Category | None = None
+    title: str | None = None
+    content: str | None = None
+    location: Location | None = None
+    petitioner: Petitioner | None = _personal(
+        "Contact of the petitioner; null for accusations sent towards the accused's own unit", default=None
+    )
+    order_text: str | None = Field(default=None, description="The supervision order's text")
+
+
+class UnitFeedback(Event):
+    matter_id: uuid.UUID
+    unit: str
+    action: FeedbackAction
+    at: AwareDatetime
+    reason: str | None = Field(default=None, max_length=5_000)
+    extension_days: int | None = Field(default=None, ge=1)
+    opinion: Opinion | None = None
+
+
+class FeedbackRejected(Event):
+    matter_id: uuid.UUID | None = None
+    unit: str | None = None
+    errors: list[FieldError]
+    raw: str = Field(description="The original message as text, truncated to 64 KiB")
+
+
+class DeadlineEvent(Event):
+    matter_id: uuid.UUID
+    deadline: DeadlineType
+    state: DeadlineState
+    due_at: AwareDatetime
+    unit: str | None
+    at: AwareDatetime
+
+
+class StatsAlert(Event):
+    region_code: str | None = None
+    category: Category | None = None
+    window: str = Field(description="ISO 8601 duration of the window observed, e.g. PT1H")
+    observed: int
+    baseline: float
+    at: AwareDatetime

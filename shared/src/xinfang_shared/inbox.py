@@ -1,0 +1,35 @@
+"""The inbox: a consumer's record of event ids it has already processed.
+
+Call `first_time` inside the transaction that performs the side effect. If it returns False the event was
+processed before (a redelivery) and the caller skips it; the row and the side effect commit or roll back
+together, so a crash between them cannot lose or double anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+
+async def first_time(conn: asyncpg.Connection, event_id: uuid.UUID, source: str) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO inbox (event_id, source) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+        event_id,
+        source,
+    )
+    return bool(inserted)
+
+
+async def first_time_many(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID], source: str) -> set[uuid.UUID]:
+    """Batch form: claims the ids and returns those not seen before."""
+    ids = list(dict.fromkeys(event_ids))
+    rows: list[Any] = await conn.fetch(
+        "INSERT INTO inbox (event_id, source) SELECT unnest($1::uuid[]), $2"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        ids,
+        source,
+    )
+    return {r["event_id"] for r in rows}

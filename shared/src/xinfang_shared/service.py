@@ -1,0 +1,154 @@
+"""The runtime every service shares: one process serving HTTP (FastAPI) and consuming Kafka (FastStream).
+
+A service module builds a `Service`, registers its subscribers on `service.broker` and its routes on
+`service.api`, and hands `service.asgi()` to uvicorn. Start-up opens the database pool, starts the broker
+and the outbox relay; `/health` reports on all three; `/metrics` serves Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, FastAPI, HTTPException, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from faststream.kafka import KafkaBroker
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .db import create_pool
+from .logging import configure_logging
+from .messaging import RetryPolicy, build_broker
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+from .telemetry import configure_tracing
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["Service"], Awaitable[None]]
+
+
+class Service:
+    def __init__(self, settings: ServiceSettings, *, migrations: Path, title: str) -> None:
+        self.settings = settings
+        self.migrations = migrations
+        configure_logging(settings.service_name, settings.log_level, settings.log_format)
+        self.tracer_provider = configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
+        self.metrics = CollectorRegistry()
+        self.broker: KafkaBroker = build_broker(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            consumer_group=settings.consumer_group,
+            tracer_provider=self.tracer_provider,
+            metrics=self.metrics,
+            retry=RetryPolicy(
+                settings.consumer_max_attempts, settings.consumer_backoff_initial_s, settings.consumer_backoff_max_s
+            ),
+            app_name=f"xinfang-{settings.service_name}",
+        )
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self.api = FastAPI(title=title, version="1", lifespan=self._lifespan)
+        FastAPIInstrumentor.instrument_app(self.api, tracer_provider=self.tracer_provider, excluded_urls="health,metrics")
+        self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
+        self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database pool is opened when the service starts")
+        return self._pool
+
+    def on_start(self, hook: Hook) -> Hook:
+        self._on_start.append(hook)
+        return hook
+
+    def on_stop(self, hook: Hook) -> Hook:
+        self._on_stop.append(hook)
+        return hook
+
+    async def start(self) -> None:
+        s = self.settings
+        self._pool = await create_pool(
+            s.database_url, s.schema, min_size=s.database_pool_min, max_size=s.database_pool_max
+        )
+        self.relay = OutboxRelay(
+            pool=self._pool,
+            dsn=s.database_url,
+            schema=s.schema,
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s,
+            metrics=self.metrics,
+        )
+        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
+        for hook in self._on_start:
+            await hook(self)
+        await self.broker.start()
+        log.info("service started", extra={"port": s.http_port})
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        for hook in reversed(self._on_stop):
+            await hook(self)
+        if self.relay is not None and self._relay_task is not None:
+            self.relay.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._relay_task, 15)
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def _health(self, response: Response) -> dict[str, Any]:
+        checks: dict[str, str] = {}
+        try:
+            await self.pool.fetchval("SELECT 1", timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"down: {type(exc).__name__}"
+        checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
+        relay_alive = self._relay_task is not None and not self._relay_task.done()
+        checks["outbox_relay"] = "ok" if relay_alive else "down"
+        healthy = all(v == "ok" for v in checks.values())
+        if not healthy:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"service": self.settings.service_name, "status": "ok" if healthy else "degraded", "checks": checks}
+
+    async def _metrics(self) -> Response:
+        return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    def operator(self) -> Any:
+        """A FastAPI dependency that admits only the operator key (Authorization: Bearer <key>)."""
+        expected = self.settings.operator_api_key.get_secret_value()
+        return Depends(_bearer_equal_to(expected))
+
+
+def _bearer_equal_to(expected: str) -> Callable[..., None]:
+    scheme = HTTPBearer(auto_error=False)
+
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)]) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="a valid API key is required: Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check

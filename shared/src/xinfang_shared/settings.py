@@ -1,0 +1,71 @@
+"""Settings every service shares, read from the environment (and `.local/credentials.env` when present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Found by walking up from here, so a service started from any directory reads the local stack's file.
+_CREDENTIALS = next(
+    (p / ".local" / "credentials.env" for p in Path(__file__).resolve().parents if (p / ".local").is_dir()),
+    None,
+)
+
+LOCAL_DEV_SECRET = "local-dev-only"  # noqa: S105 - the one value refused outside local mode
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings; each service subclasses it with its own name, port and extras."""
+
+    model_config = SettingsConfigDict(
+        env_file=_CREDENTIALS, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    service_name: str = "xinfang"
+    environment: Literal["local", "test", "production"] = "local"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str = Field(
+        default="postgresql://xinfang:xinfang@127.0.0.1:5432/xinfang",
+        description="asyncpg DSN; each service works in its own schema of this database",
+    )
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318; no export when unset"
+    )
+
+    operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+
+    # Consumers retry a failing message this many times, backing off, before dead-lettering it.
+    consumer_max_attempts: int = 4
+    consumer_backoff_initial_s: float = 0.2
+    consumer_backoff_max_s: float = 5.0
+
+    outbox_batch_size: int = 500
+    outbox_poll_interval_s: float = 1.0
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema this service owns."""
+        return self.service_name
+
+    @property
+    def consumer_group(self) -> str:
+        return f"xinfang-{self.service_name}"
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> ServiceSettings:
+        if self.environment == "production":
+            for name, value in self.model_dump().items():
+                if isinstance(value, SecretStr) and value.get_secret_value() == LOCAL_DEV_SECRET:
+                    raise ValueError(f"{name} must be set to a real secret in production")
+        return self

@@ -1,0 +1,37 @@
+"""OpenTelemetry set-up: one tracer provider per process, OTLP export when a collector is configured.
+
+Kafka spans and W3C trace-context headers come from FastStream's KafkaTelemetryMiddleware (see
+`messaging.build_broker`); HTTP spans from the FastAPI instrumentation; SQL spans from asyncpg's.
+Span attributes never carry payloads, so no personal data reaches traces.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_provider: TracerProvider | None = None
+
+
+def configure_tracing(service: str, otlp_endpoint: str | None = None) -> TracerProvider:
+    """Install (once) and return the process's tracer provider."""
+    global _provider
+    if _provider is None:
+        _provider = TracerProvider(resource=Resource.create({"service.name": f"xinfang-{service}"}))
+        if otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            _provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces"))
+            )
+        trace.set_tracer_provider(_provider)
+    return _provider
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Attach another processor (tests attach an in-memory exporter)."""
+    if _provider is None:
+        raise RuntimeError("configure_tracing() first")
+    _provider.add_span_processor(processor)
