@@ -43,8 +43,7 @@ def main() -> None:
     wanted = topics_to_create()
     created, grown = asyncio.run(ensure_topics(bootstrap, wanted))
     print(
-        f"[xinfang] topics: {len(wanted)} in the registry, {len(created)} created, "
-        f"{len(grown)} given more partitions",
+        f"[xinfang] topics: {len(wanted)} in the registry, {len(created)} created, {len(grown)} given more partitions",
         file=sys.stderr,
     )
 

@@ -19,7 +19,7 @@ def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:
     args = parser.parse_args()
     if args.command == "migrate":
         configure_logging(settings.service_name, settings.log_level, settings.log_format)
-        asyncio.run(migrate_dsn(settings.database_url, settings.schema, migrations))
+        asyncio.run(migrate_dsn(settings.database_url, settings.db_schema, migrations))
         return
     uvicorn.run(
         app,

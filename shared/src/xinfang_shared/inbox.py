@@ -27,8 +27,7 @@ async def first_time_many(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUI
     """Batch form: claims the ids and returns those not seen before."""
     ids = list(dict.fromkeys(event_ids))
     rows: list[Any] = await conn.fetch(
-        "INSERT INTO inbox (event_id, source) SELECT unnest($1::uuid[]), $2"
-        " ON CONFLICT DO NOTHING RETURNING event_id",
+        "INSERT INTO inbox (event_id, source) SELECT unnest($1::uuid[]), $2 ON CONFLICT DO NOTHING RETURNING event_id",
         ids,
         source,
     )

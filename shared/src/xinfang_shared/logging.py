@@ -78,8 +78,10 @@ class ConsoleFormatter(logging.Formatter):
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else ConsoleFormatter())
+    handler.set_name("xinfang")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: others (a test runner's capture) stay.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "xinfang"] + [handler]
     root.setLevel(level.upper())
     # aiokafka is chatty at INFO about every rebalance; keep its warnings.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -77,7 +77,10 @@ class DeadLetter:
             registry=registry,
         )
         self.retried = Counter(
-            "xinfang_handler_retries", "Handler attempts that failed and were retried", ["topic"], registry=registry
+            "xinfang_handler_retries",
+            "Handler attempts that failed and were retried",
+            ["topic"],
+            registry=registry,
         )
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _DeadLetterScope:

@@ -3,7 +3,7 @@ and a relay moves it to Kafka.
 
 `enqueue` stores the event with the current W3C trace context in its headers, so the trace continues from
 the request or message that caused it even though the relay sends it later. The relay claims rows with
-`FOR UPDATE SKIP LOCKED` (several instances share the work), sends them with an idempotent producer,
+`FOR UPDATE SKIP LOCKED` (several instances share the work), sends them (acks=all),
 waits for every acknowledgement, then deletes them in the same transaction. If Kafka is unreachable the
 transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon as rows arrive, and a
 slow poll covers a lost notification.
@@ -55,7 +55,12 @@ async def enqueue_many(conn: asyncpg.Connection, items: Sequence[Outgoing]) -> N
     await conn.executemany(
         "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
         [
-            (i.topic, i.key.encode() if i.key is not None else None, i.event.model_dump_json().encode(), headers)
+            (
+                i.topic,
+                i.key.encode() if i.key is not None else None,
+                i.event.model_dump_json().encode(),
+                headers,
+            )
             for i in items
         ],
     )
@@ -84,9 +89,7 @@ class OutboxRelay:
         self._stopping = False
         self._producer: AIOKafkaProducer | None = None
         registry = metrics or CollectorRegistry()
-        self.published = Counter(
-            "xinfang_outbox_published", "Outbox rows published to Kafka", registry=registry
-        )
+        self.published = Counter("xinfang_outbox_published", "Outbox rows published to Kafka", registry=registry)
         self.failures = Counter(
             "xinfang_outbox_publish_failures", "Relay batches that failed and were retried", registry=registry
         )
@@ -111,7 +114,13 @@ class OutboxRelay:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
-                except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (
+                    KafkaError,
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
                     failures += 1
                     self.failures.inc()
                     delay = min(5.0, 0.2 * 2**failures)
@@ -138,7 +147,11 @@ class OutboxRelay:
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"xinfang-{self.schema}-outbox",
             acks="all",
-            enable_idempotence=True,
+            # Not idempotent on purpose: aiokafka's idempotent producer retries InitProducerId forever while
+            # the broker is away, so a batch never fails and the relay could never roll back and wait. Without
+            # it a batch expires after request_timeout_ms and the rows stay in the outbox. A batch the broker
+            # wrote but never acknowledged is sent again: at-least-once, and consumers de-duplicate on event_id.
+            enable_idempotence=False,
             linger_ms=2,
             request_timeout_ms=10_000,
         )
@@ -153,7 +166,7 @@ class OutboxRelay:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), 15)
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows were published (0 when the outbox is empty)."""
@@ -177,7 +190,7 @@ class OutboxRelay:
                 for r in rows
             ]
             # Delete only what Kafka acknowledged; any failure rolls the whole batch back to retry.
-            await asyncio.gather(*futures)
+            await asyncio.wait_for(asyncio.gather(*futures), 60)
             await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.published.inc(len(rows))
         return len(rows)

@@ -48,7 +48,9 @@ class Service:
             tracer_provider=self.tracer_provider,
             metrics=self.metrics,
             retry=RetryPolicy(
-                settings.consumer_max_attempts, settings.consumer_backoff_initial_s, settings.consumer_backoff_max_s
+                settings.consumer_max_attempts,
+                settings.consumer_backoff_initial_s,
+                settings.consumer_backoff_max_s,
             ),
             app_name=f"xinfang-{settings.service_name}",
         )
@@ -58,7 +60,9 @@ class Service:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self.api = FastAPI(title=title, version="1", lifespan=self._lifespan)
-        FastAPIInstrumentor.instrument_app(self.api, tracer_provider=self.tracer_provider, excluded_urls="health,metrics")
+        FastAPIInstrumentor.instrument_app(
+            self.api, tracer_provider=self.tracer_provider, excluded_urls="health,metrics"
+        )
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
 
@@ -67,6 +71,14 @@ class Service:
         if self._pool is None:
             raise RuntimeError("the database pool is opened when the service starts")
         return self._pool
+
+    def subscriber(self, topic: str, **options: Any) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+        """`broker.subscriber` with this service's consumer group, reading from the earliest offset when the
+        group is new (so nothing published before the first deployment is skipped)."""
+        options.setdefault("group_id", self.settings.consumer_group)
+        options.setdefault("auto_offset_reset", "earliest")
+        decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = self.broker.subscriber(topic, **options)
+        return decorator
 
     def on_start(self, hook: Hook) -> Hook:
         self._on_start.append(hook)
@@ -79,12 +91,12 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         self._pool = await create_pool(
-            s.database_url, s.schema, min_size=s.database_pool_min, max_size=s.database_pool_max
+            s.database_url, s.db_schema, min_size=s.database_pool_min, max_size=s.database_pool_max
         )
         self.relay = OutboxRelay(
             pool=self._pool,
             dsn=s.database_url,
-            schema=s.schema,
+            schema=s.db_schema,
             bootstrap_servers=s.kafka_bootstrap_servers,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
@@ -129,7 +141,11 @@ class Service:
         healthy = all(v == "ok" for v in checks.values())
         if not healthy:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"service": self.settings.service_name, "status": "ok" if healthy else "degraded", "checks": checks}
+        return {
+            "service": self.settings.service_name,
+            "status": "ok" if healthy else "degraded",
+            "checks": checks,
+        }
 
     async def _metrics(self) -> Response:
         return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)

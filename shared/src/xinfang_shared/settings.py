@@ -54,7 +54,7 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
 
     @property
-    def schema(self) -> str:
+    def db_schema(self) -> str:
         """The PostgreSQL schema this service owns."""
         return self.service_name
 

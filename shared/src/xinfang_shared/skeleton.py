@@ -23,7 +23,7 @@ def log_receipts(service: Service, topics: list[Topic]) -> None:
 def _subscribe(service: Service, topic: Topic) -> None:
     model = topic.model
 
-    @service.broker.subscriber(topic.name, group_id=service.settings.consumer_group, title=f"{topic.name}:receive")
+    @service.subscriber(topic.name, title=f"{topic.name}:receive")
     async def receive(body: dict[str, Any]) -> None:
         event = model.model_validate(body)
         ids = {k: str(v) for k, v in event if k in ("event_id", "matter_id", "external_id")}

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from .reference import (
     Addressee,
@@ -30,7 +31,7 @@ from .reference import (
     VisitPlace,
 )
 
-PERSONAL = {"x-personal-data": True}
+PERSONAL: JsonDict = {"x-personal-data": True}
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,82 @@
+"""The topic registry's policy, and the AsyncAPI document generated from it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from xinfang_shared.contracts import asyncapi
+from xinfang_shared.contracts.reference import UNITS, Channel
+from xinfang_shared.contracts.topics import BY_NAME, CONTRACT_TOPICS, DEFAULT_PARTITIONS, topics_to_create
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT_NAMES = {
+    "intake.letter.submitted.v1",
+    "intake.visit.submitted.v1",
+    "intake.online.submitted.v1",
+    "intake.mailbox.submitted.v1",
+    "intake.submission.rejected.v1",
+    "matters.registered.v1",
+    "matters.routed.v1",
+    "units.feedback.v1",
+    "units.feedback.rejected.v1",
+    "matters.status.v1",
+    "deadlines.events.v1",
+    "stats.alerts.v1",
+}
+
+
+def test_every_contract_topic_is_registered_under_its_contract_name() -> None:
+    assert set(BY_NAME) >= CONTRACT_NAMES
+    assert {f"units.{u}.inbox.v1" for u in UNITS} <= set(BY_NAME)
+    assert len(UNITS) == 21 + 13
+
+
+def test_topic_names_are_versioned_and_partitioned_with_headroom() -> None:
+    for topic in CONTRACT_TOPICS:
+        assert re.fullmatch(r"[a-z0-9.-]+\.v\d+", topic.name), topic.name
+        assert topic.partitions >= DEFAULT_PARTITIONS, f"{topic.name} caps scaling at {topic.partitions}"
+        assert topic.producers and topic.consumers, topic.name
+
+
+def test_every_topic_our_services_consume_has_a_dead_letter_topic() -> None:
+    ours = {"intake", "routing", "supervision", "notify", "stats"}
+    wanted = topics_to_create()
+    for topic in CONTRACT_TOPICS:
+        if ours & set(topic.consumers):
+            assert topic.has_dlq and topic.dlq in wanted, topic.name
+
+
+def test_channel_topics_are_keyed_by_external_id() -> None:
+    for channel in Channel:
+        assert BY_NAME[f"intake.{channel.value}.submitted.v1"].key == "external_id"
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def _follow(doc: dict[str, Any], ref: str) -> Any:
+    node: Any = doc
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_asyncapi_document_is_generated_from_the_code_and_committed() -> None:
+    committed = json.loads((ROOT / "docs" / "asyncapi.json").read_text(encoding="utf-8"))
+    assert committed == json.loads(json.dumps(asyncapi.build())), "run `make asyncapi` and commit docs/asyncapi.json"
+
+
+def test_asyncapi_references_all_resolve_and_cover_every_topic() -> None:
+    doc = asyncapi.build()
+    for ref in _refs(doc):
+        _follow(doc, ref)  # raises KeyError when dangling
+    assert set(doc["channels"]) >= CONTRACT_NAMES
+    assert "units.{unit}.inbox.v1" in doc["channels"]

@@ -1,0 +1,129 @@
+"""A second, private Kafka broker (same jars as the local stack, other ports, its own data) for tests that
+stop and restart Kafka without disturbing the shared one."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBS = ROOT / ".local" / "kafka" / "libs"
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p + 1 (the controller) are both free now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise RuntimeError("no free port pair")
+
+
+class PrivateKafka:
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or _free_port_pair()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / "kafka.log"
+        self.config = home / "server.properties"
+        self.log4j = home / "log4j2.xml"
+
+    def _configure(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        controller = self.port + 1
+        self.config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.home / 'data'}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                ]
+            )
+            + "\n"
+        )
+        self.log4j.write_text(
+            '<Configuration status="WARN"><Appenders><Console name="out" target="SYSTEM_OUT">'
+            '<PatternLayout pattern="[%d] %p %m (%c)%n"/></Console></Appenders>'
+            '<Loggers><Root level="INFO"><AppenderRef ref="out"/></Root></Loggers></Configuration>\n'
+        )
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster = subprocess.run(
+                ["java", "-cp", f"{LIBS}/*", "kafka.tools.StorageTool", "random-uuid"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[-1]
+            subprocess.run(
+                [
+                    "java",
+                    "-cp",
+                    f"{LIBS}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster,
+                    "-c",
+                    str(self.config),
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Starts the broker and returns how long it took to be ready."""
+        self._configure()
+        began = time.monotonic()
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    "java",
+                    "-Xmx512m",
+                    f"-Dlog4j2.configurationFile={self.log4j}",
+                    "-cp",
+                    f"{LIBS}/*",
+                    "kafka.Kafka",
+                    str(self.config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        while time.monotonic() - began < timeout:
+            with self.log.open("rb") as f:
+                f.seek(offset)
+                if b"Kafka Server started" in f.read():
+                    return time.monotonic() - began
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"private Kafka exited; see {self.log}")
+            time.sleep(0.2)
+        raise TimeoutError(f"private Kafka did not start; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
