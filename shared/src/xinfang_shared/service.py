@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, HTTPException, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 
+from .contracts.events import FieldError
 from .db import create_pool
 from .logging import configure_logging
 from .messaging import RetryPolicy, build_broker
@@ -33,6 +37,31 @@ from .telemetry import configure_tracing
 log = logging.getLogger(__name__)
 
 Hook = Callable[["Service"], Awaitable[None]]
+
+
+class ErrorList(BaseModel):
+    """Every 4xx that is about the request's content: what is wrong, field by field."""
+
+    detail: str
+    errors: list[FieldError]
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    # FastAPI prefixes the request part ("body", "query", "path"); the body's fields are named as they are.
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] == "body" else loc)]
+    return ".".join(parts) or "<body>"
+
+
+async def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field="<body>", message=f"not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
+        if e["type"] == "json_invalid"
+        else FieldError(field=_field(tuple(e["loc"])), message=e["msg"])
+        for e in exc.errors()
+    ]
+    body = ErrorList(detail="the request is invalid", errors=errors)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 class Service:
@@ -63,6 +92,7 @@ class Service:
         FastAPIInstrumentor.instrument_app(
             self.api, tracer_provider=self.tracer_provider, excluded_urls="health,metrics"
         )
+        self.api.add_exception_handler(RequestValidationError, _validation_errors)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
 
@@ -72,12 +102,12 @@ class Service:
             raise RuntimeError("the database pool is opened when the service starts")
         return self._pool
 
-    def subscriber(self, topic: str, **options: Any) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+    def subscriber(self, *topics: str, **options: Any) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
         """`broker.subscriber` with this service's consumer group, reading from the earliest offset when the
         group is new (so nothing published before the first deployment is skipped)."""
         options.setdefault("group_id", self.settings.consumer_group)
         options.setdefault("auto_offset_reset", "earliest")
-        decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = self.broker.subscriber(topic, **options)
+        decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = self.broker.subscriber(*topics, **options)
         return decorator
 
     def on_start(self, hook: Hook) -> Hook:

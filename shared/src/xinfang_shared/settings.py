@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     database_pool_min: int = 1
     database_pool_max: int = 10
 
+    kafka_group_id: str | None = Field(
+        default=None, description="Consumer group; default xinfang-<service> (all instances of a service share it)"
+    )
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     otel_exporter_otlp_endpoint: str | None = Field(
@@ -60,7 +64,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def consumer_group(self) -> str:
-        return f"xinfang-{self.service_name}"
+        return self.kafka_group_id or f"xinfang-{self.service_name}"
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> ServiceSettings:

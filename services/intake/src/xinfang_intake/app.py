@@ -1,19 +1,100 @@
-"""The intake service: wiring of its subscribers and HTTP routes."""
+"""The intake service: channel topics and POST /v1/submissions in, matters.registered.v1 out."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS
+from faststream.kafka.annotations import KafkaMessage
+
+from xinfang_shared.batching import Coalescer
+from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged
+from xinfang_shared.contracts.reference import Channel
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.service import Service
-from xinfang_shared.skeleton import log_receipts
 
+from . import lifecycle
+from .api import build_router
+from .channel_keys import ChannelKeys, add_key
+from .ingest import Intake
+from .personal import PersonalDataVault
+from .registration import Registrar
 from .settings import IntakeSettings
+from .state import IntakeState
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
-settings = IntakeSettings()
-service = Service(settings, migrations=MIGRATIONS, title="xinfang intake")
-app = service.api
 
-log_receipts(service, [t for t in CONTRACT_TOPICS if "intake" in t.consumers])
+class _Late:
+    """Handlers are registered at import; their state exists once the service has started."""
+
+    state: IntakeState | None = None
+
+    def __call__(self) -> IntakeState:
+        if self.state is None:
+            raise RuntimeError("intake has not started")
+        return self.state
+
+
+def create_service(settings: IntakeSettings) -> Service:
+    service = Service(settings, migrations=MIGRATIONS, title="xinfang intake")
+    late = _Late()
+
+    @service.on_start
+    async def open_state(svc: Service) -> None:
+        vault = PersonalDataVault(
+            seal_key=settings.personal_data_key.get_secret_value(),
+            hash_key=settings.personal_data_hash_key.get_secret_value(),
+        )
+        registrar = Registrar(
+            vault,
+            repeat_similarity=settings.repeat_similarity,
+            review_window=timedelta(days=settings.review_window_days),
+        )
+        intake = Intake(settings, registrar, svc.pool)
+        coalescer = Coalescer(intake.register_http, max_batch=settings.http_batch_max, workers=2)
+        coalescer.start()
+        keys = ChannelKeys(svc.pool)
+        if settings.channel_api_key is not None:
+            async with svc.pool.acquire() as conn:
+                await add_key(
+                    conn, system="local-dev", channels=list(Channel), key=settings.channel_api_key.get_secret_value()
+                )
+        await keys.reload()
+        late.state = IntakeState(svc.pool, registrar, intake, keys, coalescer)
+
+    @service.on_stop
+    async def close_state(_: Service) -> None:
+        if late.state is not None:
+            await late.state.coalescer.stop()
+
+    @service.subscriber(
+        *(t.name for t in CHANNEL_SUBMITTED.values()),
+        batch=True,
+        max_records=settings.consume_batch_max,
+        title="channel topics:register",
+    )
+    async def take_submissions(_: list[Any], msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        await late().intake.take_records(raw if isinstance(raw, tuple) else (raw,))
+
+    @service.subscriber(MATTERS_STATUS.name, title=f"{MATTERS_STATUS.name}:track status")
+    async def track_status(event: MatterStatusChanged) -> None:
+        await lifecycle.apply_status(late().pool, event)
+
+    @service.subscriber(MATTERS_ROUTED.name, title=f"{MATTERS_ROUTED.name}:track routing")
+    async def track_routing(event: MatterRouted) -> None:
+        await lifecycle.apply_routed(late().pool, event)
+
+    @service.subscriber(DEADLINES_EVENTS.name, title=f"{DEADLINES_EVENTS.name}:track deadlines")
+    async def track_deadlines(event: DeadlineEvent) -> None:
+        await lifecycle.apply_deadline(late().pool, event)
+
+    service.api.include_router(build_router(late))
+    return service
+
+
+settings = IntakeSettings()
+service = create_service(settings)
+app = service.api

@@ -1,10 +1,31 @@
-"""Settings of the intake service (environment variables, see shared ServiceSettings)."""
+"""Settings of the intake service (environment variables; see shared ServiceSettings for the common ones)."""
 
 from __future__ import annotations
 
-from xinfang_shared.settings import ServiceSettings
+from pydantic import SecretStr
+
+from xinfang_shared.settings import LOCAL_DEV_SECRET, ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     http_port: int = 8001
+
+    # The local stack's channel key (make up writes it to .local/credentials.env); registered at start-up
+    # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys
+    # with `xinfang-intake keys add`.
+    channel_api_key: SecretStr | None = None
+    # AES-256-GCM key (base64 of 32 bytes) sealing ID numbers, phones and other personal data at rest, and
+    # the HMAC key of the petitioner match key (same person, same key, without storing the ID number).
+    personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    personal_data_hash_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+
+    max_message_bytes: int = 256 * 1024
+    submitted_at_skew_s: int = 300
+    review_window_days: int = 30
+    # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
+    repeat_similarity: float = 0.45
+    # Kafka channel topics are consumed in batches of up to this many records (one transaction each).
+    consume_batch_max: int = 500
+    # HTTP submissions arriving together are registered in one transaction of up to this many.
+    http_batch_max: int = 200

@@ -28,6 +28,7 @@ from .reference import (
     Mailbox,
     Office,
     OpinionResult,
+    Rating,
     VisitPlace,
 )
 
@@ -172,17 +173,26 @@ class MatterStatus(StrEnum):
     TERMINATED = "terminated"
 
 
+class Opinion(ContractModel):
+    result: OpinionResult
+    text: str = Field(min_length=1, max_length=20_000)
+
+
 class MatterStatusChanged(Event):
     matter_id: uuid.UUID
     status: MatterStatus
     previous_status: MatterStatus | None
     unit: str | None
     at: AwareDatetime
+    opinion: Opinion | None = Field(default=None, description="The handling opinion, when status is a conclusion")
 
 
-class Opinion(ContractModel):
-    result: OpinionResult
-    text: str = Field(min_length=1, max_length=20_000)
+class MatterRated(Event):
+    """The petitioner's rating of the handling opinion (through intake's look-up)."""
+
+    matter_id: uuid.UUID
+    rating: Rating
+    at: AwareDatetime
 
 
 class UnitInboxMessage(Event):

@@ -77,7 +77,15 @@ MATTERS_ROUTED = Topic(
     model=events.MatterRouted,
     description="The office and unit a matter was routed to, with the rule that matched",
     producers=("routing",),
-    consumers=("supervision", "notify", "stats"),
+    consumers=("supervision", "notify", "stats", "intake"),
+    has_dlq=True,
+)
+MATTERS_RATED = Topic(
+    name="matters.rated.v1",
+    model=events.MatterRated,
+    description="A petitioner's rating of the handling opinion",
+    producers=("intake",),
+    consumers=("stats",),
     has_dlq=True,
 )
 UNITS_FEEDBACK = Topic(
@@ -108,7 +116,7 @@ DEADLINES_EVENTS = Topic(
     model=events.DeadlineEvent,
     description="Statutory deadlines set, warned, missed, met, extended, paused, resumed, escalated",
     producers=("supervision",),
-    consumers=("notify", "stats", "units"),
+    consumers=("notify", "stats", "units", "intake"),
     has_dlq=True,
 )
 STATS_ALERTS = Topic(
@@ -136,6 +144,7 @@ CONTRACT_TOPICS: tuple[Topic, ...] = (
     SUBMISSION_REJECTED,
     MATTERS_REGISTERED,
     MATTERS_ROUTED,
+    MATTERS_RATED,
     UNITS_FEEDBACK,
     FEEDBACK_REJECTED,
     MATTERS_STATUS,

@@ -1,0 +1,186 @@
+"""Intake's HTTP API: submissions from channel systems, the petitioner's look-up and rating."""
+# No `from __future__ import annotations` here: FastAPI must evaluate the route signatures, which name
+# dependencies defined inside build_router.
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from xinfang_shared import outbox
+from xinfang_shared.contracts.events import FieldError, MatterRated, Opinion, Submission, utc_now
+from xinfang_shared.contracts.reference import Rating
+from xinfang_shared.contracts.topics import MATTERS_RATED
+from xinfang_shared.service import ErrorList
+
+from .channel_keys import ChannelSystem
+from .registration import Result
+from .state import IntakeState
+from .tracking import normalise
+from .validation import Invalid, check_rules
+
+
+class Registered(BaseModel):
+    matter_id: uuid.UUID
+    tracking_code: str = Field(description="What the petitioner uses to look the matter up")
+    status: str = Field(description="registered, duplicate or not-accepted-again")
+
+
+class DeadlineView(BaseModel):
+    deadline: str
+    state: str
+    due_at: datetime
+
+
+class MatterView(BaseModel):
+    """A matter as its petitioner sees it: no personal data of anyone."""
+
+    tracking_code: str
+    status: str
+    kind: str
+    channel: str
+    registered_at: datetime
+    repeat: str | None = Field(description="duplicate (of an open matter) or not-accepted-again (terminated)")
+    office: str | None
+    unit: str | None
+    category: str | None
+    deadlines: list[DeadlineView]
+    opinion: Opinion | None
+    rating: Rating | None
+
+
+class RatingIn(BaseModel):
+    rating: Rating
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def build_router(current: Callable[[], IntakeState]) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def channel_system(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ChannelSystem:
+        system = await current().keys.system_for(credentials.credentials) if credentials else None
+        if system is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid channel API key is required: Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return system
+
+    @router.post(
+        "/submissions",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Registered,
+        tags=["submissions"],
+        summary="Submit a matter from a channel system",
+        responses={
+            200: {"model": Registered, "description": "The same (channel, external_id) and content again"},
+            401: {"description": "No valid channel API key"},
+            403: {"description": "The key's system may not submit for this channel"},
+            409: {"model": ErrorList, "description": "The same (channel, external_id) with different content"},
+            413: {"model": ErrorList, "description": "Body too large"},
+            422: {"model": ErrorList, "description": "Invalid: every problem, field by field"},
+        },
+    )
+    async def submit(submission: Submission, system: Annotated[ChannelSystem, Depends(channel_system)]) -> Any:
+        """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even
+        when Kafka is down."""
+        state = current()
+        if submission.channel not in system.channels:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"the key of {system.name} may submit for {sorted(c.value for c in system.channels)},"
+                f" not '{submission.channel.value}'",
+            )
+        try:
+            check_rules(submission, now=utc_now(), skew=state.intake.skew)
+        except Invalid as exc:
+            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is invalid", exc.errors)
+        outcome = await state.coalescer.submit(state.registrar.prepare(submission))
+        if outcome.result == Result.CONFLICT:
+            return _errors(status.HTTP_409_CONFLICT, "external_id already used for other content", outcome.errors)
+        if outcome.result == Result.REFUSED:
+            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is refused", outcome.errors)
+        code = status.HTTP_202_ACCEPTED if outcome.result == Result.REGISTERED else status.HTTP_200_OK
+        body = Registered(matter_id=outcome.matter_id, tracking_code=outcome.tracking_code, status=outcome.status)
+        return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+    @router.get(
+        "/matters/{tracking_code}",
+        response_model=MatterView,
+        tags=["petitioners"],
+        summary="Look a matter up by its tracking code",
+        responses={404: {"description": "No matter has this tracking code"}},
+    )
+    async def look_up(tracking_code: str) -> MatterView:
+        state = current()
+        row = await _matter(state, tracking_code)
+        deadlines = await state.pool.fetch(
+            "SELECT deadline, state, due_at FROM matter_deadlines WHERE matter_id = $1 ORDER BY due_at",
+            row["matter_id"],
+        )
+        return MatterView(
+            tracking_code=row["tracking_code"],
+            status=row["status"],
+            kind=row["kind"],
+            channel=row["channel"],
+            registered_at=row["registered_at"],
+            repeat="duplicate" if row["duplicate_of"] else "not-accepted-again" if row["not_accepted_again"] else None,
+            office=row["office"],
+            unit=row["unit"],
+            category=row["category"],
+            deadlines=[DeadlineView(**dict(d)) for d in deadlines],
+            opinion=Opinion.model_validate(row["opinion"]) if row["opinion"] else None,
+            rating=row["rating"],
+        )
+
+    @router.post(
+        "/matters/{tracking_code}/rating",
+        tags=["petitioners"],
+        summary="Rate the handling opinion (once an opinion exists)",
+        responses={
+            404: {"description": "No matter has this tracking code"},
+            409: {"description": "No opinion yet, or already rated"},
+        },
+    )
+    async def rate(tracking_code: str, body: RatingIn) -> dict[str, str]:
+        state = current()
+        row = await _matter(state, tracking_code)
+        now = utc_now()
+        async with state.pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                "UPDATE matters SET rating = $2, rated_at = $3 WHERE matter_id = $1 AND opinion IS NOT NULL"
+                " AND rating IS NULL RETURNING true",
+                row["matter_id"],
+                body.rating.value,
+                now,
+            )
+            if not updated:
+                reason = "already rated" if row["rating"] else "there is no handling opinion to rate yet"
+                raise HTTPException(status.HTTP_409_CONFLICT, reason)
+            event = MatterRated(matter_id=row["matter_id"], rating=body.rating, at=now)
+            await outbox.enqueue(conn, MATTERS_RATED.name, event, key=str(row["matter_id"]))
+        return {"tracking_code": row["tracking_code"], "rating": body.rating.value}
+
+    return router
+
+
+async def _matter(state: IntakeState, tracking_code: str) -> Any:
+    code = normalise(tracking_code)
+    row = await state.pool.fetchrow("SELECT * FROM matters WHERE tracking_code = $1", code) if code else None
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no matter has this tracking code")
+    return row
+
+
+def _errors(code: int, detail: str, errors: list[FieldError]) -> JSONResponse:
+    return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)

@@ -1,0 +1,102 @@
+"""The front door: submissions from the channel topics (batches) and from HTTP (coalesced), registered."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import ConsumerRecord
+
+from xinfang_shared import inbox, outbox
+from xinfang_shared.contracts.events import FieldError, SubmissionRejected, utc_now
+from xinfang_shared.contracts.reference import Channel
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, SUBMISSION_REJECTED
+
+from .registration import Outcome, Prepared, Registrar, Result
+from .settings import IntakeSettings
+from .validation import Invalid, parse, validate
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OF_TOPIC = {topic.name: channel for channel, topic in CHANNEL_SUBMITTED.items()}
+RAW_LIMIT = 64 * 1024
+# Namespace of the ids given to source positions (topic, partition, offset) in the inbox.
+_POSITIONS = uuid.UUID("6f0f8f4e-3c1a-4c8e-9a57-8d7f2b1e4a10")
+
+
+def position_id(record: ConsumerRecord[Any, Any]) -> uuid.UUID:
+    return uuid.uuid5(_POSITIONS, f"{record.topic}:{record.partition}:{record.offset}")
+
+
+class Intake:
+    def __init__(self, settings: IntakeSettings, registrar: Registrar, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.registrar = registrar
+        self.pool = pool
+        self.skew = timedelta(seconds=settings.submitted_at_skew_s)
+
+    def check(self, raw: bytes, *, topic_channel: Channel | None = None) -> Prepared:
+        """Parse and validate one submission; raises Invalid."""
+        body = parse(raw, max_bytes=self.settings.max_message_bytes)
+        return self.registrar.prepare(validate(body, now=utc_now(), skew=self.skew, topic_channel=topic_channel))
+
+    async def register_http(self, batch: Sequence[Prepared]) -> list[Outcome]:
+        """The HTTP path's flush: one transaction for the requests that arrived together."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self.registrar.register(conn, list(batch), now=utc_now())
+
+    async def take_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """The Kafka path: one transaction per batch. Every record ends up registered (or found registered
+        before) or rejected with its reasons; none stops the batch."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Positions already processed (a redelivery after a crash) are skipped as a whole.
+            ids = {position_id(r): r for r in records}
+            new_ids = await inbox.first_time_many(conn, ids, source="channel-topics")
+            fresh = [r for pid, r in ids.items() if pid in new_ids]
+            prepared: list[tuple[ConsumerRecord[Any, Any], Prepared]] = []
+            rejected: list[SubmissionRejected] = []
+            for record in fresh:
+                try:
+                    prepared.append(
+                        (record, self.check(record.value or b"", topic_channel=CHANNEL_OF_TOPIC[record.topic]))
+                    )
+                except Invalid as exc:
+                    rejected.append(_rejection(record, exc.errors))
+            outcomes = await self.registrar.register(conn, [p for _, p in prepared], now=utc_now())
+            for (record, _), outcome in zip(prepared, outcomes, strict=True):
+                if outcome.result in (Result.CONFLICT, Result.REFUSED):
+                    rejected.append(_rejection(record, outcome.errors))
+            await outbox.enqueue_many(
+                conn, [outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r) for r in rejected]
+            )
+        registered = sum(o.result == Result.REGISTERED for o in outcomes)
+        log.info(
+            "channel batch",
+            extra={
+                "records": len(records),
+                "redelivered": len(records) - len(fresh),
+                "registered": registered,
+                "rejected": len(rejected),
+            },
+        )
+
+
+def _rejection(record: ConsumerRecord[Any, Any], errors: list[FieldError]) -> SubmissionRejected:
+    raw: bytes = record.value or b""
+    external_id = record.key.decode("utf-8", "replace")[:128] if record.key else None
+    with contextlib.suppress(ValueError):
+        body = orjson.loads(raw)
+        if isinstance(body, dict) and isinstance(body.get("external_id"), str):
+            external_id = body["external_id"][:128]
+    return SubmissionRejected(
+        channel=CHANNEL_OF_TOPIC[record.topic].value,
+        external_id=external_id,
+        errors=errors,
+        raw=raw[:RAW_LIMIT].decode("utf-8", "replace"),
+    )

@@ -1,0 +1,41 @@
+"""Personal data at rest: sealed with AES-256-GCM; matched through a keyed hash, never in the clear."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from xinfang_shared.settings import LOCAL_DEV_SECRET
+
+_NONCE = 12
+
+
+def _key_bytes(secret: str) -> bytes:
+    if secret == LOCAL_DEV_SECRET:
+        return hashlib.sha256(secret.encode()).digest()  # local/test only; production refuses this value
+    raw = base64.b64decode(secret)
+    if len(raw) != 32:
+        raise ValueError("PERSONAL_DATA_KEY must be base64 of 32 random bytes")
+    return raw
+
+
+class PersonalDataVault:
+    def __init__(self, *, seal_key: str, hash_key: str) -> None:
+        self._aead = AESGCM(_key_bytes(seal_key))
+        self._hash_key = hash_key.encode()
+
+    def seal(self, data: object) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, orjson.dumps(data), b"xinfang-intake-v1")
+
+    def open(self, sealed: bytes) -> object:
+        return orjson.loads(self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], b"xinfang-intake-v1"))
+
+    def match_key(self, id_number: str) -> bytes:
+        """The same resident ID number always gives the same key; the key does not give the number back."""
+        return hmac.new(self._hash_key, id_number.strip().upper().encode(), hashlib.sha256).digest()

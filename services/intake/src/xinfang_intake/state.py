@@ -1,0 +1,22 @@
+"""What intake's handlers share once the service has started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from xinfang_shared.batching import Coalescer
+
+from .channel_keys import ChannelKeys
+from .ingest import Intake
+from .registration import Outcome, Prepared, Registrar
+
+
+@dataclass
+class IntakeState:
+    pool: asyncpg.Pool
+    registrar: Registrar
+    intake: Intake
+    keys: ChannelKeys
+    coalescer: Coalescer[Prepared, Outcome]

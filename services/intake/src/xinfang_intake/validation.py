@@ -1,0 +1,149 @@
+"""One validation for both paths (Kafka channel topics and POST /v1/submissions).
+
+`parse` turns raw bytes into a JSON object; `validate` checks it against the contract's shape (the shared
+`Submission` model) and then against every rule of the contract the shape cannot express. Both return
+field-level errors, `{field, message}`, that say what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from stdnum import exceptions as stdnum_errors
+from stdnum.cn import ric
+
+from xinfang_shared.contracts.events import FieldError, Person, Submission
+from xinfang_shared.contracts.reference import Channel, Kind
+
+from .regions import is_sichuan_region
+from .tracking import normalise
+
+MAX_REPRESENTATIVES = 5  # statutory
+_MOBILE = re.compile(r"^(?:\+?86[- ]?)?1[3-9]\d{9}$")
+_LANDLINE = re.compile(r"^(?:\+?86[- ]?)?0\d{2,3}[- ]?\d{7,8}(?:[- ]\d{1,6})?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+REVIEW_KINDS = (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)
+
+
+class Invalid(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} field error(s)")
+        self.errors = errors
+
+
+def error(field: str, message: str) -> FieldError:
+    return FieldError(field=field, message=message)
+
+
+def parse(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
+    """Bytes → JSON object, or Invalid with the reason."""
+    if len(raw) > max_bytes:
+        raise Invalid([error("<message>", f"message is {len(raw)} bytes; at most {max_bytes} are accepted")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid([error("<message>", f"not UTF-8: invalid byte at position {exc.start}")]) from None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid([error("<message>", f"not JSON: {exc}")]) from None
+    if not isinstance(value, dict):
+        raise Invalid([error("<message>", f"expected a JSON object, got {type(value).__name__}")])
+    return value
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<message>"
+
+
+def validate(
+    body: dict[str, Any], *, now: datetime, skew: timedelta = timedelta(minutes=5), topic_channel: Channel | None = None
+) -> Submission:
+    """A valid Submission, or Invalid listing every problem found."""
+    try:
+        submission = Submission.model_validate(body)
+    except ValidationError as exc:
+        errors = [error(_dotted(e["loc"]), e["msg"]) for e in exc.errors(include_url=False, include_input=False)]
+        if topic_channel is not None and "channel" in body and body["channel"] != topic_channel.value:
+            errors.append(_channel_mismatch(topic_channel))
+        raise Invalid(errors) from None
+    check_rules(submission, now=now, skew=skew, topic_channel=topic_channel)
+    return submission
+
+
+def check_rules(
+    submission: Submission,
+    *,
+    now: datetime,
+    skew: timedelta = timedelta(minutes=5),
+    topic_channel: Channel | None = None,
+) -> None:
+    """The contract's rules beyond the model's shape; raises Invalid listing every one broken."""
+    errors = list(_rules(submission, now=now, skew=skew, topic_channel=topic_channel))
+    if errors:
+        raise Invalid(errors)
+
+
+def _channel_mismatch(topic_channel: Channel) -> FieldError:
+    return error("channel", f"must be '{topic_channel.value}' on the {topic_channel.value} channel's topic")
+
+
+def _rules(s: Submission, *, now: datetime, skew: timedelta, topic_channel: Channel | None) -> Any:
+    if topic_channel is not None and s.channel != topic_channel:
+        yield _channel_mismatch(topic_channel)
+    if s.submitted_at > now + skew:
+        yield error("submitted_at", f"is in the future (more than {int(skew.total_seconds())} s ahead of the server)")
+    yield from _person("petitioner", s.petitioner)
+    if s.petitioner.email is not None and not _EMAIL.match(s.petitioner.email):
+        yield error("petitioner.email", "is not an e-mail address")
+    if len(s.representatives) > MAX_REPRESENTATIVES:
+        yield error(
+            "representatives",
+            f"at most {MAX_REPRESENTATIVES} representatives (statutory); got {len(s.representatives)}",
+        )
+    if s.headcount > 1 and not s.representatives:
+        yield error("representatives", "required when headcount > 1: a group elects 1 to 5 representatives")
+    for i, rep in enumerate(s.representatives):
+        yield from _person(f"representatives.{i}", rep)
+    if s.channel == Channel.MAILBOX and s.mailbox is None:
+        yield error("mailbox", "required when channel is mailbox: 'secretary' or 'governor'")
+    if s.channel != Channel.MAILBOX and s.mailbox is not None:
+        yield error("mailbox", "only for channel mailbox")
+    if s.channel == Channel.VISIT and s.visit is None:
+        yield error("visit", "required when channel is visit: {place: chengdu|beijing|other, unusual: bool}")
+    if s.location is not None and not is_sichuan_region(s.location.region_code):
+        yield error(
+            "location.region_code",
+            f"'{s.location.region_code}' is not a GB/T 2260 code of Sichuan in force (51xxxx, e.g. 510104)",
+        )
+    if s.kind in REVIEW_KINDS:
+        if not s.related_tracking_code:
+            yield error(
+                "related_tracking_code", f"required for kind {s.kind.value}: the earlier matter's tracking code"
+            )
+        elif normalise(s.related_tracking_code) is None:
+            yield error("related_tracking_code", "is not a tracking code (XXXX-XXXX-XXXX-XXXX; check character failed)")
+
+
+def _person(prefix: str, person: Person) -> Any:
+    reason = id_number_problem(person.id_number)
+    if reason:
+        yield error(f"{prefix}.id_number", reason)
+    if not (_MOBILE.match(person.phone) or _LANDLINE.match(person.phone)):
+        yield error(f"{prefix}.phone", "not a mainland mobile (1[3-9] and 9 digits) or landline (0xx(x)-xxxxxxx(x))")
+
+
+def id_number_problem(id_number: str) -> str | None:
+    try:
+        ric.validate(id_number)
+    except stdnum_errors.InvalidChecksum:
+        return "resident ID check digit does not match (GB 11643)"
+    except stdnum_errors.InvalidComponent:
+        return "resident ID has an impossible birth date or region"
+    except stdnum_errors.ValidationError:
+        return "resident ID must be 17 digits and a check digit (0-9 or X)"
+    return None
