@@ -13,12 +13,17 @@ TOPICS = ["工资拖欠", "房屋拆迁补偿", "土地征收", "医疗纠纷", 
 REGIONS = ["510104", "510107", "510116", "510185", "510302", "510703", "511402", "511702", "513401", "513201"]
 
 
-def id_number(rng: random.Random | None = None, *, region: str = "510104") -> str:
-    """A resident ID number with a valid birth date and check digit (GB 11643)."""
+# Regions whose codes existed for every birth year used below (an ID's region must predate its holder).
+ID_REGIONS = ["513401", "110105", "510121", "513422"]
+
+
+def id_number(rng: random.Random | None = None, *, region: str | None = None) -> str:
+    """A resident ID number with a valid birth date, birth place and check digit (GB 11643)."""
     rng = rng or random.Random()
+    region = region or rng.choice(ID_REGIONS)
     born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 365 * 55))  # noqa: DTZ001 - a date only
     body = f"{region}{born:%Y%m%d}{rng.randrange(0, 1000):03d}"
-    return body + ric.calc_check_digit(body)
+    return body + ric.calc_check_digit(body + "0")  # it reads the first 17 of 18 characters
 
 
 def mobile(rng: random.Random | None = None) -> str:

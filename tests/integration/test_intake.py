@@ -1,0 +1,506 @@
+"""Intake on the real broker and database: both paths, idempotency, repeats, reviews, look-up, rating, and
+no personal data in logs or spans. Channel messages are produced with confluent-kafka (librdkafka), a Kafka
+client that is not ours, the way a channel system would."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import SecretStr
+
+from tests import factories
+from tests.integration.conftest import eventually
+from tests.integration.kafka_tools import Tail, start_group_at_end
+from xinfang_intake.app import MIGRATIONS, create_service
+from xinfang_intake.channel_keys import add_key
+from xinfang_intake.settings import IntakeSettings
+from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Opinion
+from xinfang_shared.contracts.reference import Channel
+from xinfang_shared.contracts.topics import (
+    CHANNEL_SUBMITTED,
+    DEADLINES_EVENTS,
+    MATTERS_RATED,
+    MATTERS_REGISTERED,
+    MATTERS_ROUTED,
+    MATTERS_STATUS,
+    SUBMISSION_REJECTED,
+)
+from xinfang_shared.db import migrate_dsn
+from xinfang_shared.logging import JsonFormatter
+from xinfang_shared.service import Service
+from xinfang_shared.telemetry import add_span_processor, configure_tracing
+
+KEY = "test-channel-key-" + uuid.uuid4().hex
+CONSUMED = [
+    *(t.name for t in CHANNEL_SUBMITTED.values()),
+    MATTERS_STATUS.name,
+    MATTERS_ROUTED.name,
+    DEADLINES_EVENTS.name,
+]
+PRODUCED = [MATTERS_REGISTERED.name, SUBMISSION_REJECTED.name, MATTERS_RATED.name]
+
+
+@dataclass
+class Harness:
+    service: Service
+    http: httpx.AsyncClient
+    tail: Tail
+    bootstrap: str
+    logs: io.StringIO
+    spans: InMemorySpanExporter
+    people: list[str]  # every ID number and phone number the tests used
+
+    def person(self, rng: random.Random | None = None) -> dict[str, str]:
+        rng = rng or random.Random()
+        p = {
+            "name": "测试" + uuid.uuid4().hex[:4],
+            "id_number": factories.id_number(rng),
+            "phone": factories.mobile(rng),
+        }
+        self.people += [p["id_number"], p["phone"]]
+        return p
+
+    def body(self, **overrides: Any) -> dict[str, Any]:
+        overrides.setdefault("petitioner", self.person())
+        return factories.submission(**overrides)
+
+    async def post(self, body: dict[str, Any], key: str = KEY) -> httpx.Response:
+        return await self.http.post("/v1/submissions", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    async def publish(self, topic: str, event: Any) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
+        finally:
+            await producer.stop()
+
+    async def registered(self, matter_id: str) -> list[dict[str, Any]]:
+        found = await self.tail.wait(MATTERS_REGISTERED.name, lambda r: r.key == matter_id.encode())
+        return [orjson.loads(r.value) for r in found]
+
+    async def look_up(self, code: str) -> dict[str, Any]:
+        response = await self.http.get(f"/v1/matters/{code}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
+    logs = io.StringIO()
+    capture = logging.StreamHandler(logs)
+    capture.setFormatter(JsonFormatter("intake-test"))
+    logging.getLogger().addHandler(capture)
+    configure_tracing("integration-tests")
+    spans = InMemorySpanExporter()
+    add_span_processor(SimpleSpanProcessor(spans))
+
+    group = f"test-intake-{uuid.uuid4().hex[:8]}"
+    await start_group_at_end(bootstrap, group, CONSUMED)
+    settings = IntakeSettings(
+        database_url=database,
+        kafka_bootstrap_servers=bootstrap,
+        kafka_group_id=group,
+        channel_api_key=SecretStr(KEY),
+        outbox_poll_interval_s=0.2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    await migrate_dsn(database, settings.db_schema, MIGRATIONS)
+    service = create_service(settings)
+    tail = Tail(bootstrap, PRODUCED)
+    await tail.start()
+    await service.start()
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.api), base_url="http://intake")
+    try:
+        yield Harness(service, http, tail, bootstrap, logs, spans, [])
+    finally:
+        await http.aclose()
+        await service.stop()
+        await tail.stop()
+        logging.getLogger().removeHandler(capture)
+
+
+# --- HTTP --------------------------------------------------------------------------------------------
+
+
+async def test_a_submission_is_registered_once_and_answered_idempotently(intake: Harness) -> None:
+    body = intake.body()
+    first = await intake.post(body)
+    assert first.status_code == 202, first.text
+    answer = first.json()
+    assert answer["status"] == "registered"
+    again = await intake.post(body)
+    assert (again.status_code, again.json()) == (200, answer)
+    other = await intake.post(body | {"title": "another title"})
+    assert other.status_code == 409
+    assert other.json()["errors"][0]["field"] == "external_id"
+
+    events = await intake.registered(answer["matter_id"])
+    await asyncio.sleep(1)  # a second copy, if any, would have arrived by now
+    events = [
+        orjson.loads(r.value) for r in intake.tail.on(MATTERS_REGISTERED.name) if r.key == answer["matter_id"].encode()
+    ]
+    assert len(events) == 1
+    event = events[0]
+    assert (event["tracking_code"], event["external_id"], event["channel"]) == (
+        answer["tracking_code"],
+        body["external_id"],
+        "letter",
+    )
+    assert event["duplicate_of"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"petitioner": {"name": "x", "id_number": "11010519491231002Y", "phone": "13812345678"}},
+            "petitioner.id_number",
+        ),
+        ({"petitioner": {"name": "x", "id_number": "11010519491231002X", "phone": "12345"}}, "petitioner.phone"),
+        ({"location": {"region_code": "519999"}}, "location.region_code"),
+        ({"location": {"region_code": "110101"}}, "location.region_code"),
+        ({"channel": "mailbox"}, "mailbox"),
+        ({"channel": "visit"}, "visit"),
+        ({"headcount": 8}, "representatives"),
+        ({"submitted_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, "submitted_at"),
+        ({"submitted_at": "2026-11-01T09:00:00"}, "submitted_at"),
+        ({"kind": "review-request"}, "related_tracking_code"),
+        ({"title": ""}, "title"),
+        ({"channel": "fax"}, "channel"),
+        ({"content": None}, "content"),
+    ],
+)
+async def test_invalid_submissions_get_422_naming_the_field(
+    intake: Harness, change: dict[str, Any], field: str
+) -> None:
+    response = await intake.post(intake.body(**change))
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert field in {e["field"] for e in errors}, errors
+    assert all(e["message"] for e in errors)
+
+
+async def test_more_than_five_representatives_are_refused(intake: Harness) -> None:
+    reps = [intake.person() for _ in range(6)]
+    response = await intake.post(intake.body(headcount=30, representatives=reps))
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "representatives", "message": "at most 5 representatives (statutory); got 6"}
+    ]
+    ok = await intake.post(intake.body(headcount=30, representatives=reps[:5]))
+    assert ok.status_code == 202
+
+
+async def test_keys_are_required_and_limited_to_their_channels(intake: Harness) -> None:
+    body = intake.body(channel="online")
+    assert (await intake.post(body, key="wrong")).status_code == 401
+    assert (await intake.http.post("/v1/submissions", json=body)).status_code == 401
+    letters_only = "letters-" + uuid.uuid4().hex
+    async with intake.service.pool.acquire() as conn:
+        await add_key(
+            conn, system="letters-registry-" + uuid.uuid4().hex[:4], channels=[Channel.LETTER], key=letters_only
+        )
+    await asyncio.sleep(1.1)  # a new key is seen on the next reload (at most one a second)
+    forbidden = await intake.post(body, key=letters_only)
+    assert forbidden.status_code == 403
+    assert (await intake.post(intake.body(channel="letter"), key=letters_only)).status_code == 202
+    stored = await intake.service.pool.fetchval(
+        "SELECT count(*) FROM channel_keys WHERE key_hash = $1", letters_only.encode()
+    )
+    assert stored == 0, "keys are stored hashed"
+
+
+# --- Kafka -------------------------------------------------------------------------------------------
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in messages:
+        producer.produce(topic, value=value, key=key)
+    assert producer.flush(30) == 0
+
+
+async def test_channel_topics_register_the_valid_and_reject_the_rest_without_stalling(intake: Harness) -> None:
+    good_before, good_after = intake.body(), intake.body()
+    wrong_channel = intake.body(channel="online")
+    bad_shape = intake.body(petitioner={"name": "x"})
+    too_large = intake.body(content="长" * 20_000, title="t" * 200, petitioner=intake.person())
+    too_large["padding"] = "x" * 300_000
+    conflict = good_before | {"title": "changed afterwards"}
+    topic = CHANNEL_SUBMITTED[Channel.LETTER].name
+    messages = [
+        (good_before["external_id"].encode(), json.dumps(good_before).encode()),
+        (b"not-json", b"{this is not json"),
+        (b"not-utf8", b"\xff\xfe\x00garbage"),
+        (b"array", b"[1, 2, 3]"),
+        (wrong_channel["external_id"].encode(), json.dumps(wrong_channel).encode()),
+        (bad_shape["external_id"].encode(), json.dumps(bad_shape).encode()),
+        (too_large["external_id"].encode(), json.dumps(too_large).encode()),
+        (good_before["external_id"].encode(), json.dumps(good_before).encode()),  # redelivered by the channel
+        (conflict["external_id"].encode(), json.dumps(conflict).encode()),
+        (good_after["external_id"].encode(), json.dumps(good_after).encode()),
+    ]
+    await asyncio.to_thread(_produce, intake.bootstrap, topic, messages)
+
+    # Other consumers of the shared channel topics (a running `make up` stack, say) register the same
+    # messages in their own databases and publish too: count only what this intake registered.
+    async def registered_here(ext: str) -> list[Any]:
+        ours = {r["matter_id"] for r in await intake.service.pool.fetch("SELECT matter_id FROM matters")}
+
+        def match(r: Any) -> bool:
+            event = orjson.loads(r.value)
+            return bool(event["external_id"] == ext and uuid.UUID(event["matter_id"]) in ours)
+
+        return await intake.tail.wait(MATTERS_REGISTERED.name, match, timeout=5)
+
+    await eventually(lambda: _registered_in_db(intake, good_after["external_id"]), timeout=30)
+    rejected_keys = {
+        b"not-json",
+        b"not-utf8",
+        b"array",
+        *(m[0] for m in messages[4:7]),
+        conflict["external_id"].encode(),
+    }
+    rejected = await intake.tail.wait(SUBMISSION_REJECTED.name, lambda r: r.key in rejected_keys, count=7)
+    await asyncio.sleep(1)
+    rows = await intake.service.pool.fetch(
+        "SELECT matter_id FROM matters WHERE external_id = ANY($1)",
+        [good_before["external_id"], good_after["external_id"]],
+    )
+    assert len(rows) == 2, "the redelivered submission is registered once"
+    for ext in (good_before["external_id"], good_after["external_id"]):
+        assert len(await registered_here(ext)) == 1, "and published once"
+
+    reasons: dict[bytes, set[str]] = {}
+    for record in rejected:
+        event = orjson.loads(record.value)
+        reasons.setdefault(record.key, set()).update(e["field"] for e in event["errors"])
+        assert event["channel"] == "letter" and event["raw"]
+    assert reasons[b"not-json"] == reasons[b"not-utf8"] == reasons[b"array"] == {"<message>"}
+    assert "channel" in reasons[wrong_channel["external_id"].encode()]
+    assert {"petitioner.id_number", "petitioner.phone"} <= set(reasons[bad_shape["external_id"].encode()])
+    assert reasons[too_large["external_id"].encode()] == {"<message>"}
+    assert reasons[conflict["external_id"].encode()] == {"external_id"}
+
+
+# --- repeats -----------------------------------------------------------------------------------------
+
+
+async def test_repeats_are_marked_and_a_terminated_matter_is_not_accepted_again(intake: Harness) -> None:
+    person = intake.person()
+    text = {
+        "title": "关于某小区拆迁补偿款未发放的反映",
+        "content": "我家在某街道某小区，2024年拆迁后补偿款至今未发放，多次询问无果，请求督促发放。",
+    }
+    original = (await intake.post(intake.body(petitioner=person, **text))).json()
+    assert original["status"] == "registered"
+
+    # One letter to many addressees (一信多投): the copy is a duplicate of the original.
+    copy = await intake.post(intake.body(petitioner=person, addressee="governor", **text))
+    assert copy.status_code == 202 and copy.json()["status"] == "duplicate"
+    event = (await intake.registered(copy.json()["matter_id"]))[0]
+    assert event["duplicate_of"] == original["matter_id"]
+
+    # The same text from another petitioner, and another matter from the same one, are new matters.
+    assert (await intake.post(intake.body(**text))).json()["status"] == "registered"
+    different = {
+        "title": "反映某工厂夜间噪音扰民",
+        "content": "某工业园区的工厂每天夜里两点还在施工，噪音严重影响休息。",
+    }
+    assert (await intake.post(intake.body(petitioner=person, **different))).json()["status"] == "registered"
+
+    now = datetime.now(UTC)
+    await intake.publish(
+        MATTERS_STATUS.name,
+        MatterStatusChanged(
+            matter_id=original["matter_id"],
+            status="terminated",
+            previous_status="re-review-concluded",
+            unit=None,
+            at=now,
+        ),
+    )
+    await eventually(lambda: _status(intake, original["tracking_code"], "terminated"), timeout=30)
+    again = await intake.post(intake.body(petitioner=person, **text))
+    assert again.json()["status"] == "not-accepted-again"
+    assert (await intake.registered(again.json()["matter_id"]))[0]["not_accepted_again"] is True
+
+
+async def _registered_in_db(intake: Harness, external_id: str) -> bool:
+    return bool(await intake.service.pool.fetchval("SELECT count(*) FROM matters WHERE external_id = $1", external_id))
+
+
+async def _status(intake: Harness, code: str, status: str) -> bool:
+    return (await intake.look_up(code))["status"] == status
+
+
+# --- reviews, look-up, rating ------------------------------------------------------------------------
+
+
+async def test_review_requests_link_to_a_concluded_matter_within_its_window(intake: Harness) -> None:
+    person = intake.person()
+    earlier = (await intake.post(intake.body(petitioner=person))).json()
+    review = {"kind": "review-request", "petitioner": person}
+
+    unknown = await intake.post(intake.body(related_tracking_code="0000-0000-0000-0000", **review))
+    assert unknown.status_code == 422, unknown.text
+    assert "no matter has this tracking code" in unknown.json()["errors"][0]["message"]
+
+    open_one = await intake.post(intake.body(related_tracking_code=earlier["tracking_code"], **review))
+    assert open_one.status_code == 422 and "not concluded" in open_one.json()["errors"][0]["message"]
+
+    opinion = Opinion(result="explain", text="经核查，补偿款已于本月发放。")
+    await intake.publish(
+        MATTERS_STATUS.name,
+        MatterStatusChanged(
+            matter_id=earlier["matter_id"],
+            status="concluded",
+            previous_status="in-handling",
+            unit="city-5101",
+            at=datetime.now(UTC),
+            opinion=opinion,
+        ),
+    )
+    await eventually(lambda: _status(intake, earlier["tracking_code"], "concluded"), timeout=30)
+    accepted = await intake.post(intake.body(related_tracking_code=earlier["tracking_code"].lower(), **review))
+    assert accepted.status_code == 202, accepted.text
+
+    late = (await intake.post(intake.body(petitioner=intake.person()))).json()
+    await intake.publish(
+        MATTERS_STATUS.name,
+        MatterStatusChanged(
+            matter_id=late["matter_id"],
+            status="concluded",
+            previous_status="in-handling",
+            unit="city-5101",
+            at=datetime.now(UTC),
+            opinion=opinion,
+        ),
+    )
+    await eventually(lambda: _status(intake, late["tracking_code"], "concluded"), timeout=30)
+    # 31 days pass.
+    await intake.service.pool.execute(
+        "UPDATE matters SET concluded_at = concluded_at - interval '31 days' WHERE matter_id = $1",
+        uuid.UUID(late["matter_id"]),
+    )
+    too_late = await intake.post(intake.body(related_tracking_code=late["tracking_code"], kind="review-request"))
+    assert too_late.status_code == 422 and "window" in too_late.json()["errors"][0]["message"]
+
+    re_review = await intake.post(
+        intake.body(related_tracking_code=earlier["tracking_code"], kind="re-review-request", petitioner=person)
+    )
+    assert re_review.status_code == 422 and "concluded review" in re_review.json()["errors"][0]["message"]
+
+
+async def test_the_petitioner_sees_progress_without_personal_data_and_rates_once(intake: Harness) -> None:
+    person = intake.person()
+    body = intake.body(petitioner=person)
+    answer = (await intake.post(body)).json()
+    code, matter_id = answer["tracking_code"], answer["matter_id"]
+    now = datetime.now(UTC)
+
+    assert (await intake.http.post(f"/v1/matters/{code}/rating", json={"rating": "satisfied"})).status_code == 409
+    await intake.publish(
+        MATTERS_ROUTED.name,
+        MatterRouted(
+            matter_id=matter_id,
+            office="letters-2",
+            unit="city-5101",
+            category="labor",
+            category_inferred=True,
+            rule="office-8",
+            routed_at=now,
+        ),
+    )
+    await intake.publish(
+        DEADLINES_EVENTS.name,
+        DeadlineEvent(
+            matter_id=matter_id,
+            deadline="acceptance",
+            state="set",
+            due_at=now + timedelta(days=15),
+            unit="city-5101",
+            at=now,
+        ),
+    )
+    await intake.publish(
+        MATTERS_STATUS.name,
+        MatterStatusChanged(
+            matter_id=matter_id,
+            status="concluded",
+            previous_status="in-handling",
+            unit="city-5101",
+            at=now,
+            opinion=Opinion(result="support", text="诉求合理，已责成企业补发工资。"),
+        ),
+    )
+    await eventually(lambda: _status(intake, code, "concluded"), timeout=30)
+    await eventually(lambda: _has_deadline(intake, code), timeout=30)
+
+    response = await intake.http.get(f"/v1/matters/{code.replace('-', '').lower()}")
+    view = response.json()
+    assert (view["office"], view["unit"], view["category"]) == ("letters-2", "city-5101", "labor")
+    assert view["deadlines"][0]["deadline"] == "acceptance"
+    assert view["opinion"]["result"] == "support"
+    for secret in (person["id_number"], person["phone"], person["name"], body["petitioner"]["name"]):
+        assert secret not in response.text
+
+    rated = await intake.http.post(f"/v1/matters/{code}/rating", json={"rating": "basically-satisfied"})
+    assert rated.status_code == 200
+    assert (await intake.http.post(f"/v1/matters/{code}/rating", json={"rating": "satisfied"})).status_code == 409
+    assert (await intake.http.post(f"/v1/matters/{code}/rating", json={"rating": "great"})).status_code == 422
+    event = await intake.tail.wait(MATTERS_RATED.name, lambda r: r.key == matter_id.encode())
+    assert orjson.loads(event[0].value)["rating"] == "basically-satisfied"
+    assert (await intake.http.get("/v1/matters/0000-0000-0000-0000")).status_code == 404
+
+
+async def _has_deadline(intake: Harness, code: str) -> bool:
+    return bool((await intake.look_up(code))["deadlines"])
+
+
+# --- personal data -----------------------------------------------------------------------------------
+
+
+async def test_zz_no_personal_data_reached_logs_or_spans(intake: Harness) -> None:
+    """Runs last in this module: everything above went through the service with these people."""
+    assert len(intake.people) > 20
+    logged = intake.logs.getvalue()
+    assert "channel batch" in logged, "the capture saw the service's logs"
+    spans = intake.spans.get_finished_spans()
+    assert spans, "the capture saw the service's spans"
+    traced = json.dumps(
+        [
+            {
+                "name": s.name,
+                "attributes": dict(s.attributes or {}),
+                "events": [dict(e.attributes or {}) for e in s.events],
+            }
+            for s in spans
+        ],
+        ensure_ascii=False,
+        default=str,
+    )
+    for secret in intake.people:
+        assert secret not in logged, "personal data in the logs"
+        assert secret not in traced, "personal data in a span"
+    at_rest = await intake.service.pool.fetch("SELECT personal_data, details::text AS details FROM matters")
+    for row in at_rest:
+        for secret in intake.people:
+            assert secret.encode() not in bytes(row["personal_data"]) and secret not in row["details"]
