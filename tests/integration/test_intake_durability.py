@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,9 +19,10 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from tests import factories
-from tests.integration.conftest import ROOT, eventually, read_topic
+from tests.integration.conftest import eventually, read_topic
 from tests.integration.kafka_tools import Tail, start_group_at_end
 from tests.integration.private_kafka import PrivateKafka
+from tests.integration.processes import IntakeProcess, free_port
 from xinfang_intake.app import MIGRATIONS, create_service
 from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.topics import BY_NAME, CHANNEL_SUBMITTED, MATTERS_REGISTERED
@@ -78,51 +76,6 @@ async def test_a_202_is_durable_while_kafka_is_down_and_published_when_it_is_bac
         await asyncio.to_thread(kafka.stop)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class IntakeProcess:
-    """The real `xinfang-intake serve` process, as deployed."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.port = int(env["HTTP_PORT"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(ROOT / ".venv/bin/xinfang-intake"), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        async with httpx.AsyncClient() as client:
-
-            async def healthy() -> bool:
-                assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-                try:
-                    return (await client.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(healthy, timeout=60)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def _produce_all(bootstrap: str, bodies: list[dict[str, Any]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     for body in bodies:
@@ -141,7 +94,7 @@ async def test_kill_9_at_any_moment_loses_nothing_acknowledged_and_doubles_nothi
         "DATABASE_URL": database,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_GROUP_ID": group,
-        "HTTP_PORT": str(_free_port()),
+        "HTTP_PORT": str(free_port()),
         "CHANNEL_API_KEY": KEY,
         "LOG_LEVEL": "WARNING",
         "OUTBOX_POLL_INTERVAL_S": "0.2",

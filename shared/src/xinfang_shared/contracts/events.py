@@ -78,8 +78,22 @@ class Location(ContractModel):
     detail: str | None = Field(default=None, max_length=500, description="Street, village, building")
 
 
+SUBMISSION_EXAMPLE = {
+    "external_id": "LR-2026-000123",
+    "channel": "letter",
+    "submitted_at": "2026-11-20T09:30:00+08:00",
+    "kind": "complaint",
+    "petitioner": {"name": "张某", "id_number": "11010519491231002X", "phone": "13800138000"},
+    "location": {"region_code": "510104", "detail": "锦江区某街道"},
+    "title": "反映某公司拖欠工资",
+    "content": "某公司自今年八月起拖欠工资三个月，多次讨要无果，请求督促解决。",
+}
+
+
 class Submission(ContractModel):
     """A matter as a channel system hands it over (channel topics and POST /v1/submissions)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SUBMISSION_EXAMPLE]})
 
     external_id: str = Field(min_length=1, max_length=128, description="The channel system's own id")
     channel: Channel
