@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -18,7 +19,10 @@ _NONCE = 12
 def _key_bytes(secret: str) -> bytes:
     if secret == LOCAL_DEV_SECRET:
         return hashlib.sha256(secret.encode()).digest()  # local/test only; production refuses this value
-    raw = base64.b64decode(secret)
+    try:
+        raw = base64.b64decode(secret, validate=True)
+    except binascii.Error:
+        raw = b""
     if len(raw) != 32:
         raise ValueError("PERSONAL_DATA_KEY must be base64 of 32 random bytes")
     return raw

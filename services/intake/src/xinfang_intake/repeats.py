@@ -1,40 +1,67 @@
 """Deciding that a submission is "the same matter" as an earlier one of the same petitioner.
 
 Same petitioner: the same resident ID number (compared through its keyed hash). Same matter: the texts
-(title + content) are near-duplicates. A text is reduced to a fingerprint: the set of hashed character
-bigrams of its normalised form (case folded; spaces, punctuation and digits dropped, so dates and amounts
-re-typed do not matter; full-width forms folded to ASCII). Chinese has no spaces, and bigrams of characters
-are what Chinese near-duplicate detection commonly uses; for English the bigrams of letters work as well
-on rewrites of the same complaint. Similarity is the containment of the smaller fingerprint in the larger
-(|A∩B| / min(|A|,|B|)), which stays high when one copy adds a greeting or a line to the other.
+(title + content) are near-duplicates. A text becomes a fingerprint, a set of hashed tokens of its
+normalised form (NFKC, case folded):
+  - Chinese: character bigrams of each run of CJK characters (Chinese has no spaces; bigrams are what
+    Chinese near-duplicate detection commonly uses);
+  - other scripts: the words of three or more letters that are not English stop words (letter bigrams,
+    tried first, made any two English letters look alike: English has few distinct letter pairs).
+Digits and punctuation are dropped, so dates and amounts re-typed do not matter. Similarity is the
+containment of the smaller fingerprint in the larger (|A∩B| / min(|A|,|B|)), which stays high when one copy
+adds a greeting or a paragraph to the other.
 
-On the labelled pairs in tests/data/repeats.jsonl the threshold of settings.repeat_similarity (0.45) gives
-the error rates reported by `python -m tests.unit.repeat_accuracy` (and asserted in tests/unit).
+The threshold (settings.repeat_similarity, 0.35) was chosen on the labelled pairs of tests/data/repeats.jsonl
+(146 pairs written before the method was tuned); `python -m tests.unit.repeat_accuracy` prints the error
+rates, which tests/unit/test_repeats.py holds.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import zlib
 from collections.abc import Iterable
 
 # Fingerprints cover the first characters only: enough to tell matters apart, cheap to compare.
-MAX_CHARS = 2_000
+MAX_CHARS = 4_000
+_WORD = re.compile(r"[^\W\d_]{3,}")
+_STOP_WORDS = frozenset(
+    (
+        "the and for from with are was were been has have had not this that these those its our you your she"
+        " they them their his her but than then there here which who whom what when where why how all any can"
+        " could would should will shall may might must very also about into over after before again please"
+    ).split()
+)
 
 
-def normalise(text: str) -> str:
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch for ch in folded if ch.isalpha())
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\U00020000" <= ch <= "\U0002ffff"
+
+
+def tokens(text: str) -> set[str]:
+    folded = unicodedata.normalize("NFKC", text).casefold()[:MAX_CHARS]
+    # Chinese: bigrams over the CJK characters alone, so punctuation, digits or spaces between them
+    # (or a re-typed date) change nothing.
+    cjk = "".join(ch for ch in folded if _is_cjk(ch))
+    found = {cjk[i : i + 2] for i in range(len(cjk) - 1)} if len(cjk) > 1 else {cjk} - {""}
+    # Other scripts: words.
+    latin = "".join(" " if _is_cjk(ch) else ch for ch in folded)
+    found |= {"w:" + w for w in _WORD.findall(latin) if w not in _STOP_WORDS}
+    if not found:  # a very short text: compare its letters whole
+        letters = "".join(ch for ch in folded if ch.isalpha())
+        if letters:
+            found.add("t:" + letters)
+    return found
 
 
 def fingerprint(title: str, content: str) -> list[int]:
-    text = normalise(title + content)[:MAX_CHARS]
-    grams = {text[i : i + 2] for i in range(len(text) - 1)} or {text}
     # crc32 fits a PostgreSQL int4 once shifted into the signed range.
-    return sorted({zlib.crc32(g.encode()) - 2**31 for g in grams})
+    return sorted({zlib.crc32(t.encode()) - 2**31 for t in tokens(title + "\n" + content)})
 
 
 def similarity(a: Iterable[int], b: Iterable[int]) -> float:
+    """0 when either text has nothing to compare (no letters at all)."""
     sa, sb = set(a), set(b)
     if not sa or not sb:
         return 0.0

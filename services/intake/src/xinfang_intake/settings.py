@@ -24,7 +24,7 @@ class IntakeSettings(ServiceSettings):
     submitted_at_skew_s: int = 300
     review_window_days: int = 30
     # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
-    repeat_similarity: float = 0.45
+    repeat_similarity: float = 0.35
     # Kafka channel topics are consumed in batches of up to this many records (one transaction each).
     consume_batch_max: int = 500
     # HTTP submissions arriving together are registered in one transaction of up to this many.

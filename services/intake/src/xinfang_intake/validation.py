@@ -8,12 +8,13 @@ field-level errors, `{field, message}`, that say what is wrong and what is expec
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 from stdnum import exceptions as stdnum_errors
+from stdnum import numdb
 from stdnum.cn import ric
 
 from xinfang_shared.contracts.events import FieldError, Person, Submission
@@ -23,9 +24,13 @@ from .regions import is_sichuan_region
 from .tracking import normalise
 
 MAX_REPRESENTATIVES = 5  # statutory
-_MOBILE = re.compile(r"^(?:\+?86[- ]?)?1[3-9]\d{9}$")
-_LANDLINE = re.compile(r"^(?:\+?86[- ]?)?0\d{2,3}[- ]?\d{7,8}(?:[- ]\d{1,6})?$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Matched whole (fullmatch) and with ASCII digits only.
+_MOBILE = re.compile(r"(?:\+?86[- ]?)?1[3-9][0-9]{9}")
+_LANDLINE = re.compile(r"(?:\+?86[- ]?)?0[0-9]{2,3}[- ]?[0-9]{7,8}(?:[- ][0-9]{1,6})?")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9Xx]")
+# Every GB/T 2260 code, past and present (python-stdnum's table): ID numbers are issued for life.
+_REGION_CODES = numdb.get("cn/loc")
 REVIEW_KINDS = (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)
 
 
@@ -98,7 +103,7 @@ def _rules(s: Submission, *, now: datetime, skew: timedelta, topic_channel: Chan
     if s.submitted_at > now + skew:
         yield error("submitted_at", f"is in the future (more than {int(skew.total_seconds())} s ahead of the server)")
     yield from _person("petitioner", s.petitioner)
-    if s.petitioner.email is not None and not _EMAIL.match(s.petitioner.email):
+    if s.petitioner.email is not None and not _EMAIL.fullmatch(s.petitioner.email):
         yield error("petitioner.email", "is not an e-mail address")
     if len(s.representatives) > MAX_REPRESENTATIVES:
         yield error(
@@ -133,17 +138,27 @@ def _person(prefix: str, person: Person) -> Any:
     reason = id_number_problem(person.id_number)
     if reason:
         yield error(f"{prefix}.id_number", reason)
-    if not (_MOBILE.match(person.phone) or _LANDLINE.match(person.phone)):
+    if not (_MOBILE.fullmatch(person.phone) or _LANDLINE.fullmatch(person.phone)):
         yield error(f"{prefix}.phone", "not a mainland mobile (1[3-9] and 9 digits) or landline (0xx(x)-xxxxxxx(x))")
 
 
-def id_number_problem(id_number: str) -> str | None:
-    try:
-        ric.validate(id_number)
-    except stdnum_errors.InvalidChecksum:
-        return "resident ID check digit does not match (GB 11643)"
-    except stdnum_errors.InvalidComponent:
-        return "resident ID has an impossible birth date or region"
-    except stdnum_errors.ValidationError:
+def id_number_problem(id_number: str, *, today: date | None = None) -> str | None:
+    """Why an 18-character resident ID number (GB 11643) is not valid, or None.
+
+    Checked: 17 digits and a check digit, the check digit, a real birth date not in the future, and a region
+    code that GB/T 2260 has known. Not checked: that the region code existed in the birth year, because a
+    number is issued where a person is registered, which can be a district created after their birth.
+    """
+    if not _ID_SHAPE.fullmatch(id_number):
         return "resident ID must be 17 digits and a check digit (0-9 or X)"
+    if ric.calc_check_digit(id_number) != id_number[-1].upper():
+        return "resident ID check digit does not match (GB 11643)"
+    try:
+        born = ric.get_birth_date(id_number)
+    except stdnum_errors.ValidationError:
+        return "resident ID has an impossible birth date"
+    if born > (today or date.today()):  # noqa: DTZ011 - a calendar date in China; a day of skew is harmless
+        return "resident ID has a birth date in the future"
+    if not _REGION_CODES.info(id_number[:6])[-1][1]:
+        return "resident ID has an unknown region code (GB/T 2260)"
     return None

@@ -78,7 +78,7 @@ class Location(ContractModel):
     detail: str | None = Field(default=None, max_length=500, description="Street, village, building")
 
 
-SUBMISSION_EXAMPLE = {
+SUBMISSION_EXAMPLE: JsonDict = {
     "external_id": "LR-2026-000123",
     "channel": "letter",
     "submitted_at": "2026-11-20T09:30:00+08:00",
