@@ -107,7 +107,7 @@ async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
     capture = logging.StreamHandler(logs)
     capture.setFormatter(JsonFormatter("intake-test"))
     logging.getLogger().addHandler(capture)
-    configure_tracing("integration-tests")
+    configure_tracing("integration-tests", record=True)
     spans = InMemorySpanExporter()
     add_span_processor(SimpleSpanProcessor(spans))
 

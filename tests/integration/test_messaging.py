@@ -54,7 +54,7 @@ def _settings(name: str, dsn: str, bootstrap: str) -> ServiceSettings:
 
 @pytest.fixture(scope="module")
 def spans() -> InMemorySpanExporter:
-    configure_tracing("integration-tests")
+    configure_tracing("integration-tests", record=True)
     exporter = InMemorySpanExporter()
     add_span_processor(SimpleSpanProcessor(exporter))
     return exporter

@@ -14,6 +14,7 @@ from .settings import ServiceSettings
 
 
 def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:
+    """`app` names a factory, "package.module:create_app"."""
     parser = argparse.ArgumentParser(prog=f"xinfang-{settings.service_name}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args()
@@ -23,10 +24,13 @@ def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:
         return
     uvicorn.run(
         app,
+        factory=True,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
         access_log=False,
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=20,
     )

@@ -173,7 +173,8 @@ def build_broker(
         linger_ms=5,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         # Through the root logger, so FastStream's lines get the same JSON format and redaction.
-        logger=logging.getLogger("faststream"),
+        # (not "faststream": that logger comes with FastStream's own coloured handler)
+        logger=logging.getLogger("xinfang.broker"),
         # Topics come from the registry (deploy/local/topics.py); a typo must not create a new one.
         allow_auto_create_topics=False,
         middlewares=(

@@ -25,6 +25,7 @@ from faststream.kafka import KafkaBroker
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from .contracts.events import FieldError
 from .db import create_pool
@@ -69,7 +70,9 @@ class Service:
         self.settings = settings
         self.migrations = migrations
         configure_logging(settings.service_name, settings.log_level, settings.log_format)
-        self.tracer_provider = configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
+        self.tracer_provider = configure_tracing(
+            settings.service_name, settings.otel_exporter_otlp_endpoint, record=settings.traces_recorded
+        )
         self.metrics = CollectorRegistry()
         self.broker: KafkaBroker = build_broker(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -88,6 +91,7 @@ class Service:
         self._relay_task: asyncio.Task[None] | None = None
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
+        self._health_cache: tuple[float, dict[str, Any]] | None = None
         self.api = FastAPI(title=title, version="1", lifespan=self._lifespan)
         FastAPIInstrumentor.instrument_app(
             self.api, tracer_provider=self.tracer_provider, excluded_urls="health,metrics"
@@ -101,6 +105,21 @@ class Service:
         if self._pool is None:
             raise RuntimeError("the database pool is opened when the service starts")
         return self._pool
+
+    def document_schemas(self, *models: type[BaseModel]) -> None:
+        """Add models to the OpenAPI components (for bodies a route reads by hand and names by $ref)."""
+        generate = self.api.openapi
+
+        def openapi() -> dict[str, Any]:
+            if self.api.openapi_schema is None:
+                schema = generate()
+                _, defs = models_json_schema(
+                    [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+                )
+                schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            return self.api.openapi_schema or generate()
+
+        self.api.openapi = openapi  # type: ignore[method-assign]
 
     def subscriber(self, *topics: str, **options: Any) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
         """`broker.subscriber` with this service's consumer group, reading from the earliest offset when the
@@ -159,6 +178,16 @@ class Service:
             await self.stop()
 
     async def _health(self, response: Response) -> dict[str, Any]:
+        # Probes may call often; the checks touch PostgreSQL and Kafka, so an answer is reused for a second.
+        now = asyncio.get_running_loop().time()
+        if self._health_cache is None or now - self._health_cache[0] > 1.0:
+            self._health_cache = (now, await self._check_health())
+        body = self._health_cache[1]
+        if body["status"] != "ok":
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return body
+
+    async def _check_health(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
             await self.pool.fetchval("SELECT 1", timeout=2)
@@ -169,8 +198,6 @@ class Service:
         relay_alive = self._relay_task is not None and not self._relay_task.done()
         checks["outbox_relay"] = "ok" if relay_alive else "down"
         healthy = all(v == "ok" for v in checks.values())
-        if not healthy:
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {
             "service": self.settings.service_name,
             "status": "ok" if healthy else "degraded",

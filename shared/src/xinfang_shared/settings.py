@@ -47,6 +47,10 @@ class ServiceSettings(BaseSettings):
         default=None, description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318; no export when unset"
     )
 
+    traces_recorded: bool | None = Field(
+        default=None, description="Record spans; default: only when OTEL_EXPORTER_OTLP_ENDPOINT is set"
+    )
+
     operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
 
     # Consumers retry a failing message this many times, backing off, before dead-lettering it.

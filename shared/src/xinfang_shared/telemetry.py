@@ -11,15 +11,25 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 _provider: TracerProvider | None = None
 
 
-def configure_tracing(service: str, otlp_endpoint: str | None = None) -> TracerProvider:
-    """Install (once) and return the process's tracer provider."""
+def configure_tracing(service: str, otlp_endpoint: str | None = None, *, record: bool | None = None) -> TracerProvider:
+    """Install (once) and return the process's tracer provider.
+
+    Spans are recorded when they go somewhere: an OTLP endpoint is configured, or `record` says so (tests
+    attach an in-memory exporter). Otherwise spans are not recorded, which costs next to nothing, and the
+    W3C trace context still travels in Kafka headers so a downstream service that records continues it.
+    """
     global _provider
     if _provider is None:
-        _provider = TracerProvider(resource=Resource.create({"service.name": f"xinfang-{service}"}))
+        recording = record if record is not None else bool(otlp_endpoint)
+        _provider = TracerProvider(
+            resource=Resource.create({"service.name": f"xinfang-{service}"}),
+            sampler=ALWAYS_ON if recording else ALWAYS_OFF,
+        )
         if otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -14,7 +14,7 @@ from xinfang_shared.contracts.reference import Channel
 from .channel_keys import add_key
 from .settings import IntakeSettings
 
-ASGI_APP = "xinfang_intake.app:app"
+ASGI_APP = "xinfang_intake.app:create_app"
 
 
 def _add_key(settings: IntakeSettings, argv: list[str]) -> None:

@@ -6,10 +6,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from faststream.kafka.annotations import KafkaMessage
 
 from xinfang_shared.batching import Coalescer
-from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged
+from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.service import Service
@@ -73,6 +74,9 @@ def create_service(settings: IntakeSettings) -> Service:
         *(t.name for t in CHANNEL_SUBMITTED.values()),
         batch=True,
         max_records=settings.consume_batch_max,
+        # Let the broker gather a fuller batch (one transaction each) rather than answer every fetch at once.
+        fetch_min_bytes=128 * 1024,
+        fetch_max_wait_ms=200,
         title="channel topics:register",
     )
     async def take_submissions(_: list[Any], msg: KafkaMessage) -> None:
@@ -92,9 +96,10 @@ def create_service(settings: IntakeSettings) -> Service:
         await lifecycle.apply_deadline(late().pool, event)
 
     service.api.include_router(build_router(late))
+    service.document_schemas(Submission)
     return service
 
 
-settings = IntakeSettings()
-service = create_service(settings)
-app = service.api
+def create_app() -> FastAPI:
+    """What uvicorn serves (`factory=True`): nothing is built at import time."""
+    return create_service(IntakeSettings()).api

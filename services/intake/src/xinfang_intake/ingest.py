@@ -14,7 +14,7 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from xinfang_shared import inbox, outbox
-from xinfang_shared.contracts.events import FieldError, SubmissionRejected, utc_now
+from xinfang_shared.contracts.events import FieldError, Submission, SubmissionRejected, utc_now
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, SUBMISSION_REJECTED
 
@@ -41,10 +41,10 @@ class Intake:
         self.pool = pool
         self.skew = timedelta(seconds=settings.submitted_at_skew_s)
 
-    def check(self, raw: bytes, *, topic_channel: Channel | None = None) -> Prepared:
-        """Parse and validate one submission; raises Invalid."""
+    def validated(self, raw: bytes, *, topic_channel: Channel | None = None) -> Submission:
+        """Parse and validate one submission, from a channel topic or an HTTP body; raises Invalid."""
         body = parse(raw, max_bytes=self.settings.max_message_bytes)
-        return self.registrar.prepare(validate(body, now=utc_now(), skew=self.skew, topic_channel=topic_channel))
+        return validate(body, now=utc_now(), skew=self.skew, topic_channel=topic_channel)
 
     async def register_http(self, batch: Sequence[Prepared]) -> list[Outcome]:
         """The HTTP path's flush: one transaction for the requests that arrived together."""
@@ -54,22 +54,21 @@ class Intake:
     async def take_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """The Kafka path: one transaction per batch. Every record ends up registered (or found registered
         before) or rejected with its reasons; none stops the batch."""
+        # Validation and sealing first, outside the transaction.
+        checked: dict[uuid.UUID, tuple[ConsumerRecord[Any, Any], Prepared | list[FieldError]]] = {}
+        for record in records:
+            try:
+                submission = self.validated(record.value or b"", topic_channel=CHANNEL_OF_TOPIC[record.topic])
+                checked[position_id(record)] = (record, self.registrar.prepare(submission))
+            except Invalid as exc:
+                checked[position_id(record)] = (record, exc.errors)
         async with self.pool.acquire() as conn, conn.transaction():
             # Positions already processed (a redelivery after a crash) are skipped as a whole.
-            ids = {position_id(r): r for r in records}
-            new_ids = await inbox.first_time_many(conn, ids, source="channel-topics")
-            fresh = [r for pid, r in ids.items() if pid in new_ids]
-            prepared: list[tuple[ConsumerRecord[Any, Any], Prepared]] = []
-            rejected: list[SubmissionRejected] = []
-            for record in fresh:
-                try:
-                    prepared.append(
-                        (record, self.check(record.value or b"", topic_channel=CHANNEL_OF_TOPIC[record.topic]))
-                    )
-                except Invalid as exc:
-                    rejected.append(_rejection(record, exc.errors))
-            outcomes = await self.registrar.register(conn, [p for _, p in prepared], now=utc_now())
-            for (record, _), outcome in zip(prepared, outcomes, strict=True):
+            fresh = await inbox.first_time_many(conn, checked, source="channel-topics")
+            valid = [(r, p) for pid, (r, p) in checked.items() if pid in fresh and isinstance(p, Prepared)]
+            rejected = [_rejection(r, p) for pid, (r, p) in checked.items() if pid in fresh and isinstance(p, list)]
+            outcomes = await self.registrar.register(conn, [p for _, p in valid], now=utc_now())
+            for (record, _), outcome in zip(valid, outcomes, strict=True):
                 if outcome.result in (Result.CONFLICT, Result.REFUSED):
                     rejected.append(_rejection(record, outcome.errors))
             await outbox.enqueue_many(

@@ -152,13 +152,14 @@ class Registrar:
             if status == MatterStatus.REGISTERED and s.kind not in REVIEW_KINDS:
                 earlier[p.petitioner_key].append(_Earlier(matter_id, p.fingerprint, status))
             rows.append(_row(p, matter_id, code, status, duplicate_of, again, related_id, now))
-            event = MatterRegistered(
+            # Built from a validated submission: no need to validate again.
+            event = MatterRegistered.model_construct(
                 matter_id=matter_id,
                 tracking_code=code,
                 registered_at=now,
                 duplicate_of=duplicate_of,
                 not_accepted_again=again,
-                **s.model_dump(),
+                **dict(s),
             )
             events.append(outbox.Outgoing(MATTERS_REGISTERED.name, str(matter_id), event))
             outcomes[i] = Outcome(Result.REGISTERED, matter_id, code, status.value)

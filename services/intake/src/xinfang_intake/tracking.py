@@ -28,7 +28,8 @@ def _check_symbol(body: str) -> str:
 
 
 def new_tracking_code() -> str:
-    body = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_SYMBOLS))
+    bits = int.from_bytes(secrets.token_bytes(10), "big")  # 80 random bits, 75 of them used
+    body = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(RANDOM_SYMBOLS))
     code = body + _check_symbol(body)
     return "-".join(code[i : i + 4] for i in range(0, 16, 4))
 

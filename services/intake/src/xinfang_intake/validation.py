@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -32,6 +33,11 @@ _ID_SHAPE = re.compile(r"[0-9]{17}[0-9Xx]")
 # Every GB/T 2260 code, past and present (python-stdnum's table): ID numbers are issued for life.
 _REGION_CODES = numdb.get("cn/loc")
 REVIEW_KINDS = (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)
+
+
+@lru_cache(maxsize=8192)
+def _known_region(code: str) -> bool:
+    return bool(_REGION_CODES.info(code)[-1][1])
 
 
 class Invalid(Exception):
@@ -159,6 +165,6 @@ def id_number_problem(id_number: str, *, today: date | None = None) -> str | Non
         return "resident ID has an impossible birth date"
     if born > (today or date.today()):  # noqa: DTZ011 - a calendar date in China; a day of skew is harmless
         return "resident ID has a birth date in the future"
-    if not _REGION_CODES.info(id_number[:6])[-1][1]:
+    if not _known_region(id_number[:6]):
         return "resident ID has an unknown region code (GB/T 2260)"
     return None

@@ -1,10 +1,11 @@
 from xinfang_shared.cli import run
 
-from .app import MIGRATIONS, settings
+from .app import MIGRATIONS
+from .settings import NotifySettings
 
 
 def main() -> None:
-    run(settings=settings, app="xinfang_notify.app:app", migrations=MIGRATIONS)
+    run(settings=NotifySettings(), app="xinfang_notify.app:create_app", migrations=MIGRATIONS)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from xinfang_shared.contracts.topics import CONTRACT_TOPICS
 from xinfang_shared.service import Service
 from xinfang_shared.skeleton import log_receipts
@@ -12,8 +14,9 @@ from .settings import RoutingSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
-settings = RoutingSettings()
-service = Service(settings, migrations=MIGRATIONS, title="xinfang routing")
-app = service.api
 
-log_receipts(service, [t for t in CONTRACT_TOPICS if "routing" in t.consumers])
+def create_app() -> FastAPI:
+    """What uvicorn serves (`factory=True`): nothing is built at import time."""
+    service = Service(RoutingSettings(), migrations=MIGRATIONS, title="xinfang routing")
+    log_receipts(service, [t for t in CONTRACT_TOPICS if "routing" in t.consumers])
+    return service.api

@@ -1,10 +1,11 @@
 from xinfang_shared.cli import run
 
-from .app import MIGRATIONS, settings
+from .app import MIGRATIONS
+from .settings import SupervisionSettings
 
 
 def main() -> None:
-    run(settings=settings, app="xinfang_supervision.app:app", migrations=MIGRATIONS)
+    run(settings=SupervisionSettings(), app="xinfang_supervision.app:create_app", migrations=MIGRATIONS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,384 @@
+"""`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, each with its ratio to a raw
+aiokafka produce → consume of the same payloads measured in the same run. Prints; asserts nothing.
+
+What runs: a fresh database `xinfang_bench_<hex>` (dropped at the end) and `xinfang-intake` as a separate
+process on its own port, consumer group and channel key. Its group's offsets are committed at the current
+ends of every topic it reads before it starts, so it does not first re-register what earlier runs left on
+the channel topics; the Kafka figure starts once that group is Stable with the channel topic assigned.
+
+Caveat: the topics are the shared v1 topics (the services have no topic prefix), so a running `make up`
+stack consumes the bench's traffic too (its intake registers the Kafka submissions in its own database;
+routing, supervision, notify and stats process every matter registered), which takes CPU from the
+benchmark; the CPU tables show how much. For clean numbers run it with the stack down (`make down`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import pstats
+import random
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from . import http_bench as http
+from . import kafka_bench as kafka
+from .common import (
+    CpuMeter,
+    CpuUse,
+    Figure,
+    Payload,
+    cpu_between,
+    credentials,
+    free_port,
+    machine_idle_fraction,
+    payloads,
+    print_cpu,
+    print_table,
+)
+from .service import INTAKE_TOPICS, BenchDatabase, IntakeProcess, delete_group, start_group_at_end, wait_group_stable
+
+HTTP_TARGET = 2_500.0
+KAFKA_TARGET = 3_000.0
+CEILING_MAX_S = 3.0  # each client-ceiling run stops after this long
+STACK_PORTS = (8001, 8002, 8003, 8004, 8005)
+QUIET = 0.85  # idle fraction of the machine at which a phase starts
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    only: str
+    n_kafka: int
+    n_http: int
+    warmup: int
+    concurrency: int
+    ceiling_n: int
+    seed: int
+    port: int
+    bootstrap: str
+    loop: str
+    client: str
+    settle_max_s: float
+    http_max_s: float
+    profile_intake: bool
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["http", "kafka", "all"], default="all")
+    parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
+    parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
+    parser.add_argument("--warmup", type=int, default=300, help="POSTs before the measured ones")
+    parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
+    parser.add_argument("--ceiling-n", type=int, default=3_000, help="requests per client-ceiling run")
+    parser.add_argument("--seed", type=int, default=20_240_601)
+    parser.add_argument("--port", type=int, default=18_101, help="intake's HTTP port (another if taken)")
+    parser.add_argument("--bootstrap", default=None, help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the client's loop")
+    parser.add_argument(
+        "--client", choices=["raw", "httpx"], default="raw", help="HTTP load generator (see http_bench.py)"
+    )
+    parser.add_argument("--settle-max-s", type=float, default=15.0, help="wait this long at most for quiet")
+    parser.add_argument("--http-max-s", type=float, default=30.0, help="stop the measured POSTs after this long")
+    parser.add_argument(
+        "--profile-intake",
+        action="store_true",
+        help="run intake under cProfile and print where its CPU went (slows it: figures not representative)",
+    )
+    a = parser.parse_args(argv)
+    return Options(
+        only=a.only,
+        n_kafka=a.n_kafka,
+        n_http=a.n_http,
+        warmup=a.warmup,
+        concurrency=a.concurrency,
+        ceiling_n=a.ceiling_n,
+        seed=a.seed,
+        port=a.port,
+        bootstrap=a.bootstrap or "",
+        loop=a.loop,
+        client=a.client,
+        settle_max_s=a.settle_max_s,
+        http_max_s=a.http_max_s,
+        profile_intake=a.profile_intake,
+    )
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def settle(max_s: float, idle: float = QUIET) -> tuple[float, float]:
+    """Wait (at most `max_s`) until the machine is mostly idle, so one phase's aftermath (e.g. a running
+    stack routing the matters just registered) does not run into the next. Returns (waited, idle)."""
+    started = time.perf_counter()
+    fraction = machine_idle_fraction()
+    while fraction < idle and time.perf_counter() - started < max_s:
+        fraction = machine_idle_fraction()
+    return time.perf_counter() - started, fraction
+
+
+@dataclass
+class Bench:
+    opts: Options
+    admin_dsn: str
+    bootstrap: str
+    workdir: Path
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    figures: list[Figure] = field(default_factory=list)
+    cpu: list[tuple[str, CpuUse, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.api_key = secrets.token_urlsafe(24)
+        self.db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}")
+        self.intake_group = f"bench-intake-{self.run_id}"
+        self.raw_group = f"bench-raw-{self.run_id}"
+        self.raw_topic = f"bench.raw.{self.run_id}"
+        self.intake = IntakeProcess(
+            dsn=self.db.dsn,
+            port=free_port(self.opts.port),
+            group_id=self.intake_group,
+            api_key=self.api_key,
+            bootstrap=self.bootstrap,
+            log_path=self.workdir / "intake.log",
+            profile_path=self.workdir / "intake.prof" if self.opts.profile_intake else None,
+        )
+        self.meter = CpuMeter(None)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def run(self, kafka_payloads: list[Payload], http_payloads: list[Payload]) -> None:
+        await self.db.create()
+        try:
+            await self._with_intake(kafka_payloads, http_payloads)
+        finally:
+            await self.db.drop()
+            for group in (self.intake_group, self.raw_group):
+                with contextlib.suppress(Exception):
+                    await delete_group(self.bootstrap, group)
+            progress(f"dropped {self.db.name}, deleted groups {self.intake_group} and {self.raw_group}")
+
+    async def _with_intake(self, kafka_payloads: list[Payload], http_payloads: list[Payload]) -> None:
+        skipped = await start_group_at_end(self.bootstrap, self.intake_group, INTAKE_TOPICS)
+        self.notes.append(f"intake's group started at the topics' ends, skipping {skipped:,} older records")
+        await asyncio.to_thread(self.intake.migrate)
+        self.intake.start()
+        self.meter = CpuMeter(self.intake.pid)
+        try:
+            healthy_s = await self.intake.wait_healthy()
+            stable_s = await wait_group_stable(self.bootstrap, self.intake_group, kafka.CHANNEL_TOPIC)
+            progress(
+                f"intake pid {self.intake.pid} on :{self.intake.port} healthy after {healthy_s:.1f} s,"
+                f" its group stable {stable_s:.1f} s later"
+            )
+            await self._settle("raw aiokafka baseline")
+            raw = await self._raw(kafka_payloads)
+            if self.opts.only in ("http", "all"):
+                await self._settle("HTTP submissions")
+                await self._http(http_payloads, raw)
+            if self.opts.only in ("kafka", "all"):
+                await self._settle("Kafka submissions through intake")
+                await self._kafka(kafka_payloads, raw)
+        finally:
+            code = self.intake.stop()
+            how = {0: "", -15: " = SIGTERM re-raised by uvicorn after its graceful shutdown", -9: " = killed"}
+            progress(f"intake stopped (exit code {code}{how.get(code or 0, '')}); its log: {self.intake.log_path}")
+
+    async def _settle(self, phase: str) -> None:
+        self.intake.check_alive()
+        waited, idle = await asyncio.to_thread(settle, self.opts.settle_max_s)
+        progress(f"{phase}: starting (waited {waited:.1f} s for quiet: machine {100 * idle:.0f}% idle)")
+        if idle < QUIET:
+            self.notes.append(f"{phase} started on a busy machine ({100 * idle:.0f}% idle after {waited:.0f} s)")
+
+    async def _measured(self, name: str, work: Awaitable[T], items: Callable[[T], int]) -> T:
+        """Run `work`, noting the CPU every process group spent on it, and per item (`items` of the result)."""
+        before = self.meter.snapshot()
+        result = await work
+        self.cpu.append((name, cpu_between(before, self.meter.snapshot()), items(result)))
+        return result
+
+    # --------------------------------------------------------------------------------------------- phases
+
+    async def _raw(self, payloads_: list[Payload]) -> kafka.RoundTrip:
+        await kafka.create_topic(self.bootstrap, self.raw_topic)
+        try:
+            work = kafka.raw_roundtrip(self.bootstrap, self.raw_topic, self.raw_group, payloads_)
+            raw = await self._measured("raw aiokafka baseline", work, lambda r: r.n)
+        finally:
+            with contextlib.suppress(Exception):
+                await kafka.delete_topic(self.bootstrap, self.raw_topic)
+        self.figures.append(
+            Figure(
+                "raw aiokafka produce→consume (baseline)",
+                raw.rate,
+                "msg/s",
+                1.0 if raw.total_s else None,
+                note=f"{raw.arrived:,}/{raw.n:,} consumed; produce alone (to last ack) {raw.produce_rate:,.0f} msg/s;"
+                " 12 partitions, acks=all, linger 5 ms",
+            )
+        )
+        return raw
+
+    async def _http(self, payloads_: list[Payload], raw: kafka.RoundTrip) -> None:
+        c, n_ceiling = self.opts.concurrency, self.opts.ceiling_n
+        warm, measured = payloads_[: self.opts.warmup], payloads_[self.opts.warmup :]
+        client = http.client(self.opts.client, self.intake.base_url, self.api_key, c)
+        try:
+            await http.drive(client, http.submissions(warm), c, expected=202)
+            work = http.drive(client, http.submissions(measured), c, 202, time_limit_s=self.opts.http_max_s)
+            run = await self._measured("HTTP POST /v1/submissions", work, lambda r: r.answered)
+            health_calls = http.repeated(http.Call("GET", "/health"), n_ceiling)
+            health = await http.drive(client, health_calls, c, 200, time_limit_s=CEILING_MAX_S)
+            missing = http.repeated(http.Call("GET", "/bench-no-such-path"), n_ceiling)
+            work = http.drive(client, missing, c, 404, time_limit_s=CEILING_MAX_S)
+            not_found = await self._measured("HTTP GET unknown path (404)", work, lambda r: r.answered)
+        finally:
+            await client.aclose()
+        stored = await self.db.matter_ids([p.external_id for p in measured])
+        rate = run.rate(202)
+        statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(run.statuses.items()))
+        errors = ", ".join(f"{e}: {n}" for e, n in run.errors.items()) or "none"
+        self.figures += [
+            Figure(
+                "HTTP submissions/s (1 worker)",
+                rate,
+                "subm/s",
+                _ratio(rate, raw),
+                HTTP_TARGET,
+                f"{run.answered:,} POSTs answered"
+                + (f" (stopped at the {self.opts.http_max_s:.0f} s limit)" if run.stopped_early else "")
+                + f", {c} in flight, {run.elapsed_s:.1f} s; statuses {statuses};"
+                f" transport errors {errors}; {len(stored):,} in the bench database;"
+                f" client CPU {run.cpu_ms_per_request:.2f} ms/request",
+            ),
+            Figure("HTTP submission latency p50", run.percentile_ms(0.50), "ms"),
+            Figure("HTTP submission latency p99", run.percentile_ms(0.99), "ms"),
+            Figure(
+                "client ceiling: GET /health",
+                health.rate(),
+                "req/s",
+                note=f"statuses {dict(health.statuses)}; p50 {health.percentile_ms(0.5):,.0f} ms; client CPU"
+                f" {health.cpu_ms_per_request:.2f} ms/request; /health asks PostgreSQL and Kafka on every call",
+            ),
+            Figure(
+                "client ceiling: GET unknown path (404)",
+                not_found.rate(),
+                "req/s",
+                note=f"statuses {dict(not_found.statuses)}; client CPU {not_found.cpu_ms_per_request:.2f} ms/request;"
+                " no database, no Kafka: load generator + uvicorn + FastAPI middleware only",
+            ),
+        ]
+        for status, body in run.samples.items():
+            self.notes.append(f"HTTP {status} sample: {body}")
+
+    async def _kafka(self, payloads_: list[Payload], raw: kafka.RoundTrip) -> None:
+        timeout_s = max(60.0, len(payloads_) / 300)
+        work = kafka.intake_roundtrip(self.bootstrap, payloads_, self.db.matter_ids, self.intake.check_alive, timeout_s)
+        trip = await self._measured("Kafka channel topic → intake → matters.registered.v1", work, lambda t: t.n)
+        note = (
+            f"{trip.arrived:,}/{trip.n:,} registered events seen"
+            + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
+            + f"; produce alone {trip.produce_rate:,.0f} msg/s; from first send to the last registered event"
+        )
+        self.figures.append(
+            Figure(
+                "Kafka submissions/s through intake", trip.rate, "subm/s", _ratio(trip.rate, raw), KAFKA_TARGET, note
+            )
+        )
+
+    # --------------------------------------------------------------------------------------------- report
+
+    def report(self) -> None:
+        print_table("intake throughput (ratios to the raw aiokafka baseline of this run)", self.figures)
+        for name, use, n in self.cpu:
+            print_cpu(name, use, n)
+        print()
+        for note in [*self.notes, *self.intake.log_summary()]:
+            print(f"note: {note}")
+        profile = self.intake.profile_path
+        if profile is not None and profile.exists():
+            print(f"\n== intake under cProfile ({profile}), top functions by own time")
+            pstats.Stats(str(profile)).sort_stats("tottime").print_stats(30)
+            pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
+
+
+def _ratio(rate: float, raw: kafka.RoundTrip) -> float | None:
+    return rate / raw.rate if raw.rate else None
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "uvloop":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            return uvloop.new_event_loop
+    return None
+
+
+def _header(opts: Options, loop: str, bootstrap: str, stack_up: list[int]) -> list[str]:
+    lines = [
+        f"xinfang bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, Python"
+        f" {sys.version.split()[0]}, client loop {loop}, Kafka {bootstrap}",
+        f"kafka: {opts.n_kafka:,} submissions; http: {opts.n_http:,} (+{opts.warmup} warm-up) with"
+        f" {opts.concurrency} in flight, {opts.client} client; seed {opts.seed}",
+    ]
+    if stack_up:
+        lines.append(
+            f"WARNING: a make-up stack answers on ports {stack_up}: it consumes the bench's topics too and"
+            " competes for the CPU (see the CPU tables); `make down` first for clean numbers"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    creds = credentials()
+    bootstrap = opts.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or creds.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    bootstrap = bootstrap or "127.0.0.1:9092"
+    workdir = Path(tempfile.mkdtemp(prefix="xinfang-bench-"))
+    stack_up = [p for p in STACK_PORTS if _port_open(p)]
+    factory = _loop_factory(opts.loop)
+    header = _header(opts, "uvloop" if factory else "asyncio", bootstrap, stack_up)
+    for line in header:
+        progress(line)
+
+    started = time.perf_counter()
+    rng, petitioners = random.Random(opts.seed), set[str]()
+    kafka_payloads = payloads(opts.n_kafka, rng, petitioners) if opts.only in ("kafka", "all") else []
+    if not kafka_payloads:  # the raw baseline always runs; --only http gets a smaller one
+        kafka_payloads = payloads(min(opts.n_kafka, 10_000), rng, petitioners)
+    http_payloads = payloads(opts.n_http + opts.warmup, rng, petitioners) if opts.only in ("http", "all") else []
+    progress(
+        f"{len(kafka_payloads) + len(http_payloads):,} payloads generated in {time.perf_counter() - started:.1f} s"
+    )
+
+    bench = Bench(opts, creds["DATABASE_URL"], bootstrap, workdir)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(bench.run(kafka_payloads, http_payloads))
+    finally:
+        print("\n".join(["", *header]))
+        bench.report()
+        print(f"\ntotal {time.perf_counter() - started:.0f} s; intake log {bench.intake.log_path}")
+
+
+if __name__ == "__main__":
+    main()

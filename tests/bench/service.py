@@ -1,0 +1,261 @@
+"""The system under test: a fresh database and the intake service as a real, separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.structs import OffsetAndMetadata
+
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+
+from .common import ROOT
+
+INTAKE_BIN = ROOT / ".venv" / "bin" / "xinfang-intake"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+# Everything intake subscribes to (app.py): its consumer group starts at these topics' current ends.
+INTAKE_TOPICS = [t.name for t in CHANNEL_SUBMITTED.values()] + [
+    MATTERS_STATUS.name,
+    MATTERS_ROUTED.name,
+    DEADLINES_EVENTS.name,
+]
+
+
+# ----------------------------------------------------------------------------------------------- database
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    admin_dsn: str
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        parts = urlsplit(self.admin_dsn)
+        return urlunsplit(parts._replace(path=f"/{self.name}"))
+
+    async def create(self) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await conn.close()
+
+    async def drop(self) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    async def matter_ids(self, external_ids: list[str]) -> dict[str, str]:
+        """external_id → matter_id of what the intake under test registered."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT external_id, matter_id::text AS matter_id FROM intake.matters WHERE external_id = ANY($1)",
+                external_ids,
+            )
+        finally:
+            await conn.close()
+        return {r["external_id"]: r["matter_id"] for r in rows}
+
+
+# ------------------------------------------------------------------------------------------- consumer group
+
+
+async def start_group_at_end(bootstrap: str, group_id: str, topics: list[str]) -> int:
+    """Commit the current end offsets of `topics` for the (new) group, so the intake under test skips what
+    earlier runs and the running stack left there instead of registering it all again. Returns how many
+    records it skips."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+        begins = await consumer.beginning_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return sum(ends[tp] - begins[tp] for tp in partitions)
+
+
+async def wait_group_stable(
+    bootstrap: str, group_id: str, topic: str, *, steady_s: float = 2.0, timeout_s: float = 60.0
+) -> float:
+    """Wait until the group is Stable with `topic` assigned and its members unchanged for `steady_s` (intake's
+    subscribers join one by one, each join a rebalance); returns the seconds waited."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    started = time.perf_counter()
+    members: frozenset[str] = frozenset()
+    steady_since = started
+    try:
+        while time.perf_counter() - started < timeout_s:
+            (response,) = await admin.describe_consumer_groups([group_id])
+            (group,) = response.to_object()["groups"]
+            now_members = frozenset(m["member_id"] for m in group["members"])
+            assigned = any(topic.encode() in m["member_assignment"] for m in group["members"])
+            if group["state"] != "Stable" or not assigned or now_members != members:
+                members, steady_since = now_members, time.perf_counter()
+            elif time.perf_counter() - steady_since >= steady_s:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.25)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"consumer group {group_id} not steady with {topic} assigned after {timeout_s:.0f} s")
+
+
+async def delete_group(bootstrap: str, group_id: str) -> None:
+    """Remove the bench's consumer group (aiokafka's admin client has no public call for it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        node = await admin.find_coordinator(group_id)
+        await admin._send_request(DeleteGroupsRequest([group_id]), node)
+    finally:
+        await admin.close()
+
+
+# -------------------------------------------------------------------------------------------------- intake
+
+
+def _level(line: str) -> str:
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError):
+            return str(orjson.loads(line).get("level", "?")).lower()
+    for level in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+        if level in line[:60]:
+            return level.lower()
+    return "traceback" if line.startswith(("Traceback", "  File", "    ")) else "other"
+
+
+class IntakeProcess:
+    """`xinfang-intake migrate`, then `serve`, with the bench's own database, port, group and key."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        port: int,
+        group_id: str,
+        api_key: str,
+        bootstrap: str,
+        log_path: Path,
+        profile_path: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.profile_path = profile_path
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "HTTP_PORT": str(port),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_GROUP_ID": group_id,
+            "LOG_LEVEL": "WARNING",
+            "CHANNEL_API_KEY": api_key,
+            "ENVIRONMENT": "local",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def migrate(self) -> None:
+        with self.log_path.open("ab") as log:
+            result = subprocess.run(
+                [str(INTAKE_BIN), "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=False
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"xinfang-intake migrate failed ({result.returncode}):\n{self.log_tail()}")
+
+    def start(self) -> None:
+        command = [str(INTAKE_BIN), "serve"]
+        if self.profile_path is not None:
+            command = [str(PYTHON), "-m", "tests.bench.profiled_intake", str(self.profile_path)]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        log.close()
+
+    async def wait_healthy(self, timeout_s: float = 60.0) -> float:
+        started = time.perf_counter()
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=3.0) as client:
+            while time.perf_counter() - started < timeout_s:
+                self.check_alive()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/health")).status_code == 200:
+                        return time.perf_counter() - started
+                await asyncio.sleep(0.25)
+        raise TimeoutError(f"intake not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"intake exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 25.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def log_summary(self, shown: int = 8) -> list[str]:
+        """How many lines the intake logged, by level, and its errors (the first `shown`)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ["(no log)"]
+        levels: Counter[str] = Counter()
+        errors: list[str] = []
+        for line in lines:
+            level = _level(line)
+            levels[level] += 1
+            if level in ("error", "critical", "traceback"):
+                errors.append(line[:400])
+        plain = sum(1 for line in lines if not line.startswith("{"))
+        by_level = ", ".join(f"{k}: {v}" for k, v in levels.most_common())
+        return [f"intake log {self.log_path}: {len(lines)} lines ({by_level}; {plain} not JSON)", *errors[:shown]]
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
