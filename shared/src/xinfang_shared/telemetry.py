@@ -45,3 +45,12 @@ def add_span_processor(processor: SpanProcessor) -> None:
     if _provider is None:
         raise RuntimeError("configure_tracing() first")
     _provider.add_span_processor(processor)
+
+
+def instrument_asyncpg(provider: TracerProvider) -> None:
+    """SQL spans (statement text only: parameters, which may hold personal data, are not captured)."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider, capture_parameters=False)
