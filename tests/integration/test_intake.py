@@ -30,7 +30,13 @@ from tests.integration.kafka_tools import Tail, start_group_at_end
 from xinfang_intake.app import MIGRATIONS, create_service
 from xinfang_intake.channel_keys import add_key
 from xinfang_intake.settings import IntakeSettings
-from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Opinion
+from xinfang_shared.contracts.events import (
+    DeadlineEvent,
+    MatterRegistered,
+    MatterRouted,
+    MatterStatusChanged,
+    Opinion,
+)
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import (
     CHANNEL_SUBMITTED,
@@ -93,6 +99,8 @@ class Harness:
 
     async def registered(self, matter_id: str) -> list[dict[str, Any]]:
         found = await self.tail.wait(MATTERS_REGISTERED.name, lambda r: r.key == matter_id.encode())
+        for record in found:
+            MatterRegistered.model_validate_json(record.value)  # every one keeps the contract
         return [orjson.loads(r.value) for r in found]
 
     async def look_up(self, code: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tests.integration.private_kafka import PrivateKafka
 from tests.integration.processes import IntakeProcess, free_port
 from xinfang_intake.app import MIGRATIONS, create_service
 from xinfang_intake.settings import IntakeSettings
+from xinfang_shared.contracts.events import MatterRegistered
 from xinfang_shared.contracts.topics import BY_NAME, CHANNEL_SUBMITTED, MATTERS_REGISTERED
 from xinfang_shared.db import migrate_dsn
 
@@ -170,6 +171,8 @@ async def test_kill_9_at_any_moment_loses_nothing_acknowledged_and_doubles_nothi
         await eventually(all_published, timeout=120)
         await asyncio.sleep(2)
         events = [orjson.loads(r.value) for r in tail.on(MATTERS_REGISTERED.name)]
+        for record in tail.on(MATTERS_REGISTERED.name):
+            MatterRegistered.model_validate_json(record.value)
         events = [e for e in events if uuid.UUID(e["matter_id"]) in ours]
         per_matter = Counter(e["matter_id"] for e in {e["event_id"]: e for e in events}.values())
         assert set(per_matter.values()) == {1}, "exactly one registered event per matter"

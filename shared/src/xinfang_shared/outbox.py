@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 class Outgoing:
     topic: str
     key: str | None
-    event: BaseModel
+    # The event, or its JSON already serialised (a hot path that built it from validated parts).
+    event: BaseModel | bytes
+
+    def value(self) -> bytes:
+        return self.event if isinstance(self.event, bytes) else self.event.model_dump_json().encode()
 
 
 def _headers() -> dict[str, str]:
@@ -58,7 +62,7 @@ async def enqueue_many(conn: asyncpg.Connection, items: Sequence[Outgoing]) -> N
             (
                 i.topic,
                 i.key.encode() if i.key is not None else None,
-                i.event.model_dump_json().encode(),
+                i.value(),
                 headers,
             )
             for i in items
