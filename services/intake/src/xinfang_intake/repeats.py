@@ -35,18 +35,17 @@ _STOP_WORDS = frozenset(
 )
 
 
-def _is_cjk(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\U00020000" <= ch <= "\U0002ffff"
+_CJK = re.compile("[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 
 
 def tokens(text: str) -> set[str]:
     folded = unicodedata.normalize("NFKC", text).casefold()[:MAX_CHARS]
     # Chinese: bigrams over the CJK characters alone, so punctuation, digits or spaces between them
     # (or a re-typed date) change nothing.
-    cjk = "".join(ch for ch in folded if _is_cjk(ch))
+    cjk = "".join(_CJK.findall(folded))
     found = {cjk[i : i + 2] for i in range(len(cjk) - 1)} if len(cjk) > 1 else {cjk} - {""}
     # Other scripts: words.
-    latin = "".join(" " if _is_cjk(ch) else ch for ch in folded)
+    latin = _CJK.sub(" ", folded)
     found |= {"w:" + w for w in _WORD.findall(latin) if w not in _STOP_WORDS}
     if not found:  # a very short text: compare its letters whole
         letters = "".join(ch for ch in folded if ch.isalpha())
