@@ -20,7 +20,6 @@ from stdnum.cn import ric
 
 from tests import factories
 from xinfang_intake.regions import sichuan_regions
-from xinfang_intake.tracking import ALPHABET, new_tracking_code, normalise
 from xinfang_intake.validation import Invalid, id_number_problem, parse, validate
 from xinfang_shared.contracts.events import FieldError, Submission
 from xinfang_shared.contracts.reference import (
@@ -33,6 +32,7 @@ from xinfang_shared.contracts.reference import (
     Mailbox,
     VisitPlace,
 )
+from xinfang_shared.tracking import ALPHABET, new_tracking_code, normalise
 
 NOW = datetime(2026, 6, 1, 8, 30, tzinfo=UTC)
 SKEW = timedelta(minutes=5)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_intake_validation import valid_id_numbers
-from xinfang_intake.personal import PersonalDataVault
+from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.settings import LOCAL_DEV_SECRET
 
 ID_NUMBER = "11010519491231002X"

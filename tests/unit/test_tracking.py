@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xinfang_intake.tracking import ALPHABET, RANDOM_SYMBOLS, new_tracking_code, normalise
+from xinfang_shared.tracking import ALPHABET, RANDOM_SYMBOLS, new_tracking_code, normalise
 
 FORMAT = re.compile(rf"^[{ALPHABET}]{{4}}(?:-[{ALPHABET}]{{4}}){{3}}$")
 PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -162,9 +162,10 @@ def build_broker(
     metrics: CollectorRegistry,
     retry: RetryPolicy,
     app_name: str,
+    dead_letter: DeadLetter | None = None,
 ) -> KafkaBroker:
     """A broker whose subscribers are at-least-once, traced, measured and dead-letter on failure."""
-    dead_letter = DeadLetter(retry, consumer_group, metrics)
+    dead_letter = dead_letter or DeadLetter(retry, consumer_group, metrics)
     broker = KafkaBroker(
         bootstrap_servers,
         client_id=app_name,

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
@@ -29,7 +29,7 @@ from pydantic.json_schema import models_json_schema
 from .contracts.events import FieldError
 from .db import create_pool
 from .logging import configure_logging
-from .messaging import RetryPolicy, build_broker
+from .messaging import DeadLetter, RetryPolicy, build_broker
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import configure_tracing, instrument_asyncpg
@@ -73,17 +73,19 @@ class Service:
             settings.service_name, settings.otel_exporter_otlp_endpoint, record=settings.traces_recorded
         )
         self.metrics = CollectorRegistry()
+        retry = RetryPolicy(
+            settings.consumer_max_attempts, settings.consumer_backoff_initial_s, settings.consumer_backoff_max_s
+        )
+        # Also used directly by batch handlers that dead-letter single records of a batch.
+        self.dead_letter = DeadLetter(retry, settings.consumer_group, self.metrics)
         self.broker: KafkaBroker = build_broker(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             consumer_group=settings.consumer_group,
             tracer_provider=self.tracer_provider,
             metrics=self.metrics,
-            retry=RetryPolicy(
-                settings.consumer_max_attempts,
-                settings.consumer_backoff_initial_s,
-                settings.consumer_backoff_max_s,
-            ),
+            retry=retry,
             app_name=f"xinfang-{settings.service_name}",
+            dead_letter=self.dead_letter,
         )
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
@@ -228,7 +230,8 @@ class Service:
 def _bearer_equal_to(expected: str) -> Callable[..., None]:
     scheme = HTTPBearer(auto_error=False)
 
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)]) -> None:
+    # Depends as a default, not in Annotated: `scheme` is local, and this module's annotations are strings.
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:  # noqa: B008
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -52,6 +52,10 @@ class ServiceSettings(BaseSettings):
     )
 
     operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    # AES-256-GCM key (base64 of 32 bytes) sealing ID numbers, phones and other personal data at rest, and
+    # the HMAC key of the petitioner match key (same person, same key, without storing the ID number).
+    personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    personal_data_hash_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
 
     # Consumers retry a failing message this many times, backing off, before dead-lettering it.
     consumer_max_attempts: int = 4

@@ -17,10 +17,10 @@ from xinfang_shared.contracts.events import FieldError, MatterRated, Opinion, ut
 from xinfang_shared.contracts.reference import Rating
 from xinfang_shared.contracts.topics import MATTERS_RATED
 from xinfang_shared.service import ErrorList
+from xinfang_shared.tracking import normalise
 
 from .registration import Result
 from .state import IntakeState
-from .tracking import normalise
 from .validation import Invalid
 
 

@@ -13,13 +13,13 @@ from xinfang_shared.batching import Coalescer
 from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Service
 
 from . import lifecycle
 from .api import build_router
 from .channel_keys import ChannelKeys, add_key
 from .ingest import Intake
-from .personal import PersonalDataVault
 from .registration import Registrar
 from .settings import IntakeSettings
 from .state import IntakeState
@@ -44,10 +44,7 @@ def create_service(settings: IntakeSettings) -> Service:
 
     @service.on_start
     async def open_state(svc: Service) -> None:
-        vault = PersonalDataVault(
-            seal_key=settings.personal_data_key.get_secret_value(),
-            hash_key=settings.personal_data_hash_key.get_secret_value(),
-        )
+        vault = PersonalDataVault.from_settings(settings)
         registrar = Registrar(
             vault,
             repeat_similarity=settings.repeat_similarity,

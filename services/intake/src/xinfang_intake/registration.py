@@ -28,10 +28,10 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import FieldError, MatterStatus, Submission
 from xinfang_shared.contracts.reference import Kind
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.personal import PersonalDataVault
+from xinfang_shared.tracking import new_tracking_code, normalise
 
-from .personal import PersonalDataVault
 from .repeats import fingerprint, similarity
-from .tracking import new_tracking_code, normalise
 from .validation import REVIEW_KINDS, error
 
 # Statuses in which an earlier matter is still "open": a repeat of it is a duplicate.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from xinfang_shared.settings import LOCAL_DEV_SECRET, ServiceSettings
+from xinfang_shared.settings import ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):
@@ -15,11 +15,6 @@ class IntakeSettings(ServiceSettings):
     # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys
     # with `xinfang-intake keys add`.
     channel_api_key: SecretStr | None = None
-    # AES-256-GCM key (base64 of 32 bytes) sealing ID numbers, phones and other personal data at rest, and
-    # the HMAC key of the petitioner match key (same person, same key, without storing the ID number).
-    personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
-    personal_data_hash_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
-
     max_message_bytes: int = 256 * 1024
     submitted_at_skew_s: int = 300
     review_window_days: int = 30

@@ -19,9 +19,9 @@ from stdnum.cn import ric
 
 from xinfang_shared.contracts.events import FieldError, Person, Submission
 from xinfang_shared.contracts.reference import Channel, Kind
+from xinfang_shared.tracking import normalise
 
 from .regions import is_sichuan_region
-from .tracking import normalise
 
 MAX_REPRESENTATIVES = 5  # statutory
 # Matched whole (fullmatch) and with ASCII digits only.

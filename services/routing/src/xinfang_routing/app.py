@@ -1,22 +1,125 @@
-"""The routing service: wiring of its subscribers and HTTP routes."""
+"""The routing service: matters.registered.v1 and unit feedback in; routed matters, unit inboxes and every
+lifecycle change out."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
+import orjson
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
 
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS
+from xinfang_shared import inbox, outbox
+from xinfang_shared.contracts.events import FeedbackRejected, FieldError, MatterRegistered, UnitFeedback, utc_now
+from xinfang_shared.contracts.topics import FEEDBACK_REJECTED, MATTERS_REGISTERED, UNITS_FEEDBACK
+from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Service
-from xinfang_shared.skeleton import log_receipts
 
+from .api import build_router
+from .categories import CategoryInference
+from .feedback import FeedbackHandler, Refused
+from .routing import Router
+from .rules import RuleBook
 from .settings import RoutingSettings
+from .state import RoutingState
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+RAW_LIMIT = 64 * 1024
+
+
+class _Late:
+    state: RoutingState | None = None
+
+    def __call__(self) -> RoutingState:
+        if self.state is None:
+            raise RuntimeError("routing has not started")
+        return self.state
+
+
+def create_service(settings: RoutingSettings) -> Service:
+    service = Service(settings, migrations=MIGRATIONS, title="xinfang routing")
+    late = _Late()
+
+    @service.on_start
+    async def open_state(svc: Service) -> None:
+        router = Router(
+            RuleBook(settings.routing_rules_file),
+            CategoryInference(settings.category_lexicon_file, min_confidence=settings.category_min_confidence),
+            PersonalDataVault.from_settings(settings),
+            acceptance_days=settings.acceptance_days,
+            objection_window_days=settings.objection_window_days,
+        )
+        keys = {unit: key.get_secret_value() for unit, key in settings.unit_api_keys.items()}
+        late.state = RoutingState(svc.pool, router, FeedbackHandler(router), keys)
+
+    @service.subscriber(MATTERS_REGISTERED.name, batch=True, max_records=500, title="matters.registered.v1:route")
+    async def route(_: list[Any], msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        events: list[MatterRegistered] = []
+        for record in records:
+            try:
+                events.append(MatterRegistered.model_validate_json(record.value or b""))
+            except ValidationError as exc:
+                await service.dead_letter.send((record,), exc, attempts=1)
+        state = late()
+        now = utc_now()
+        async with state.pool.acquire() as conn, conn.transaction():
+            fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=MATTERS_REGISTERED.name)
+            for event in events:
+                if event.event_id in fresh:
+                    await state.router.route_registered(conn, event, now)
+        log.info("routed a batch", extra={"events": len(events), "routed": len(fresh)})
+
+    @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
+    async def take_feedback(_: Any, msg: KafkaMessage) -> None:
+        record: ConsumerRecord[Any, Any] = msg.raw_message
+        raw = record.value or b""
+        try:
+            feedback = UnitFeedback.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = [
+                FieldError(field=".".join(str(p) for p in e["loc"]) or "<message>", message=e["msg"])
+                for e in exc.errors(include_url=False)
+            ]
+            await _reject(late(), raw, errors, None)
+            return
+        try:
+            await late().take_feedback(feedback)
+        except Refused as refused:
+            await _reject(late(), raw, refused.errors, feedback)
+
+    service.api.include_router(build_router(service, late))
+    service.document_schemas(UnitFeedback)
+    return service
+
+
+async def _reject(state: RoutingState, raw: bytes, errors: list[FieldError], feedback: UnitFeedback | None) -> None:
+    unit = feedback.unit if feedback else _field(raw, "unit")
+    event = FeedbackRejected(
+        matter_id=feedback.matter_id if feedback else None,
+        unit=unit,
+        errors=errors,
+        raw=raw[:RAW_LIMIT].decode("utf-8", "replace"),
+    )
+    async with state.pool.acquire() as conn, conn.transaction():
+        await outbox.enqueue(conn, FEEDBACK_REJECTED.name, event, key=str(event.matter_id or ""))
+    log.info("feedback refused", extra={"unit": unit, "errors": [e.field for e in errors]})
+
+
+def _field(raw: bytes, name: str) -> str | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    found = value.get(name) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def create_app() -> FastAPI:
     """What uvicorn serves (`factory=True`): nothing is built at import time."""
-    service = Service(RoutingSettings(), migrations=MIGRATIONS, title="xinfang routing")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "routing" in t.consumers])
-    return service.api
+    return create_service(RoutingSettings()).api

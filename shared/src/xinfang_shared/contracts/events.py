@@ -199,6 +199,10 @@ class MatterStatusChanged(Event):
     unit: str | None
     at: AwareDatetime
     opinion: Opinion | None = Field(default=None, description="The handling opinion, when status is a conclusion")
+    action: str | None = Field(
+        default=None,
+        description="What caused the change: routed, reassigned, or the unit's feedback action (received, ...)",
+    )
 
 
 class MatterRated(Event):

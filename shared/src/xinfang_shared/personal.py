@@ -11,7 +11,7 @@ import os
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from xinfang_shared.settings import LOCAL_DEV_SECRET
+from .settings import LOCAL_DEV_SECRET, ServiceSettings
 
 _NONCE = 12
 
@@ -29,16 +29,23 @@ def _key_bytes(secret: str) -> bytes:
 
 
 class PersonalDataVault:
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> PersonalDataVault:
+        return cls(
+            seal_key=settings.personal_data_key.get_secret_value(),
+            hash_key=settings.personal_data_hash_key.get_secret_value(),
+        )
+
     def __init__(self, *, seal_key: str, hash_key: str) -> None:
         self._aead = AESGCM(_key_bytes(seal_key))
         self._hash_key = hash_key.encode()
 
     def seal(self, data: object) -> bytes:
         nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, orjson.dumps(data), b"xinfang-intake-v1")
+        return nonce + self._aead.encrypt(nonce, orjson.dumps(data), b"xinfang-personal-v1")
 
     def open(self, sealed: bytes) -> object:
-        return orjson.loads(self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], b"xinfang-intake-v1"))
+        return orjson.loads(self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], b"xinfang-personal-v1"))
 
     def match_key(self, id_number: str) -> bytes:
         """The same resident ID number always gives the same key; the key does not give the number back."""

@@ -1,0 +1,219 @@
+"""Routing's HTTP API: operators (a matter with its history, reassignment, manual queues) and units without
+Kafka (feedback)."""
+# No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
+
+import secrets
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, utc_now
+from xinfang_shared.contracts.reference import UNITS
+from xinfang_shared.service import ErrorList, Service
+
+from .feedback import Refusal, Refused
+from .state import RoutingState
+
+REFUSAL_STATUS = {
+    Refusal.UNKNOWN_MATTER: status.HTTP_404_NOT_FOUND,
+    Refusal.NOT_ASSIGNED: status.HTTP_403_FORBIDDEN,
+    Refusal.ILLEGAL: status.HTTP_409_CONFLICT,
+    Refusal.MALFORMED: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    office: str | None
+    unit: str | None
+    rule: str | None
+    reason: str | None
+
+
+class MatterView(BaseModel):
+    matter_id: uuid.UUID
+    tracking_code: str
+    status: str
+    office: str | None
+    unit: str | None
+    category: str | None
+    category_inferred: bool
+    category_confidence: float | None
+    needs_review: bool = Field(description="The category could not be inferred with confidence: a person decides")
+    office_rule: str | None
+    unit_rule: str | None
+    rules_version: str | None
+    history: list[HistoryEntry]
+
+
+class Reassign(BaseModel):
+    unit: str = Field(description="The unit to transfer the matter to")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class QueueEntry(BaseModel):
+    matter_id: uuid.UUID
+    tracking_code: str
+    registered_at: datetime
+    category: str | None
+    reason: str | None
+
+
+def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    operator = service.operator()
+
+    @router.get(
+        "/matters/{matter_id}",
+        response_model=MatterView,
+        dependencies=[operator],
+        tags=["operators"],
+        responses={404: {"description": "No such matter"}},
+    )
+    async def matter(matter_id: uuid.UUID) -> MatterView:
+        state = current()
+        row = await state.pool.fetchrow("SELECT * FROM matters WHERE matter_id = $1", matter_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+        history = await state.pool.fetch(
+            "SELECT at, actor, action, from_status, to_status, office, unit, rule, reason FROM history"
+            " WHERE matter_id = $1 ORDER BY id",
+            matter_id,
+        )
+        return MatterView(
+            matter_id=row["matter_id"],
+            tracking_code=row["tracking_code"],
+            status=row["status"],
+            office=row["office"],
+            unit=row["unit"],
+            category=row["category"],
+            category_inferred=row["category_inferred"],
+            category_confidence=row["category_confidence"],
+            needs_review=row["needs_review"],
+            office_rule=row["office_rule"],
+            unit_rule=row["unit_rule"],
+            rules_version=row["rules_version"],
+            history=[HistoryEntry(**dict(h)) for h in history],
+        )
+
+    @router.post(
+        "/matters/{matter_id}/reassign",
+        dependencies=[operator],
+        tags=["operators"],
+        responses={
+            404: {"description": "No such matter"},
+            409: {"description": "Not reassignable now"},
+            422: {"model": ErrorList},
+        },
+    )
+    async def reassign(
+        matter_id: uuid.UUID,
+        body: Reassign,
+        x_operator: Annotated[str | None, Header(description="Who reassigns (audit)")] = None,
+    ) -> dict[str, Any]:
+        if body.unit not in UNITS:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"'{body.unit}' is not a unit")
+        state = current()
+        now = utc_now()
+        async with state.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT status FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id)
+            if row is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+            reassignable = {MatterStatus.AWAITING_ASSIGNMENT, MatterStatus.TRANSFERRED, MatterStatus.OBJECTED}
+            if row["status"] not in reassignable:
+                raise HTTPException(status.HTTP_409_CONFLICT, f"a matter that is {row['status']} is not reassigned")
+            await state.router.assign(
+                conn,
+                matter_id,
+                body.unit,
+                now,
+                actor=f"operator:{x_operator or 'unnamed'}",
+                action="reassigned",
+                rule="manual-reassignment",
+                reason=body.reason,
+                previous=MatterStatus(row["status"]),
+            )
+        return {"matter_id": str(matter_id), "unit": body.unit, "status": MatterStatus.TRANSFERRED.value}
+
+    @router.get(
+        "/queues/{office}",
+        response_model=list[QueueEntry],
+        dependencies=[operator],
+        tags=["operators"],
+        summary="An office's manual-assignment queue",
+    )
+    async def queue(office: str) -> list[QueueEntry]:
+        rows = await current().pool.fetch(
+            "SELECT m.matter_id, m.tracking_code, m.registered_at, m.category,"
+            " (SELECT reason FROM history h WHERE h.matter_id = m.matter_id ORDER BY id DESC LIMIT 1) AS reason"
+            " FROM matters m WHERE m.office = $1 AND m.status = 'awaiting-assignment' ORDER BY m.registered_at",
+            office,
+        )
+        return [QueueEntry(**dict(r)) for r in rows]
+
+    @router.post(
+        "/units/{unit}/feedback",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["units"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UnitFeedback"}}},
+            }
+        },
+        responses={
+            401: {"description": "Not this unit's key"},
+            403: {"model": ErrorList},
+            404: {"model": ErrorList},
+            409: {"model": ErrorList},
+            422: {"model": ErrorList},
+        },
+    )
+    async def feedback(unit: str, request: Request) -> JSONResponse:
+        state = current()
+        expected = state.unit_keys.get(unit)
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not secrets.compare_digest(key.encode(), expected.encode())
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"the API key of {unit} is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = UnitFeedback.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = [
+                FieldError(field=".".join(str(p) for p in e["loc"]) or "<body>", message=e["msg"])
+                for e in exc.errors(include_url=False)
+            ]
+            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the feedback is invalid", errors)
+        if body.unit != unit:
+            return _errors(
+                status.HTTP_403_FORBIDDEN,
+                "feedback is sent in the unit's own name",
+                [FieldError(field="unit", message=f"must be {unit}")],
+            )
+        try:
+            await state.take_feedback(body)
+        except Refused as refused:
+            return _errors(REFUSAL_STATUS[refused.kind], "the feedback is refused", refused.errors)
+        return JSONResponse({"matter_id": str(body.matter_id), "action": body.action.value}, status_code=202)
+
+    return router
+
+
+def _errors(code: int, detail: str, errors: list[FieldError]) -> JSONResponse:
+    return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)

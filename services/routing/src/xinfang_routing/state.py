@@ -1,0 +1,27 @@
+"""What routing's handlers share once the service has started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from xinfang_shared import inbox
+from xinfang_shared.contracts.events import UnitFeedback, utc_now
+
+from .feedback import FeedbackHandler
+from .routing import Router
+
+
+@dataclass
+class RoutingState:
+    pool: asyncpg.Pool
+    router: Router
+    feedback: FeedbackHandler
+    unit_keys: dict[str, str]
+
+    async def take_feedback(self, feedback: UnitFeedback) -> None:
+        """Apply one unit action once (a redelivered event_id changes nothing); raises Refused."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await inbox.first_time(conn, feedback.event_id, source="units.feedback"):
+                await self.feedback.apply(conn, feedback, utc_now())
