@@ -19,10 +19,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class IntakeProcess:
-    """The real `xinfang-intake serve` process, as deployed."""
+class ServiceProcess:
+    """The real `xinfang-<service> serve` process, as deployed."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, service: str = "intake") -> None:
+        self.service = service
         self.env = env
         self.log = log
         self.port = int(env["HTTP_PORT"])
@@ -31,7 +32,10 @@ class IntakeProcess:
     async def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(ROOT / ".venv/bin/xinfang-intake"), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [str(ROOT / f".venv/bin/xinfang-{self.service}"), "serve"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         async with httpx.AsyncClient() as client:
 
@@ -56,3 +60,6 @@ class IntakeProcess:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+IntakeProcess = ServiceProcess
