@@ -6,7 +6,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,17 +101,18 @@ class CpuSnapshot:
 
 class CpuMeter:
     """CPU seconds per group of processes over a phase, read from /proc (nothing is attached to them):
-    this benchmark process, the intake under test, PostgreSQL, Kafka, and services of a running `make up`
-    stack (which also consume the shared topics and so take CPU from the benchmark)."""
+    this benchmark process, the services under test (`under_test`: pid → group name), PostgreSQL, Kafka, and
+    other xinfang services, e.g. of a running `make up` stack (which also consume the shared topics and so
+    take CPU from the benchmark)."""
 
-    def __init__(self, intake_pid: int | None) -> None:
-        self.intake_pid = intake_pid
+    def __init__(self, under_test: Mapping[int, str] | None = None) -> None:
+        self.under_test = dict(under_test or {})
 
     def _group(self, pid: int) -> str | None:
         if pid == os.getpid():
             return "bench client (this process)"
-        if pid == self.intake_pid:
-            return "intake under test"
+        if pid in self.under_test:
+            return self.under_test[pid]
         cmd = _cmdline(pid)
         if cmd.startswith("postgres") or "/postgres " in cmd or "postgres:" in cmd:
             return "postgresql (all backends)"

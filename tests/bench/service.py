@@ -1,4 +1,4 @@
-"""The system under test: a fresh database and the intake service as a real, separate process."""
+"""The systems under test: a fresh database and a service (intake, routing) as a real, separate process."""
 
 from __future__ import annotations
 
@@ -18,14 +18,23 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
 
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import (
+    CHANNEL_SUBMITTED,
+    DEADLINES_EVENTS,
+    MATTERS_REGISTERED,
+    MATTERS_ROUTED,
+    MATTERS_STATUS,
+    UNITS_FEEDBACK,
+)
 
 from .common import ROOT
 
 INTAKE_BIN = ROOT / ".venv" / "bin" / "xinfang-intake"
+ROUTING_BIN = ROOT / ".venv" / "bin" / "xinfang-routing"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 # Everything intake subscribes to (app.py): its consumer group starts at these topics' current ends.
 INTAKE_TOPICS = [t.name for t in CHANNEL_SUBMITTED.values()] + [
@@ -33,6 +42,8 @@ INTAKE_TOPICS = [t.name for t in CHANNEL_SUBMITTED.values()] + [
     MATTERS_ROUTED.name,
     DEADLINES_EVENTS.name,
 ]
+# Everything routing subscribes to (its app.py).
+ROUTING_TOPICS = [MATTERS_REGISTERED.name, UNITS_FEEDBACK.name]
 
 
 # ----------------------------------------------------------------------------------------------- database
@@ -102,10 +113,17 @@ async def start_group_at_end(bootstrap: str, group_id: str, topics: list[str]) -
 
 
 async def wait_group_stable(
-    bootstrap: str, group_id: str, topic: str, *, steady_s: float = 2.0, timeout_s: float = 60.0
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    *,
+    members_with_topic: int = 1,
+    steady_s: float = 2.0,
+    timeout_s: float = 60.0,
 ) -> float:
-    """Wait until the group is Stable with `topic` assigned and its members unchanged for `steady_s` (intake's
-    subscribers join one by one, each join a rebalance); returns the seconds waited."""
+    """Wait until the group is Stable with partitions of `topic` assigned to (at least) `members_with_topic`
+    members and its members unchanged for `steady_s` (a service's subscribers join one by one, each join a
+    rebalance); returns the seconds waited."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     started = time.perf_counter()
@@ -113,18 +131,49 @@ async def wait_group_stable(
     steady_since = started
     try:
         while time.perf_counter() - started < timeout_s:
-            (response,) = await admin.describe_consumer_groups([group_id])
-            (group,) = response.to_object()["groups"]
-            now_members = frozenset(m["member_id"] for m in group["members"])
-            assigned = any(topic.encode() in m["member_assignment"] for m in group["members"])
-            if group["state"] != "Stable" or not assigned or now_members != members:
+            now_members, split = await _group_split(admin, group_id, topic)
+            if split is None or len(split) < members_with_topic or now_members != members:
                 members, steady_since = now_members, time.perf_counter()
             elif time.perf_counter() - steady_since >= steady_s:
                 return time.perf_counter() - started
             await asyncio.sleep(0.25)
     finally:
         await admin.close()
-    raise TimeoutError(f"consumer group {group_id} not steady with {topic} assigned after {timeout_s:.0f} s")
+    raise TimeoutError(
+        f"consumer group {group_id} not steady with {topic} assigned to {members_with_topic} member(s)"
+        f" after {timeout_s:.0f} s"
+    )
+
+
+async def partition_split(bootstrap: str, group_id: str, topic: str) -> list[int]:
+    """How many partitions of `topic` each member of the group holds (members holding none left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return (await _group_split(admin, group_id, topic))[1] or []
+    finally:
+        await admin.close()
+
+
+async def _group_split(
+    admin: AIOKafkaAdminClient, group_id: str, topic: str
+) -> tuple[frozenset[str], list[int] | None]:
+    """The group's member ids and, when it is Stable, the number of `topic` partitions per member holding any."""
+    (response,) = await admin.describe_consumer_groups([group_id])
+    (group,) = response.to_object()["groups"]
+    member_ids = frozenset(m["member_id"] for m in group["members"])
+    if group["state"] != "Stable":
+        return member_ids, None
+    split = []
+    for member in group["members"]:
+        raw = member["member_assignment"]
+        if not raw:
+            continue
+        assignment = ConsumerProtocolMemberAssignment.decode(raw)
+        held = sum(len(partitions) for name, partitions in assignment.assignment if name == topic)
+        if held:
+            split.append(held)
+    return member_ids, sorted(split, reverse=True)
 
 
 async def delete_group(bootstrap: str, group_id: str) -> None:
@@ -138,7 +187,7 @@ async def delete_group(bootstrap: str, group_id: str) -> None:
         await admin.close()
 
 
-# -------------------------------------------------------------------------------------------------- intake
+# ----------------------------------------------------------------------------------------------- services
 
 
 def _level(line: str) -> str:
@@ -151,24 +200,29 @@ def _level(line: str) -> str:
     return "traceback" if line.startswith(("Traceback", "  File", "    ")) else "other"
 
 
-class IntakeProcess:
-    """`xinfang-intake migrate`, then `serve`, with the bench's own database, port, group and key."""
+class ServiceProcess:
+    """`xinfang-<service> migrate`, then `serve`, with the bench's own database, port and consumer group
+    (`env` adds the service's own settings, e.g. its API key)."""
 
     def __init__(
         self,
         *,
+        name: str,
+        binary: Path,
         dsn: str,
         port: int,
         group_id: str,
-        api_key: str,
         bootstrap: str,
         log_path: Path,
-        profile_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        serve_command: list[str] | None = None,
     ) -> None:
+        self.name = name
+        self.binary = binary
         self.port = port
-        self.profile_path = profile_path
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
+        self.serve_command = serve_command or [str(binary), "serve"]
         self.env = {
             **os.environ,
             "DATABASE_URL": dsn,
@@ -176,10 +230,11 @@ class IntakeProcess:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "KAFKA_GROUP_ID": group_id,
             "LOG_LEVEL": "WARNING",
-            "CHANNEL_API_KEY": api_key,
             "ENVIRONMENT": "local",
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._terminated = False
 
     @property
     def pid(self) -> int | None:
@@ -188,18 +243,15 @@ class IntakeProcess:
     def migrate(self) -> None:
         with self.log_path.open("ab") as log:
             result = subprocess.run(
-                [str(INTAKE_BIN), "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=False
+                [str(self.binary), "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=False
             )
         if result.returncode != 0:
-            raise RuntimeError(f"xinfang-intake migrate failed ({result.returncode}):\n{self.log_tail()}")
+            raise RuntimeError(f"{self.binary.name} migrate failed ({result.returncode}):\n{self.log_tail()}")
 
     def start(self) -> None:
-        command = [str(INTAKE_BIN), "serve"]
-        if self.profile_path is not None:
-            command = [str(PYTHON), "-m", "tests.bench.profiled_intake", str(self.profile_path)]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            command,
+            self.serve_command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -218,18 +270,24 @@ class IntakeProcess:
                     if (await client.get("/health")).status_code == 200:
                         return time.perf_counter() - started
                 await asyncio.sleep(0.25)
-        raise TimeoutError(f"intake not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.name} not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"intake exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def terminate(self) -> None:
+        """SIGTERM (graceful shutdown), once, without waiting."""
+        if self.proc is not None and self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 25.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout_s`; returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -238,7 +296,7 @@ class IntakeProcess:
         return self.proc.returncode
 
     def log_summary(self, shown: int = 8) -> list[str]:
-        """How many lines the intake logged, by level, and its errors (the first `shown`)."""
+        """How many lines the service logged, by level, and its errors (the first `shown`)."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
@@ -252,10 +310,64 @@ class IntakeProcess:
                 errors.append(line[:400])
         plain = sum(1 for line in lines if not line.startswith("{"))
         by_level = ", ".join(f"{k}: {v}" for k, v in levels.most_common())
-        return [f"intake log {self.log_path}: {len(lines)} lines ({by_level}; {plain} not JSON)", *errors[:shown]]
+        return [f"{self.name} log {self.log_path}: {len(lines)} lines ({by_level}; {plain} not JSON)", *errors[:shown]]
 
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def stop_all(processes: list[ServiceProcess]) -> list[int | None]:
+    """Stop several at once (each shuts down gracefully in parallel); their exit codes."""
+    for process in processes:
+        process.terminate()
+    return [process.stop() for process in processes]
+
+
+class IntakeProcess(ServiceProcess):
+    """xinfang-intake (optionally under cProfile), with the bench's channel API key."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        port: int,
+        group_id: str,
+        api_key: str,
+        bootstrap: str,
+        log_path: Path,
+        profile_path: Path | None = None,
+    ) -> None:
+        self.profile_path = profile_path
+        profiled = [str(PYTHON), "-m", "tests.bench.profiled_intake", str(profile_path)] if profile_path else None
+        super().__init__(
+            name="intake",
+            binary=INTAKE_BIN,
+            dsn=dsn,
+            port=port,
+            group_id=group_id,
+            bootstrap=bootstrap,
+            log_path=log_path,
+            env={"CHANNEL_API_KEY": api_key},
+            serve_command=profiled,
+        )
+
+
+class RoutingProcess(ServiceProcess):
+    """xinfang-routing; instances given the same group share the partitions of what it consumes."""
+
+    def __init__(
+        self, *, dsn: str, port: int, group_id: str, operator_key: str, bootstrap: str, log_path: Path
+    ) -> None:
+        super().__init__(
+            name=f"routing :{port}",
+            binary=ROUTING_BIN,
+            dsn=dsn,
+            port=port,
+            group_id=group_id,
+            bootstrap=bootstrap,
+            log_path=log_path,
+            env={"OPERATOR_API_KEY": operator_key},
+        )

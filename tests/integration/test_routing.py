@@ -469,3 +469,46 @@ async def test_an_objection_reroutes_never_to_the_objector_and_an_operator_reass
         "city-5103",
         "地址在自贡",
     )
+
+
+async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(routing: Harness) -> None:
+    async def act(matter_id: uuid.UUID, unit: str, action: str, **extra: Any) -> None:
+        await routing.send(
+            UNITS_FEEDBACK.name,
+            UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **extra),
+        )
+
+    opinion = {"result": "explain", "text": "已答复"}
+    earlier = await routing.register(category="labor", location={"region_code": "510104"})
+    await routing.status_reaches(earlier.matter_id, "transferred")
+    await act(earlier.matter_id, "city-5101", "accepted")
+    await act(earlier.matter_id, "city-5101", "concluded", opinion=opinion)
+    await routing.status_reaches(earlier.matter_id, "concluded")
+
+    # A city's matter is reviewed by the provincial department for its category.
+    review = await routing.register(kind="review-request", related_tracking_code=earlier.tracking_code.lower())
+    routed = (await routing.routed(review.matter_id))[0]
+    assert (routed["office"], routed["unit"]) == ("supervision", "dept-human-resources")
+    assert (await routing.view(review.matter_id))["unit_rule"] == "review-city-to-department"
+    await act(review.matter_id, "dept-human-resources", "accepted")
+    await routing.status_reaches(review.matter_id, "in-review")
+    await act(review.matter_id, "dept-human-resources", "concluded", opinion=opinion)
+    await routing.status_reaches(review.matter_id, "review-concluded")
+
+    # A department's decision is re-reviewed by the Supervision and Review Office itself: its queue.
+    re_review = await routing.register(kind="re-review-request", related_tracking_code=review.tracking_code)
+    routed = (await routing.routed(re_review.matter_id))[0]
+    assert (routed["office"], routed["unit"]) == ("supervision", None)
+    await routing.status_reaches(re_review.matter_id, "awaiting-assignment")
+    # Handled through an assignment the office makes; once concluded, the matter is terminated (final).
+    await routing.http.post(
+        f"/v1/matters/{re_review.matter_id}/reassign",
+        json={"unit": "dept-discipline", "reason": "复核委托"},
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )
+    await routing.status_reaches(re_review.matter_id, "transferred")
+    await act(re_review.matter_id, "dept-discipline", "accepted")
+    await routing.status_reaches(re_review.matter_id, "in-re-review")
+    await act(re_review.matter_id, "dept-discipline", "concluded", opinion=opinion)
+    await routing.status_reaches(re_review.matter_id, "terminated")
+    assert [s for s, _ in routing.statuses(re_review.matter_id)][-2:] == ["re-review-concluded", "terminated"]

@@ -1,0 +1,109 @@
+"""Routing figures: matters.registered.v1 events produced by the bench → the matters.routed.v1 events the
+routing instances under test publish for them (one per matter, key = matter_id)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests import factories
+from xinfang_shared.contracts.events import MatterRegistered, Submission, utc_now
+from xinfang_shared.contracts.reference import Category
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED
+from xinfang_shared.tracking import new_tracking_code
+
+from .common import Payload
+from .kafka_bench import RoundTrip, _partitions, _wait, produce
+
+REGISTERED_TOPIC = MATTERS_REGISTERED.name
+ROUTED_TOPIC = MATTERS_ROUTED.name
+
+# matter_id → {routed_at of a matters.routed.v1 event about it → when that event was first seen}
+RoutedArrivals = dict[str, dict[datetime, float]]
+
+
+def registered_events(n: int, seed: int) -> list[Payload]:
+    """`n` MatterRegistered events as intake would publish them, serialised once (Payload.external_id holds
+    the record key, the matter_id). Every other one has no category, so routing infers it (jieba); the
+    others carry one at random."""
+    rng = random.Random(seed)
+    categories = list(Category)
+    now = utc_now()
+    out: list[Payload] = []
+    for i in range(n):
+        body = factories.submission(rng)
+        body["category"] = None if i % 2 == 0 else rng.choice(categories).value
+        submission = Submission.model_validate(body)
+        event = MatterRegistered(
+            matter_id=uuid.uuid4(), tracking_code=new_tracking_code(), registered_at=now, **dict(submission)
+        )
+        out.append(Payload(str(event.matter_id), event.model_dump_json().encode()))
+    return out
+
+
+async def _collect(consumer: AIOKafkaConsumer, wanted: set[bytes], arrivals: RoutedArrivals) -> None:
+    """Note when each matters.routed.v1 event about a wanted matter (by key) is first seen, until cancelled."""
+    while True:
+        batches = await consumer.getmany(timeout_ms=100, max_records=5000)
+        now = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                if record.key in wanted:
+                    routed_at = datetime.fromisoformat(orjson.loads(record.value or b"{}")["routed_at"])
+                    arrivals.setdefault(record.key.decode(), {}).setdefault(routed_at, now)
+
+
+async def routing_roundtrip(
+    bootstrap: str,
+    events: list[Payload],
+    routed_by_bench: Callable[[list[str]], Awaitable[dict[str, datetime]]],
+    alive: Callable[[], None],
+    timeout_s: float,
+) -> RoundTrip:
+    """Produce the events to matters.registered.v1; done when every matter's matters.routed.v1 event from the
+    routing under test has been seen. Any other routing consuming the topic (a `make up` stack, another
+    session's tests) routes the same matters and publishes events with the same keys: the ones of the routing
+    under test are told apart by routed_at, which equals transferred_at in the bench database
+    (`routed_by_bench`: matter_id → transferred_at of the matters routed there)."""
+    wanted = {e.external_id.encode() for e in events}
+    arrivals: RoutedArrivals = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    collecting: asyncio.Task[None] | None = None
+    try:
+        partitions = [TopicPartition(ROUTED_TOPIC, p) for p in await _partitions(bootstrap, ROUTED_TOPIC)]
+        consumer.assign(partitions)
+        for tp, offset in (await consumer.end_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        collecting = asyncio.create_task(_collect(consumer, wanted, arrivals))
+        started, acked = await produce(bootstrap, REGISTERED_TOPIC, events)
+        ours: dict[str, datetime] = {}
+
+        async def done() -> float | None:
+            if len(arrivals) < len(wanted):
+                return None
+            if len(ours) < len(wanted):
+                ours.update(await routed_by_bench(sorted({e.external_id for e in events} - ours.keys())))
+            if len(ours) < len(wanted) or any(at not in arrivals[m] for m, at in ours.items()):
+                return None
+            return max(arrivals[m][at] for m, at in ours.items())
+
+        finished = await _wait(done, timeout_s=timeout_s, alive=alive)
+        if finished is None:  # for the report: how many the routing under test did route and publish
+            ours.update(await routed_by_bench(sorted({e.external_id for e in events} - ours.keys())))
+        arrived = sum(1 for m, at in ours.items() if at in arrivals.get(m, {}))
+    finally:
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
+        await consumer.stop()
+    return RoundTrip(len(events), acked - started, finished - started if finished else None, arrived)
