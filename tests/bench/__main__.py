@@ -1,15 +1,27 @@
-"""`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, each with its ratio to a raw
-aiokafka produce → consume of the same payloads measured in the same run. Prints; asserts nothing.
+"""`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, and routing throughput with one
+and two instances, each with its ratio to a raw aiokafka produce → consume measured in the same run. Prints;
+asserts nothing.
 
 What runs: a fresh database `xinfang_bench_<hex>` (dropped at the end) and `xinfang-intake` as a separate
 process on its own port, consumer group and channel key. Its group's offsets are committed at the current
 ends of every topic it reads before it starts, so it does not first re-register what earlier runs left on
 the channel topics; the Kafka figure starts once that group is Stable with the channel topic assigned.
 
+Routing (after intake has stopped, which would otherwise consume the routed and status events): one, then two
+`xinfang-routing` processes, each run with its own fresh database and consumer group (started at the ends of
+matters.registered.v1 and units.feedback.v1; the two instances share it and so split the partitions). Once the
+group is Stable with the partitions spread over every instance, the bench produces N MatterRegistered events
+(half of them without a category, so routing infers it) and times first send → the last matters.routed.v1
+event of the routing under test about them (matched by key, and by routed_at against the bench database).
+
 Caveat: the topics are the shared v1 topics (the services have no topic prefix), so a running `make up`
 stack consumes the bench's traffic too (its intake registers the Kafka submissions in its own database;
 routing, supervision, notify and stats process every matter registered), which takes CPU from the
 benchmark; the CPU tables show how much. For clean numbers run it with the stack down (`make down`).
+Another routing on those topics (a stack's, or another session's integration tests) routes the bench's
+matters too, in its own group and database: its matters.routed.v1 events are told apart from those of the
+routing under test, but not its CPU. Records others publish to matters.registered.v1 reach the routing under
+test as well; what it dead-letters of the bench's matters because of them is counted and reported.
 """
 
 from __future__ import annotations
@@ -25,13 +37,14 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from . import http_bench as http
 from . import kafka_bench as kafka
+from . import routing_bench as routing
 from .common import (
     CpuMeter,
     CpuUse,
@@ -45,7 +58,19 @@ from .common import (
     print_cpu,
     print_table,
 )
-from .service import INTAKE_TOPICS, BenchDatabase, IntakeProcess, delete_group, start_group_at_end, wait_group_stable
+from .service import (
+    INTAKE_TOPICS,
+    ROUTING_TOPICS,
+    BenchDatabase,
+    IntakeProcess,
+    RoutingProcess,
+    ServiceProcess,
+    delete_group,
+    partition_split,
+    start_group_at_end,
+    stop_all,
+    wait_group_stable,
+)
 
 HTTP_TARGET = 2_500.0
 KAFKA_TARGET = 3_000.0
@@ -60,11 +85,13 @@ class Options:
     only: str
     n_kafka: int
     n_http: int
+    n_routing: int
     warmup: int
     concurrency: int
     ceiling_n: int
     seed: int
     port: int
+    routing_port: int
     bootstrap: str
     loop: str
     client: str
@@ -75,14 +102,20 @@ class Options:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["http", "kafka", "all"], default="all")
+    parser.add_argument("--only", choices=["http", "kafka", "routing", "all"], default="all")
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
+    parser.add_argument(
+        "--n-routing", type=int, default=10_000, help="matters.registered.v1 events per routing run (1 and 2 instances)"
+    )
     parser.add_argument("--warmup", type=int, default=300, help="POSTs before the measured ones")
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
     parser.add_argument("--ceiling-n", type=int, default=3_000, help="requests per client-ceiling run")
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--port", type=int, default=18_101, help="intake's HTTP port (another if taken)")
+    parser.add_argument(
+        "--routing-port", type=int, default=18_201, help="first routing instance's HTTP port (the next for the second)"
+    )
     parser.add_argument("--bootstrap", default=None, help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the client's loop")
     parser.add_argument(
@@ -100,11 +133,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         only=a.only,
         n_kafka=a.n_kafka,
         n_http=a.n_http,
+        n_routing=a.n_routing,
         warmup=a.warmup,
         concurrency=a.concurrency,
         ceiling_n=a.ceiling_n,
         seed=a.seed,
         port=a.port,
+        routing_port=a.routing_port,
         bootstrap=a.bootstrap or "",
         loop=a.loop,
         client=a.client,
@@ -142,6 +177,10 @@ class Bench:
     workdir: Path
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     figures: list[Figure] = field(default_factory=list)
+    routing_figures: list[Figure] = field(default_factory=list)
+    routing_processes: list[ServiceProcess] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    raw: kafka.RoundTrip | None = None
     cpu: list[tuple[str, CpuUse, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -160,27 +199,40 @@ class Bench:
             log_path=self.workdir / "intake.log",
             profile_path=self.workdir / "intake.prof" if self.opts.profile_intake else None,
         )
-        self.meter = CpuMeter(None)
+        self.meter = CpuMeter()
+        self.groups.append(self.raw_group)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    async def run(self, kafka_payloads: list[Payload], http_payloads: list[Payload]) -> None:
-        await self.db.create()
+    async def run(
+        self, kafka_payloads: list[Payload], http_payloads: list[Payload], routing_events: list[Payload]
+    ) -> None:
         try:
-            await self._with_intake(kafka_payloads, http_payloads)
+            if self.opts.only in ("http", "kafka", "all"):
+                await self.db.create()
+                try:
+                    await self._with_intake(kafka_payloads, http_payloads)
+                finally:
+                    await self.db.drop()
+                    progress(f"dropped {self.db.name}")
+            else:
+                await self._settle("raw aiokafka baseline")
+                self.raw = await self._raw(kafka_payloads)
+            if self.opts.only in ("routing", "all") and self.raw is not None:
+                await self._routing(routing_events, self.raw)
         finally:
-            await self.db.drop()
-            for group in (self.intake_group, self.raw_group):
+            for group in self.groups:
                 with contextlib.suppress(Exception):
                     await delete_group(self.bootstrap, group)
-            progress(f"dropped {self.db.name}, deleted groups {self.intake_group} and {self.raw_group}")
+            progress(f"deleted consumer groups {', '.join(self.groups)}")
 
     async def _with_intake(self, kafka_payloads: list[Payload], http_payloads: list[Payload]) -> None:
+        self.groups.append(self.intake_group)
         skipped = await start_group_at_end(self.bootstrap, self.intake_group, INTAKE_TOPICS)
         self.notes.append(f"intake's group started at the topics' ends, skipping {skipped:,} older records")
         await asyncio.to_thread(self.intake.migrate)
         self.intake.start()
-        self.meter = CpuMeter(self.intake.pid)
+        self.meter = CpuMeter({self.intake.pid: "intake under test"} if self.intake.pid else None)
         try:
             healthy_s = await self.intake.wait_healthy()
             stable_s = await wait_group_stable(self.bootstrap, self.intake_group, kafka.CHANNEL_TOPIC)
@@ -188,21 +240,22 @@ class Bench:
                 f"intake pid {self.intake.pid} on :{self.intake.port} healthy after {healthy_s:.1f} s,"
                 f" its group stable {stable_s:.1f} s later"
             )
-            await self._settle("raw aiokafka baseline")
-            raw = await self._raw(kafka_payloads)
+            await self._settle("raw aiokafka baseline", [self.intake])
+            raw = self.raw = await self._raw(kafka_payloads)
             if self.opts.only in ("http", "all"):
-                await self._settle("HTTP submissions")
+                await self._settle("HTTP submissions", [self.intake])
                 await self._http(http_payloads, raw)
             if self.opts.only in ("kafka", "all"):
-                await self._settle("Kafka submissions through intake")
+                await self._settle("Kafka submissions through intake", [self.intake])
                 await self._kafka(kafka_payloads, raw)
         finally:
             code = self.intake.stop()
             how = {0: "", -15: " = SIGTERM re-raised by uvicorn after its graceful shutdown", -9: " = killed"}
             progress(f"intake stopped (exit code {code}{how.get(code or 0, '')}); its log: {self.intake.log_path}")
 
-    async def _settle(self, phase: str) -> None:
-        self.intake.check_alive()
+    async def _settle(self, phase: str, running: Sequence[ServiceProcess] = ()) -> None:
+        for process in running:
+            process.check_alive()
         waited, idle = await asyncio.to_thread(settle, self.opts.settle_max_s)
         progress(f"{phase}: starting (waited {waited:.1f} s for quiet: machine {100 * idle:.0f}% idle)")
         if idle < QUIET:
@@ -304,14 +357,109 @@ class Bench:
             )
         )
 
+    async def _routing(self, events: list[Payload], raw: kafka.RoundTrip) -> None:
+        one = await self._routing_run(events, raw, 1)
+        two = await self._routing_run(events, raw, 2)
+        self.routing_figures.append(
+            Figure(
+                "routing scaling: two instances / one",
+                two / one if one and two else 0.0,
+                "×",
+                note=f"{os.cpu_count()} cores on this machine, shared by the instances, PostgreSQL, Kafka and"
+                " the bench client (see the CPU tables)",
+            )
+        )
+
+    async def _routing_run(self, events: list[Payload], raw: kafka.RoundTrip, instances: int) -> float:
+        """One routing measurement with `instances` processes in one new group on a fresh database; the rate."""
+        label = f"{instances} instance{'s' if instances > 1 else ''}"
+        db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_routing{instances}")
+        group = f"bench-routing{instances}-{self.run_id}"
+        self.groups.append(group)
+        processes: list[ServiceProcess] = []
+        await db.create()
+        try:
+            skipped = await start_group_at_end(self.bootstrap, group, ROUTING_TOPICS)
+            self.notes.append(
+                f"routing ({label})'s group started at the topics' ends, skipping {skipped:,} older records"
+            )
+            port = self.opts.routing_port
+            for i in range(instances):
+                port = free_port(port) if i == 0 else free_port(port + 1)
+                processes.append(
+                    RoutingProcess(
+                        dsn=db.dsn,
+                        port=port,
+                        group_id=group,
+                        operator_key=self.api_key,
+                        bootstrap=self.bootstrap,
+                        log_path=self.workdir / f"routing-{instances}-{i + 1}.log",
+                    )
+                )
+            self.routing_processes += processes
+            await asyncio.to_thread(processes[0].migrate)
+            for process in processes:
+                process.start()
+            self.meter = CpuMeter(
+                {p.pid: f"routing under test #{i + 1}" for i, p in enumerate(processes) if p.pid is not None}
+            )
+            healthy_s = max(await asyncio.gather(*(p.wait_healthy() for p in processes)))
+            stable_s = await wait_group_stable(
+                self.bootstrap, group, routing.REGISTERED_TOPIC, members_with_topic=instances
+            )
+            split = await partition_split(self.bootstrap, group, routing.REGISTERED_TOPIC)
+            progress(
+                f"routing ×{instances} (pids {', '.join(str(p.pid) for p in processes)}) healthy after"
+                f" {healthy_s:.1f} s, group stable {stable_s:.1f} s later, partitions split {split}"
+            )
+            await self._settle(f"routing, {label}", processes)
+
+            def alive() -> None:
+                for process in processes:
+                    process.check_alive()
+
+            timeout_s = max(60.0, len(events) / 100)
+            work = routing.routing_roundtrip(self.bootstrap, group, events, db.routed_at, alive, timeout_s)
+            trip = await self._measured(
+                f"routing, {label}: matters.registered.v1 → matters.routed.v1", work, lambda t: t.n
+            )
+        finally:
+            codes = await asyncio.to_thread(stop_all, processes)
+            progress(f"routing ×{instances} stopped (exit codes {codes}); logs in {self.workdir}")
+            await db.drop()
+            progress(f"dropped {db.name}")
+        dead = f"; {trip.dead_lettered:,} DEAD-LETTERED by the routing under test (rate over the routed)"
+        note = (
+            f"{trip.arrived:,}/{trip.n:,} matters.routed.v1 seen"
+            + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
+            + (dead if trip.dead_lettered else "")
+            + f"; produce alone {trip.produce_rate:,.0f} msg/s; partitions of {routing.REGISTERED_TOPIC}"
+            f" per instance {split}; from first send to the last routed event"
+        )
+        for error, count in trip.dead_errors.most_common(5):
+            self.notes.append(
+                f"routing ({label}) dead-lettered {count:,} bench matters, their batch failing with: {error}"
+            )
+        self.routing_figures.append(
+            Figure(f"routing matters/s, {label}", trip.rate, "matters/s", _ratio(trip.rate, raw), note=note)
+        )
+        return trip.rate
+
     # --------------------------------------------------------------------------------------------- report
 
     def report(self) -> None:
-        print_table("intake throughput (ratios to the raw aiokafka baseline of this run)", self.figures)
+        intake_ran = self.intake.proc is not None
+        title = "intake throughput" if intake_ran else "baseline"
+        print_table(f"{title} (ratios to the raw aiokafka baseline of this run)", self.figures)
+        if self.routing_figures:
+            print_table("routing throughput (ratios to the raw aiokafka baseline of this run)", self.routing_figures)
         for name, use, n in self.cpu:
             print_cpu(name, use, n)
         print()
-        for note in [*self.notes, *self.intake.log_summary()]:
+        logs = [
+            line for p in ([self.intake] if intake_ran else []) + self.routing_processes for line in p.log_summary()
+        ]
+        for note in [*self.notes, *logs]:
             print(f"note: {note}")
         profile = self.intake.profile_path
         if profile is not None and profile.exists():
@@ -338,7 +486,8 @@ def _header(opts: Options, loop: str, bootstrap: str, stack_up: list[int]) -> li
         f"xinfang bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, Python"
         f" {sys.version.split()[0]}, client loop {loop}, Kafka {bootstrap}",
         f"kafka: {opts.n_kafka:,} submissions; http: {opts.n_http:,} (+{opts.warmup} warm-up) with"
-        f" {opts.concurrency} in flight, {opts.client} client; seed {opts.seed}",
+        f" {opts.concurrency} in flight, {opts.client} client; routing: {opts.n_routing:,} registered matters"
+        f" (half without a category) per run; only {opts.only}; seed {opts.seed}",
     ]
     if stack_up:
         lines.append(
@@ -366,18 +515,20 @@ def main(argv: list[str] | None = None) -> None:
     if not kafka_payloads:  # the raw baseline always runs; --only http gets a smaller one
         kafka_payloads = payloads(min(opts.n_kafka, 10_000), rng, petitioners)
     http_payloads = payloads(opts.n_http + opts.warmup, rng, petitioners) if opts.only in ("http", "all") else []
+    routing_events = routing.registered_events(opts.n_routing, opts.seed + 1) if opts.only in ("routing", "all") else []
     progress(
-        f"{len(kafka_payloads) + len(http_payloads):,} payloads generated in {time.perf_counter() - started:.1f} s"
+        f"{len(kafka_payloads) + len(http_payloads) + len(routing_events):,} payloads generated in"
+        f" {time.perf_counter() - started:.1f} s"
     )
 
     bench = Bench(opts, creds["DATABASE_URL"], bootstrap, workdir)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(bench.run(kafka_payloads, http_payloads))
+            runner.run(bench.run(kafka_payloads, http_payloads, routing_events))
     finally:
         print("\n".join(["", *header]))
         bench.report()
-        print(f"\ntotal {time.perf_counter() - started:.0f} s; intake log {bench.intake.log_path}")
+        print(f"\ntotal {time.perf_counter() - started:.0f} s; service logs in {workdir}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def _all_pids() -> Iterable[int]:
 class CpuSnapshot:
     at: float
     machine: float
-    groups: dict[str, float] = field(default_factory=dict)
+    pids: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid → (group, CPU seconds so far)
 
 
 class CpuMeter:
@@ -127,7 +127,7 @@ class CpuMeter:
         for pid in _all_pids():
             group = self._group(pid)
             if group is not None:
-                snap.groups[group] = snap.groups.get(group, 0.0) + _proc_cpu_s(pid)
+                snap.pids[pid] = (group, _proc_cpu_s(pid))
         return snap
 
 
@@ -139,7 +139,14 @@ class CpuUse:
 
 
 def cpu_between(before: CpuSnapshot, after: CpuSnapshot) -> CpuUse:
-    groups = {g: max(0.0, after.groups.get(g, 0.0) - before.groups.get(g, 0.0)) for g in after.groups}
+    """Per process alive at the end: its CPU since the start, or since it started (a process that exited in
+    between, e.g. a PostgreSQL backend of a closed connection, is lost to its group and counts as "anything
+    else" in the table; diffing group sums instead would subtract what it had spent before)."""
+    groups: dict[str, float] = {}
+    for pid, (group, cpu_s) in after.pids.items():
+        earlier = before.pids.get(pid)
+        spent = cpu_s - earlier[1] if earlier is not None and earlier[0] == group else cpu_s
+        groups[group] = groups.get(group, 0.0) + max(0.0, spent)
     return CpuUse(wall_s=after.at - before.at, by_group=groups, machine_s=after.machine - before.machine)
 
 

@@ -1,5 +1,9 @@
 """Routing figures: matters.registered.v1 events produced by the bench → the matters.routed.v1 events the
-routing instances under test publish for them (one per matter, key = matter_id)."""
+routing instances under test publish for them (one per matter, key = matter_id).
+
+What the routing under test dead-letters instead (matters.registered.v1.dlq, its group in the headers) is
+counted too, so a batch lost to the DLQ ends the wait instead of running into the timeout: the topics are
+shared, and a duplicated record someone else publishes there can make routing dead-letter a whole batch."""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -25,9 +31,21 @@ from .kafka_bench import RoundTrip, _partitions, _wait, produce
 
 REGISTERED_TOPIC = MATTERS_REGISTERED.name
 ROUTED_TOPIC = MATTERS_ROUTED.name
+DLQ_TOPIC = MATTERS_REGISTERED.dlq
 
 # matter_id → {routed_at of a matters.routed.v1 event about it → when that event was first seen}
 RoutedArrivals = dict[str, dict[datetime, float]]
+
+
+@dataclass(frozen=True)
+class RoutingTrip(RoundTrip):
+    dead_lettered: int = 0  # bench matters the routing under test sent to the DLQ instead
+    dead_errors: Counter[str] = field(default_factory=Counter)  # their x-dlq-error (first line), counted
+
+    @property
+    def rate(self) -> float:
+        """Matters routed per second (all of them, unless some were dead-lettered)."""
+        return self.arrived / self.total_s if self.total_s else 0.0
 
 
 def registered_events(n: int, seed: int) -> list[Payload]:
@@ -49,56 +67,74 @@ def registered_events(n: int, seed: int) -> list[Payload]:
     return out
 
 
-async def _collect(consumer: AIOKafkaConsumer, wanted: set[bytes], arrivals: RoutedArrivals) -> None:
-    """Note when each matters.routed.v1 event about a wanted matter (by key) is first seen, until cancelled."""
+async def _collect(
+    consumer: AIOKafkaConsumer, group_id: str, wanted: set[bytes], arrivals: RoutedArrivals, dead: dict[str, str]
+) -> None:
+    """Note when each matters.routed.v1 event about a wanted matter (by key) is first seen, and which wanted
+    matters the group under test dead-lettered (with the error), until cancelled."""
     while True:
         batches = await consumer.getmany(timeout_ms=100, max_records=5000)
         now = time.perf_counter()
-        for records in batches.values():
+        for tp, records in batches.items():
             for record in records:
-                if record.key in wanted:
+                if record.key not in wanted:
+                    continue
+                if tp.topic == ROUTED_TOPIC:
                     routed_at = datetime.fromisoformat(orjson.loads(record.value or b"{}")["routed_at"])
                     arrivals.setdefault(record.key.decode(), {}).setdefault(routed_at, now)
+                    continue
+                headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+                if headers.get("x-dlq-consumer-group") == group_id:
+                    dead[record.key.decode()] = headers.get("x-dlq-error", "?").splitlines()[0][:200]
 
 
 async def routing_roundtrip(
     bootstrap: str,
+    group_id: str,
     events: list[Payload],
     routed_by_bench: Callable[[list[str]], Awaitable[dict[str, datetime]]],
     alive: Callable[[], None],
     timeout_s: float,
-) -> RoundTrip:
+) -> RoutingTrip:
     """Produce the events to matters.registered.v1; done when every matter's matters.routed.v1 event from the
     routing under test has been seen. Any other routing consuming the topic (a `make up` stack, another
     session's tests) routes the same matters and publishes events with the same keys: the ones of the routing
     under test are told apart by routed_at, which equals transferred_at in the bench database
-    (`routed_by_bench`: matter_id → transferred_at of the matters routed there)."""
+    (`routed_by_bench`: matter_id → transferred_at of the matters routed there). Matters the group under test
+    (`group_id`) dead-letters are not waited for; the rate is then over the ones routed."""
     wanted = {e.external_id.encode() for e in events}
+    ids = {e.external_id for e in events}
     arrivals: RoutedArrivals = {}
+    dead: dict[str, str] = {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     collecting: asyncio.Task[None] | None = None
     try:
-        partitions = [TopicPartition(ROUTED_TOPIC, p) for p in await _partitions(bootstrap, ROUTED_TOPIC)]
+        partitions = [
+            TopicPartition(topic, p) for topic in (ROUTED_TOPIC, DLQ_TOPIC) for p in await _partitions(bootstrap, topic)
+        ]
         consumer.assign(partitions)
         for tp, offset in (await consumer.end_offsets(partitions)).items():
             consumer.seek(tp, offset)
-        collecting = asyncio.create_task(_collect(consumer, wanted, arrivals))
+        collecting = asyncio.create_task(_collect(consumer, group_id, wanted, arrivals, dead))
         started, acked = await produce(bootstrap, REGISTERED_TOPIC, events)
         ours: dict[str, datetime] = {}
 
         async def done() -> float | None:
-            if len(arrivals) < len(wanted):
+            if len(arrivals.keys() | dead.keys()) < len(wanted):
                 return None
-            if len(ours) < len(wanted):
-                ours.update(await routed_by_bench(sorted({e.external_id for e in events} - ours.keys())))
-            if len(ours) < len(wanted) or any(at not in arrivals[m] for m, at in ours.items()):
+            pending = ids - ours.keys() - dead.keys()
+            if pending:
+                ours.update(await routed_by_bench(sorted(pending)))
+            if len(ours.keys() | dead.keys()) < len(wanted):
                 return None
-            return max(arrivals[m][at] for m, at in ours.items())
+            if any(at not in arrivals.get(m, {}) for m, at in ours.items()):
+                return None
+            return max((arrivals[m][at] for m, at in ours.items()), default=time.perf_counter())
 
         finished = await _wait(done, timeout_s=timeout_s, alive=alive)
         if finished is None:  # for the report: how many the routing under test did route and publish
-            ours.update(await routed_by_bench(sorted({e.external_id for e in events} - ours.keys())))
+            ours.update(await routed_by_bench(sorted(ids - ours.keys())))
         arrived = sum(1 for m, at in ours.items() if at in arrivals.get(m, {}))
     finally:
         if collecting is not None:
@@ -106,4 +142,11 @@ async def routing_roundtrip(
             with contextlib.suppress(asyncio.CancelledError):
                 await collecting
         await consumer.stop()
-    return RoundTrip(len(events), acked - started, finished - started if finished else None, arrived)
+    return RoutingTrip(
+        len(events),
+        acked - started,
+        finished - started if finished else None,
+        arrived,
+        dead_lettered=len(dead.keys() - ours.keys()),
+        dead_errors=Counter(error for m, error in dead.items() if m not in ours),
+    )

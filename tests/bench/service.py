@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -84,6 +85,20 @@ class BenchDatabase:
         finally:
             await conn.close()
         return {r["external_id"]: r["matter_id"] for r in rows}
+
+    async def routed_at(self, matter_ids: list[str]) -> dict[str, datetime]:
+        """matter_id → transferred_at (= routed_at of its matters.routed.v1 event) of what the routing under
+        test routed."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT matter_id::text AS matter_id, transferred_at FROM routing.matters"
+                " WHERE matter_id = ANY($1::uuid[]) AND transferred_at IS NOT NULL",
+                matter_ids,
+            )
+        finally:
+            await conn.close()
+        return {r["matter_id"]: r["transferred_at"] for r in rows}
 
 
 # ------------------------------------------------------------------------------------------- consumer group
@@ -200,6 +215,15 @@ def _level(line: str) -> str:
     return "traceback" if line.startswith(("Traceback", "  File", "    ")) else "other"
 
 
+def _gist(line: str) -> str:
+    """A log line without what varies from one occurrence to the next: its message and error type."""
+    with contextlib.suppress(ValueError, AttributeError):
+        entry = orjson.loads(line)
+        gist = str(entry.get("msg") or entry.get("message") or "?")
+        return f"{gist} ({entry['error_type']})" if entry.get("error_type") else gist
+    return line[:120]
+
+
 class ServiceProcess:
     """`xinfang-<service> migrate`, then `serve`, with the bench's own database, port and consumer group
     (`env` adds the service's own settings, e.g. its API key)."""
@@ -302,15 +326,23 @@ class ServiceProcess:
         except OSError:
             return ["(no log)"]
         levels: Counter[str] = Counter()
+        warnings: Counter[str] = Counter()
         errors: list[str] = []
         for line in lines:
             level = _level(line)
             levels[level] += 1
             if level in ("error", "critical", "traceback"):
                 errors.append(line[:400])
+            elif level == "warning":
+                warnings[_gist(line)] += 1
         plain = sum(1 for line in lines if not line.startswith("{"))
         by_level = ", ".join(f"{k}: {v}" for k, v in levels.most_common())
-        return [f"{self.name} log {self.log_path}: {len(lines)} lines ({by_level}; {plain} not JSON)", *errors[:shown]]
+        common = "; ".join(f"{n}× {gist}" for gist, n in warnings.most_common(4))
+        return [
+            f"{self.name} log {self.log_path}: {len(lines)} lines ({by_level}; {plain} not JSON)"
+            + (f"; warnings: {common}" if common else ""),
+            *errors[:shown],
+        ]
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -332,11 +332,19 @@ async def test_categories_are_inferred_when_absent_and_repeats_are_not_routed(ro
 
 async def test_a_redelivered_registration_changes_nothing(routing: Harness) -> None:
     event = await routing.register()
+    # Copies in the same batch, and the same matter under another event id: none routes it again,
+    # and none costs the batch (nothing dead-lettered).
     await routing.send(MATTERS_REGISTERED.name, event)
+    await routing.send(MATTERS_REGISTERED.name, event)
+    await routing.send(MATTERS_REGISTERED.name, event.model_copy(update={"event_id": uuid.uuid4()}))
     await routing.routed(event.matter_id)
     await asyncio.sleep(2)
     assert len(await routing.routed(event.matter_id)) == 1
     assert [s for s, _ in routing.statuses(event.matter_id)] == ["transferred"]
+    dead = routing.service.metrics.get_sample_value(
+        "xinfang_dead_lettered_messages_total", {"topic": MATTERS_REGISTERED.name, "error_type": "UniqueViolationError"}
+    )
+    assert not dead
 
 
 async def test_a_changed_rules_file_routes_new_matters_without_a_release(routing: Harness) -> None:

@@ -60,4 +60,4 @@ def test_accuracy_on_the_labelled_set() -> None:
 def test_accuracy_on_the_held_out_set() -> None:
     result = evaluate(path=HOLDOUT)
     print(f"\ncategory inference on {result['matters']} held-out matters: {result}")
-    assert result["accuracy"] >= 0.6
+    assert result["accuracy"] >= 0.75  # 0.849 when written

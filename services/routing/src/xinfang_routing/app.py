@@ -4,6 +4,7 @@ lifecycle change out."""
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,27 @@ def create_service(settings: RoutingSettings) -> Service:
     @service.subscriber(MATTERS_REGISTERED.name, batch=True, max_records=500, title="matters.registered.v1:route")
     async def route(_: list[Any], msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        events: list[MatterRegistered] = []
+        events: dict[uuid.UUID, tuple[ConsumerRecord[Any, Any], MatterRegistered]] = {}
         for record in records:
             try:
-                events.append(MatterRegistered.model_validate_json(record.value or b""))
+                event = MatterRegistered.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 await service.dead_letter.send((record,), exc, attempts=1)
+                continue
+            events.setdefault(event.event_id, (record, event))  # a copy redelivered into the same batch: once
         state = late()
-        now = utc_now()
-        async with state.pool.acquire() as conn, conn.transaction():
-            fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=MATTERS_REGISTERED.name)
-            for event in events:
-                if event.event_id in fresh:
-                    await state.router.route_registered(conn, event, now)
-        log.info("routed a batch", extra={"events": len(events), "routed": len(fresh)})
+        try:
+            routed = await _route(state, [e for _, e in events.values()])
+        except Exception:
+            # One bad matter must not cost the batch: each alone, and only what still fails is dead-lettered.
+            log.warning("a batch failed; routing its matters one by one", exc_info=True)
+            routed = 0
+            for record, event in events.values():
+                try:
+                    routed += await _route(state, [event])
+                except Exception as exc:
+                    await service.dead_letter.send((record,), exc, attempts=1)
+        log.info("routed a batch", extra={"events": len(events), "routed": routed})
 
     @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
     async def take_feedback(_: Any, msg: KafkaMessage) -> None:
@@ -96,6 +104,17 @@ def create_service(settings: RoutingSettings) -> Service:
     service.api.include_router(build_router(service, late))
     service.document_schemas(UnitFeedback)
     return service
+
+
+async def _route(state: RoutingState, events: list[MatterRegistered]) -> int:
+    """Route the events not seen before, in one transaction; returns how many."""
+    now = utc_now()
+    async with state.pool.acquire() as conn, conn.transaction():
+        fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=MATTERS_REGISTERED.name)
+        for event in events:
+            if event.event_id in fresh:
+                await state.router.route_registered(conn, event, now)
+    return len(fresh)
 
 
 async def _reject(state: RoutingState, raw: bytes, errors: list[FieldError], feedback: UnitFeedback | None) -> None:

@@ -104,10 +104,11 @@ class Router:
         )
         review_level = REVIEW_LEVEL.get(event.kind, 0)
         related = await self._related(conn, event.related_tracking_code) if review_level else None
-        await conn.execute(
+        inserted = await conn.fetchval(
             "INSERT INTO matters (matter_id, tracking_code, kind, facts, details, personal_data, registered_at,"
             " status, category, category_inferred, category_confidence, needs_review, review_level,"
-            " related_matter_id, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,'registered',$8,$9,$10,$11,$12,$13,$14)",
+            " related_matter_id, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,'registered',$8,$9,$10,$11,$12,$13,$14)"
+            " ON CONFLICT (matter_id) DO NOTHING RETURNING true",
             event.matter_id,
             event.tracking_code,
             event.kind.value,
@@ -123,6 +124,8 @@ class Router:
             related["matter_id"] if related else None,
             now,
         )
+        if not inserted:
+            return  # the same matter under another event id: routed already
         if repeat is not None:
             # Recorded, not routed (DOMAIN.md: repeats).
             await self.change(
