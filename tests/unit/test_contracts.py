@@ -50,6 +50,11 @@ def test_personal_data_stays_out_of_repr() -> None:
 
 
 def test_production_refuses_the_local_dev_secret() -> None:
-    with pytest.raises(ValidationError, match="operator_api_key"):
-        ServiceSettings(environment="production", _env_file=None)
-    ServiceSettings(environment="production", operator_api_key=SecretStr("a-real-one"), _env_file=None)
+    real = {
+        name: SecretStr("a-real-one") for name in ("operator_api_key", "personal_data_key", "personal_data_hash_key")
+    }
+    for missing in real:
+        with pytest.raises(ValidationError, match=missing):
+            others = {name: value for name, value in real.items() if name != missing}
+            ServiceSettings(environment="production", _env_file=None, **others)
+    ServiceSettings(environment="production", _env_file=None, **real)
