@@ -409,6 +409,12 @@ async def test_unit_feedback_is_refused_when_not_theirs_illegal_or_malformed(rou
     )
     assert illegal.status_code == 409 and illegal.json()["errors"][0]["field"] == "action"
     assert (await post("city-5101", UNIT_KEYS["city-5101"], "not-accepted")).status_code == 422  # no reason
+    # Six working days later the objection window (5 working days) has closed.
+    await routing.service.pool.execute(
+        "UPDATE matters SET transferred_at = transferred_at - interval '10 days' WHERE matter_id = $1", event.matter_id
+    )
+    late = await post("city-5101", UNIT_KEYS["city-5101"], "objected", reason="不归我们管")
+    assert late.status_code == 409 and "objection window" in late.json()["errors"][0]["message"]
     assert (await post("city-5101", UNIT_KEYS["city-5101"], "accepted")).status_code == 202
     missing_opinion = await post("city-5101", UNIT_KEYS["city-5101"], "concluded")
     assert missing_opinion.status_code == 422 and missing_opinion.json()["errors"][0]["field"] == "opinion"

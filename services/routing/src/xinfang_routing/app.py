@@ -53,7 +53,7 @@ def create_service(settings: RoutingSettings) -> Service:
             CategoryInference(settings.category_lexicon_file, min_confidence=settings.category_min_confidence),
             PersonalDataVault.from_settings(settings),
             acceptance_days=settings.acceptance_days,
-            objection_window_days=settings.objection_window_days,
+            objection_working_days=settings.objection_working_days,
         )
         keys = {unit: key.get_secret_value() for unit, key in settings.unit_api_keys.items()}
         late.state = RoutingState(svc.pool, router, FeedbackHandler(router), keys)

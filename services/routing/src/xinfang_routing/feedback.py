@@ -108,7 +108,7 @@ class FeedbackHandler:
 
     async def _objected(self, conn: asyncpg.Connection, matter: Any, feedback: UnitFeedback, now: datetime) -> None:
         transferred_at = matter["transferred_at"]
-        if transferred_at is not None and now - transferred_at > self.router.objection_window:
+        if transferred_at is not None and now > self.router.objection_ends(transferred_at):
             raise _refuse(
                 Refusal.ILLEGAL, "action", "the objection window has passed; handle the matter or ask the office"
             )

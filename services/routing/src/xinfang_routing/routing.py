@@ -25,6 +25,7 @@ from xinfang_shared.contracts.reference import DEPARTMENT_FOR_CATEGORY, Category
 from xinfang_shared.contracts.topics import MATTERS_ROUTED, MATTERS_STATUS, unit_inbox_topic
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.tracking import normalise
+from xinfang_shared.workdays import add_working_days
 
 from .categories import CategoryInference
 from .rules import RuleBook
@@ -50,13 +51,13 @@ class Router:
         vault: PersonalDataVault,
         *,
         acceptance_days: int,
-        objection_window_days: int,
+        objection_working_days: int,
     ) -> None:
         self.rulebook = rulebook
         self.inference = inference
         self.vault = vault
         self.acceptance = timedelta(days=acceptance_days)
-        self.objection_window = timedelta(days=objection_window_days)
+        self.objection_working_days = objection_working_days
 
     @staticmethod
     def facts(event: MatterRegistered, category: Category, in_sensitive_period: bool) -> dict[str, Any]:
@@ -229,6 +230,9 @@ class Router:
             office=row["office"],
         )
 
+    def objection_ends(self, transferred_at: datetime) -> datetime:
+        return add_working_days(transferred_at, self.objection_working_days)
+
     def _inbox_message(self, matter_id: uuid.UUID, unit: str, row: Any, now: datetime) -> UnitInboxMessage:
         details = row["details"]
         personal = self.vault.open(bytes(row["personal_data"])) if row["personal_data"] else {}
@@ -239,7 +243,7 @@ class Router:
             unit=unit,
             office=Office(row["office"]),
             tracking_code=row["tracking_code"],
-            respond_by={"acceptance": now + self.acceptance, "objection": now + self.objection_window},
+            respond_by={"acceptance": now + self.acceptance, "objection": self.objection_ends(now)},
             kind=Kind(row["kind"]),
             category=Category(row["category"]),
             title=details["title"],

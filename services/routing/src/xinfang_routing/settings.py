@@ -32,7 +32,6 @@ class RoutingSettings(ServiceSettings):
     category_min_confidence: float = 0.5
     # Deadlines a unit is told in its inbox (supervision tracks them; DOMAIN.md).
     acceptance_days: int = 15
-    # The objection window is 5 working days; until the shared working-day calendar exists (supervision),
-    # routing allows 7 calendar days.
-    objection_window_days: int = 7
+    # A unit may return a misrouted matter within this many working days of its transfer (statutory: 5).
+    objection_working_days: int = 5
     unit_api_keys: dict[str, SecretStr] = Field(default_factory=_unit_keys_from_environment)
