@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.integration.processes import terminate
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBS = ROOT / ".local" / "kafka" / "libs"
 
@@ -119,11 +121,5 @@ class PrivateKafka:
         raise TimeoutError(f"private Kafka did not start; see {self.log}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None

@@ -19,6 +19,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `grace_s`."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServiceProcess:
     """The real `xinfang-<service> serve` process, as deployed."""
 
@@ -54,12 +65,7 @@ class ServiceProcess:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
 
 
 IntakeProcess = ServiceProcess

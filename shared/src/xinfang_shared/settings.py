@@ -62,7 +62,7 @@ class ServiceSettings(BaseSettings):
     consumer_backoff_initial_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
 
-    outbox_batch_size: int = 500
+    outbox_batch_size: int = 1000
     outbox_poll_interval_s: float = 1.0
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -52,8 +53,18 @@ class Intake:
             return await self.registrar.register(conn, list(batch), now=utc_now())
 
     async def take_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """The Kafka path: one transaction per batch. Every record ends up registered (or found registered
-        before) or rejected with its reasons; none stops the batch."""
+        """The Kafka path. Every record ends up registered (or found registered before) or rejected with its
+        reasons; none stops the batch. A large batch is split by partition into lanes, each its own
+        transaction, run together: one lane's validation runs while another waits on PostgreSQL. A partition
+        stays in one lane (its order holds, and one external_id, the key, is never in two lanes); the
+        offsets are committed once every lane has committed."""
+        lanes = self.settings.consume_lanes if len(records) >= 64 else 1
+        split: list[list[ConsumerRecord[Any, Any]]] = [[] for _ in range(lanes)]
+        for record in records:
+            split[hash((record.topic, record.partition)) % lanes].append(record)
+        await asyncio.gather(*(self._take_lane(lane) for lane in split if lane))
+
+    async def _take_lane(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         # Validation and sealing first, outside the transaction.
         checked: dict[uuid.UUID, tuple[ConsumerRecord[Any, Any], Prepared | list[FieldError]]] = {}
         for record in records:

@@ -21,6 +21,8 @@ class IntakeSettings(ServiceSettings):
     # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
     repeat_similarity: float = 0.35
     # Kafka channel topics are consumed in batches of up to this many records (one transaction each).
-    consume_batch_max: int = 500
+    consume_batch_max: int = 1000
+    # A batch is registered in this many concurrent transactions (split by partition).
+    consume_lanes: int = 2
     # HTTP submissions arriving together are registered in one transaction of up to this many.
     http_batch_max: int = 200
