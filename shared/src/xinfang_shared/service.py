@@ -52,6 +52,16 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "<body>"
 
 
+def error_response(code: int, detail: str, errors: list[FieldError]) -> JSONResponse:
+    return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, or None."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key if scheme.lower() == "bearer" and key else None
+
+
 async def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -60,8 +70,7 @@ async def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
         else FieldError(field=_field(tuple(e["loc"])), message=e["msg"])
         for e in exc.errors()
     ]
-    body = ErrorList(detail="the request is invalid", errors=errors)
-    return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request is invalid", errors)
 
 
 class Service:

@@ -9,14 +9,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from xinfang_shared import outbox
-from xinfang_shared.contracts.events import FieldError, MatterRated, Opinion, utc_now
+from xinfang_shared.contracts.events import MatterRated, Opinion, utc_now
 from xinfang_shared.contracts.reference import Rating
 from xinfang_shared.contracts.topics import MATTERS_RATED
-from xinfang_shared.service import ErrorList
+from xinfang_shared.service import ErrorList, bearer_token, error_response
 from xinfang_shared.tracking import normalise
 
 from .registration import Result
@@ -90,8 +89,8 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
         """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even
         when Kafka is down."""
         state = current()
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        system = await state.keys.system_for(key) if scheme.lower() == "bearer" and key else None
+        key = bearer_token(request)
+        system = await state.keys.system_for(key) if key else None
         if system is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -101,7 +100,7 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
         try:
             submission = state.intake.validated(await request.body())
         except Invalid as exc:
-            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is invalid", exc.errors)
+            return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is invalid", exc.errors)
         if submission.channel not in system.channels:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -110,9 +109,11 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
             )
         outcome = await state.coalescer.submit(state.registrar.prepare(submission))
         if outcome.result == Result.CONFLICT:
-            return _errors(status.HTTP_409_CONFLICT, "external_id already used for other content", outcome.errors)
+            return error_response(
+                status.HTTP_409_CONFLICT, "external_id already used for other content", outcome.errors
+            )
         if outcome.result == Result.REFUSED:
-            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is refused", outcome.errors)
+            return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is refused", outcome.errors)
         code = status.HTTP_202_ACCEPTED if outcome.result == Result.REGISTERED else status.HTTP_200_OK
         body = {"matter_id": str(outcome.matter_id), "tracking_code": outcome.tracking_code, "status": outcome.status}
         return Response(orjson.dumps(body), status_code=code, media_type="application/json")
@@ -183,7 +184,3 @@ async def _matter(state: IntakeState, tracking_code: str) -> Any:
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no matter has this tracking code")
     return row
-
-
-def _errors(code: int, detail: str, errors: list[FieldError]) -> JSONResponse:
-    return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from stdnum import numdb
 from stdnum.cn import ric
 
-from xinfang_shared.contracts.events import FieldError, Person, Submission
+from xinfang_shared.contracts.events import FieldError, Person, Submission, field_errors
 from xinfang_shared.contracts.reference import Channel, Kind
 from xinfang_shared.tracking import normalise
 
@@ -66,10 +66,6 @@ def parse(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     return value
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "<message>"
-
-
 def validate(
     body: dict[str, Any], *, now: datetime, skew: timedelta = timedelta(minutes=5), topic_channel: Channel | None = None
 ) -> Submission:
@@ -77,7 +73,7 @@ def validate(
     try:
         submission = Submission.model_validate(body)
     except ValidationError as exc:
-        errors = [error(_dotted(e["loc"]), e["msg"]) for e in exc.errors(include_url=False, include_input=False)]
+        errors = field_errors(exc)
         if topic_channel is not None and "channel" in body and body["channel"] != topic_channel.value:
             errors.append(_channel_mismatch(topic_channel))
         raise Invalid(errors) from None

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, utc_now
+from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, field_errors, utc_now
 from xinfang_shared.contracts.reference import UNITS
-from xinfang_shared.service import ErrorList, Service
+from xinfang_shared.service import ErrorList, Service, error_response
 
 from .feedback import Refusal, Refused
 from .state import RoutingState
@@ -195,13 +195,10 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         try:
             body = UnitFeedback.model_validate_json(await request.body())
         except ValidationError as exc:
-            errors = [
-                FieldError(field=".".join(str(p) for p in e["loc"]) or "<body>", message=e["msg"])
-                for e in exc.errors(include_url=False)
-            ]
-            return _errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the feedback is invalid", errors)
+            errors = field_errors(exc, whole="<body>")
+            return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the feedback is invalid", errors)
         if body.unit != unit:
-            return _errors(
+            return error_response(
                 status.HTTP_403_FORBIDDEN,
                 "feedback is sent in the unit's own name",
                 [FieldError(field="unit", message=f"must be {unit}")],
@@ -209,11 +206,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         try:
             await state.take_feedback(body)
         except Refused as refused:
-            return _errors(REFUSAL_STATUS[refused.kind], "the feedback is refused", refused.errors)
+            return error_response(REFUSAL_STATUS[refused.kind], "the feedback is refused", refused.errors)
         return JSONResponse({"matter_id": str(body.matter_id), "action": body.action.value}, status_code=202)
 
     return router
-
-
-def _errors(code: int, detail: str, errors: list[FieldError]) -> JSONResponse:
-    return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)

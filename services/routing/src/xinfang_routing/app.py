@@ -15,7 +15,14 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
 from xinfang_shared import inbox, outbox
-from xinfang_shared.contracts.events import FeedbackRejected, FieldError, MatterRegistered, UnitFeedback, utc_now
+from xinfang_shared.contracts.events import (
+    FeedbackRejected,
+    FieldError,
+    MatterRegistered,
+    UnitFeedback,
+    field_errors,
+    utc_now,
+)
 from xinfang_shared.contracts.topics import FEEDBACK_REJECTED, MATTERS_REGISTERED, UNITS_FEEDBACK
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Service
@@ -90,11 +97,7 @@ def create_service(settings: RoutingSettings) -> Service:
         try:
             feedback = UnitFeedback.model_validate_json(raw)
         except ValidationError as exc:
-            errors = [
-                FieldError(field=".".join(str(p) for p in e["loc"]) or "<message>", message=e["msg"])
-                for e in exc.errors(include_url=False)
-            ]
-            await _reject(late(), raw, errors, None)
+            await _reject(late(), raw, field_errors(exc), None)
             return
         try:
             await late().take_feedback(feedback)

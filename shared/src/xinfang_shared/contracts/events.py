@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.config import JsonDict
 
 from .reference import (
@@ -117,6 +117,14 @@ class Submission(ContractModel):
 class FieldError(ContractModel):
     field: str = Field(description="Dotted path of the offending field, e.g. petitioner.id_number")
     message: str = Field(description="What is wrong and what is expected")
+
+
+def field_errors(exc: ValidationError, *, whole: str = "<message>") -> list[FieldError]:
+    """A pydantic error as contract field errors: dotted paths, `whole` for the message itself."""
+    return [
+        FieldError(field=".".join(str(part) for part in e["loc"]) or whole, message=e["msg"])
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 class SubmissionRejected(Event):
