@@ -1,4 +1,5 @@
-"""Coalescing concurrent calls into batches: many HTTP requests, one database transaction.
+"""Batches: concurrent calls coalesced into one (many HTTP requests, one database transaction), and the body
+of a batch consumer of events (`EventBatches`).
 
 Callers `await coalescer.submit(item)`. A fixed number of workers each take everything queued at that
 moment (up to `max_batch`), run `flush` on it once, and hand every caller its own result (or the batch's
@@ -10,11 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from .contracts.events import Event
+from .messaging import DeadLetter
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+E = TypeVar("E", bound=Event)
 
 
 class Coalescer(Generic[T, R]):
@@ -63,3 +75,46 @@ class Coalescer(Generic[T, R]):
             for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
+
+
+class EventBatches(Generic[E]):
+    """A batch consumer's body for events of one model: each record parsed (one that does not parse is
+    dead-lettered alone), copies of one event in the batch kept once, the batch handled in one go; if that
+    fails, each event alone, so only what still fails is dead-lettered and one bad matter never costs the
+    batch."""
+
+    def __init__(
+        self,
+        model: type[E],
+        handle: Callable[[list[E]], Awaitable[int]],
+        dead_letter: DeadLetter,
+        *,
+        what: str,
+    ) -> None:
+        self.model = model
+        self.handle = handle
+        self.dead_letter = dead_letter
+        self.what = what
+
+    async def take(self, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+        """Returns how many events were handled for the first time."""
+        events: dict[uuid.UUID, tuple[ConsumerRecord[Any, Any], E]] = {}
+        for record in records:
+            try:
+                event = self.model.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                await self.dead_letter.send((record,), exc, attempts=1)
+                continue
+            events.setdefault(event.event_id, (record, event))
+        try:
+            handled = await self.handle([e for _, e in events.values()])
+        except Exception:
+            log.warning("a batch failed; handling its events one by one", extra={"what": self.what}, exc_info=True)
+            handled = 0
+            for record, event in events.values():
+                try:
+                    handled += await self.handle([event])
+                except Exception as exc:
+                    await self.dead_letter.send((record,), exc, attempts=1)
+        log.info("handled a batch", extra={"what": self.what, "events": len(events), "first_time": handled})
+        return handled

@@ -4,7 +4,6 @@ lifecycle change out."""
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
 from xinfang_shared import inbox, outbox
+from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import (
     FeedbackRejected,
     FieldError,
@@ -65,30 +65,13 @@ def create_service(settings: RoutingSettings) -> Service:
         keys = {unit: key.get_secret_value() for unit, key in settings.unit_api_keys.items()}
         late.state = RoutingState(svc.pool, router, FeedbackHandler(router), keys)
 
+    batches = EventBatches(
+        MatterRegistered, lambda events: _route(late(), events), service.dead_letter, what="route registered"
+    )
+
     @service.subscriber(MATTERS_REGISTERED.name, batch=True, max_records=500, title="matters.registered.v1:route")
     async def route(_: list[Any], msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        events: dict[uuid.UUID, tuple[ConsumerRecord[Any, Any], MatterRegistered]] = {}
-        for record in records:
-            try:
-                event = MatterRegistered.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                await service.dead_letter.send((record,), exc, attempts=1)
-                continue
-            events.setdefault(event.event_id, (record, event))  # a copy redelivered into the same batch: once
-        state = late()
-        try:
-            routed = await _route(state, [e for _, e in events.values()])
-        except Exception:
-            # One bad matter must not cost the batch: each alone, and only what still fails is dead-lettered.
-            log.warning("a batch failed; routing its matters one by one", exc_info=True)
-            routed = 0
-            for record, event in events.values():
-                try:
-                    routed += await _route(state, [event])
-                except Exception as exc:
-                    await service.dead_letter.send((record,), exc, attempts=1)
-        log.info("routed a batch", extra={"events": len(events), "routed": routed})
+        await batches.take(msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,))
 
     @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
     async def take_feedback(_: Any, msg: KafkaMessage) -> None:

@@ -78,8 +78,20 @@ class FeedbackHandler:
             "office": matter["office"],
         }
         match feedback.action:
-            case A.RECEIVED | A.EXTENSION_REQUESTED:
+            case A.RECEIVED:
                 await self.router.change(conn, feedback.matter_id, status, status, feedback.unit, now, **common)
+            case A.EXTENSION_REQUESTED:
+                # Supervision owns the deadlines: it grants the extension or refuses it with a reason.
+                await self.router.change(
+                    conn,
+                    feedback.matter_id,
+                    status,
+                    status,
+                    feedback.unit,
+                    now,
+                    extension_days=feedback.extension_days,
+                    **common,
+                )
             case A.ACCEPTED:
                 await self.router.change(
                     conn, feedback.matter_id, status, ACCEPTED[level], feedback.unit, now, **common

@@ -271,6 +271,7 @@ class Router:
         reason: str | None = None,
         office: str | None = None,
         opinion: Any = None,
+        extension_days: int | None = None,
     ) -> None:
         await conn.execute(
             "UPDATE matters SET status=$2, updated_at=$3 WHERE matter_id=$1", matter_id, status.value, now
@@ -297,6 +298,7 @@ class Router:
             at=now,
             action=action,
             opinion=opinion,
+            extension_days=extension_days,
         )
         await outbox.enqueue(conn, MATTERS_STATUS.name, event, key=str(matter_id))
 

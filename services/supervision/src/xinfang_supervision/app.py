@@ -1,22 +1,133 @@
-"""The supervision service: wiring of its subscribers and HTTP routes."""
+"""The supervision service: registrations, routings and lifecycle changes in; deadline events, supervision
+orders and refused extensions out; a scheduler in every instance."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import asyncpg
 from fastapi import FastAPI
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import AwareDatetime
 
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS
+from xinfang_shared import inbox
+from xinfang_shared.batching import EventBatches
+from xinfang_shared.contracts.events import Event, MatterRouted, MatterStatusChanged
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.service import Service
-from xinfang_shared.skeleton import log_receipts
 
+from .api import build_router
+from .clock import Clock
+from .ledger import Ledger, RegisteredFacts
+from .rules import DeadlineRules
+from .scheduler import Scheduler
 from .settings import SupervisionSettings
+from .state import SupervisionState
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+E = TypeVar("E", bound=Event)
+
+
+class Registered(Event):
+    """The part of matters.registered.v1 supervision reads: never the petitioner or the text."""
+
+    matter_id: uuid.UUID
+    tracking_code: str
+    registered_at: AwareDatetime
+    duplicate_of: uuid.UUID | None = None
+    not_accepted_again: bool = False
+
+
+class _Late:
+    state: SupervisionState | None = None
+
+    def __call__(self) -> SupervisionState:
+        if self.state is None:
+            raise RuntimeError("supervision has not started")
+        return self.state
+
+
+def create_service(settings: SupervisionSettings) -> Service:
+    service = Service(settings, migrations=MIGRATIONS, title="xinfang supervision")
+    late = _Late()
+    tasks: list[asyncio.Task[None]] = []
+
+    @service.on_start
+    async def open_state(svc: Service) -> None:
+        rules = DeadlineRules.load(settings.deadline_rules_file)
+        clock = Clock(controlled=settings.supervision_clock == "controlled")
+        scheduler = Scheduler(
+            svc.pool,
+            clock,
+            batch_size=settings.scheduler_batch_size,
+            interval_s=settings.scheduler_interval_s,
+            metrics=svc.metrics,
+        )
+        late.state = SupervisionState(svc.pool, rules, Ledger(rules), clock, scheduler)
+        tasks.append(asyncio.create_task(scheduler.run(), name="deadline-scheduler"))
+
+    @service.on_stop
+    async def stop_scheduler(_: Service) -> None:
+        if late.state is not None:
+            late.state.scheduler.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+
+    def batches(
+        model: type[E], what: str, apply: Callable[[asyncpg.Connection, E, timedelta], Awaitable[None]]
+    ) -> EventBatches[E]:
+        """Events not seen before applied in one transaction, with the controlled clock's shift."""
+
+        async def handle(events: list[E]) -> int:
+            state = late()
+            async with state.pool.acquire() as conn, conn.transaction():
+                fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=what)
+                shift = await state.clock.offset(conn)
+                for event in events:
+                    if event.event_id in fresh:
+                        await apply(conn, event, shift)
+            return len(fresh)
+
+        return EventBatches(model, handle, service.dead_letter, what=what)
+
+    async def registered(conn: asyncpg.Connection, e: Registered, shift: timedelta) -> None:
+        repeat = e.duplicate_of is not None or e.not_accepted_again
+        facts = RegisteredFacts(e.matter_id, e.tracking_code, e.registered_at, repeat)
+        await late().ledger.registered(conn, facts, shift)
+
+    async def routed(conn: asyncpg.Connection, e: MatterRouted, _: timedelta) -> None:
+        await late().ledger.routed(conn, e.matter_id, e.office.value, e.unit)
+
+    async def status_changed(conn: asyncpg.Connection, e: MatterStatusChanged, shift: timedelta) -> None:
+        await late().ledger.status_changed(conn, e, shift)
+
+    # Each topic is read in batches, one transaction per batch; a matter's events on one topic keep their
+    # order (same key, same partition). Feedback is not read here: routing validates it and publishes what
+    # it changed on matters.status.v1 (with extension_days), in order with the matter's other changes.
+    for topic, handler in (
+        (MATTERS_REGISTERED.name, batches(Registered, MATTERS_REGISTERED.name, registered)),
+        (MATTERS_ROUTED.name, batches(MatterRouted, MATTERS_ROUTED.name, routed)),
+        (MATTERS_STATUS.name, batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
+    ):
+        _subscribe(service, topic, handler)
+
+    service.api.include_router(build_router(service, late))
+    return service
+
+
+def _subscribe(service: Service, topic: str, handler: EventBatches[Any]) -> None:
+    @service.subscriber(topic, batch=True, max_records=500, title=f"{topic}:deadlines")
+    async def take(_: list[Any], msg: KafkaMessage) -> None:
+        await handler.take(msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,))
 
 
 def create_app() -> FastAPI:
     """What uvicorn serves (`factory=True`): nothing is built at import time."""
-    service = Service(SupervisionSettings(), migrations=MIGRATIONS, title="xinfang supervision")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "supervision" in t.consumers])
-    return service.api
+    return create_service(SupervisionSettings()).api

@@ -211,6 +211,11 @@ class MatterStatusChanged(Event):
         default=None,
         description="What caused the change: routed, reassigned, or the unit's feedback action (received, ...)",
     )
+    extension_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="With action extension-requested: the days the unit asked for (supervision grants or refuses)",
+    )
 
 
 class MatterRated(Event):
@@ -269,6 +274,10 @@ class DeadlineEvent(Event):
     due_at: AwareDatetime
     unit: str | None
     at: AwareDatetime
+    office: Office | None = Field(default=None, description="The office responsible for the matter, when known")
+    on_time: bool | None = Field(
+        default=None, description="With state met: whether it was met by its due time (the on-time figures)"
+    )
 
 
 class StatsAlert(Event):

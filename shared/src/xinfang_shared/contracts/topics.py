@@ -69,7 +69,7 @@ MATTERS_REGISTERED = Topic(
     model=events.MatterRegistered,
     description="A registered matter with its tracking code and repeat marks",
     producers=("intake",),
-    consumers=("routing", "stats"),
+    consumers=("routing", "supervision", "stats"),
     has_dlq=True,
 )
 MATTERS_ROUTED = Topic(
@@ -99,8 +99,8 @@ UNITS_FEEDBACK = Topic(
 FEEDBACK_REJECTED = Topic(
     name="units.feedback.rejected.v1",
     model=events.FeedbackRejected,
-    description="Unit feedback that was refused, with the reasons",
-    producers=("routing",),
+    description="Unit feedback that was refused (by routing, or by supervision for an extension), with the reasons",
+    producers=("routing", "supervision"),
     consumers=("unit systems",),
 )
 MATTERS_STATUS = Topic(

@@ -1,0 +1,259 @@
+"""Supervision's HTTP API: a matter's deadlines, the due-soon / overdue / escalated lists by office and unit,
+on-time figures, pause and resume for hearings (operator key), and the controlled clock."""
+# No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from xinfang_shared.contracts.reference import DeadlineType
+from xinfang_shared.service import Service
+
+from .ledger import Refusal
+from .state import SupervisionState
+
+
+class DeadlineView(BaseModel):
+    deadline: DeadlineType
+    state: str = Field(description="The last state published (set, due-soon, overdue, met, ...) or closed")
+    due_at: datetime
+    unit: str | None
+    started_at: datetime
+    stage: str = Field(description="How far the scheduler has taken it: set, due-soon, overdue, escalated")
+    open: bool
+    met_at: datetime | None
+    on_time: bool | None
+    overdue_at: datetime | None
+    escalated_at: datetime | None
+    extended_days: int
+    paused: bool
+    paused_for_s: float = Field(description="Hearing time not counted so far, in seconds")
+
+
+class MatterDeadlines(BaseModel):
+    matter_id: uuid.UUID
+    tracking_code: str | None
+    office: str | None
+    deadlines: list[DeadlineView]
+
+
+class ListedDeadline(BaseModel):
+    matter_id: uuid.UUID
+    tracking_code: str | None
+    deadline: DeadlineType
+    stage: str
+    office: str | None
+    unit: str | None
+    due_at: datetime
+    escalated_at: datetime | None
+
+
+class OnTimeRow(BaseModel):
+    key: str | None
+    met: int
+    on_time: int
+    late: int
+    on_time_rate: float | None = Field(description="on_time / met; null when nothing was met yet")
+    overdue_open: int = Field(description="Running deadlines past their due time")
+
+
+class OnTime(BaseModel):
+    group_by: Literal["office", "unit"]
+    rows: list[OnTimeRow]
+
+
+class Hearing(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, description="E.g. the hearing's date and place")
+
+
+class Advance(BaseModel):
+    seconds: int = Field(ge=0, description="How far to move supervision's clock forward")
+
+
+class ClockView(BaseModel):
+    now: datetime
+    offset_s: float
+    moved: int = Field(default=0, description="Deadline states reached by the checks this advance ran")
+
+
+_LISTED_STAGES = {"due-soon": ["due-soon"], "overdue": ["overdue", "escalated"], "escalated": ["escalated"]}
+
+
+def build_router(service: Service, current: Callable[[], SupervisionState]) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    operator = service.operator()
+
+    @router.get(
+        "/matters/{matter_id}/deadlines",
+        response_model=MatterDeadlines,
+        dependencies=[operator],
+        tags=["operators"],
+        responses={404: {"description": "Supervision knows nothing of this matter"}},
+    )
+    async def matter_deadlines(matter_id: uuid.UUID) -> MatterDeadlines:
+        """Every deadline of the matter, running or not."""
+        state = current()
+        async with state.pool.acquire() as conn:
+            matter = await conn.fetchrow("SELECT tracking_code, office FROM matters WHERE matter_id=$1", matter_id)
+            rows = await conn.fetch(
+                "SELECT d.*, now() AS db_now FROM deadlines d WHERE matter_id=$1 ORDER BY started_at, deadline",
+                matter_id,
+            )
+        if matter is None and not rows:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+        return MatterDeadlines(
+            matter_id=matter_id,
+            tracking_code=matter["tracking_code"] if matter else None,
+            office=matter["office"] if matter else None,
+            deadlines=[
+                DeadlineView(
+                    deadline=DeadlineType(r["deadline"]),
+                    state=r["state"],
+                    due_at=r["due_at"],
+                    unit=r["unit"],
+                    started_at=r["started_at"],
+                    stage=r["stage"],
+                    open=r["open"],
+                    met_at=r["met_at"],
+                    on_time=(r["met_at"] <= r["due_at"]) if r["met_at"] else None,
+                    overdue_at=r["overdue_at"],
+                    escalated_at=r["escalated_at"],
+                    extended_days=r["extended_days"],
+                    paused=r["paused_at"] is not None,
+                    paused_for_s=r["paused_total"].total_seconds(),
+                )
+                for r in rows
+            ],
+        )
+
+    @router.get("/deadlines", response_model=list[ListedDeadline], dependencies=[operator], tags=["operators"])
+    async def listed(
+        stage: Annotated[Literal["due-soon", "overdue", "escalated"], Query(description="overdue includes escalated")],
+        office: str | None = None,
+        unit: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[ListedDeadline]:
+        """Running deadlines that are due soon, overdue or escalated, most urgent first, by office and unit."""
+        rows = await current().pool.fetch(
+            "SELECT d.matter_id, m.tracking_code, d.deadline, d.stage, m.office, d.unit, d.due_at, d.escalated_at"
+            " FROM deadlines d LEFT JOIN matters m USING (matter_id)"
+            " WHERE d.open AND d.stage = ANY($1) AND ($2::text IS NULL OR m.office = $2)"
+            " AND ($3::text IS NULL OR d.unit = $3) ORDER BY d.due_at LIMIT $4",
+            _LISTED_STAGES[stage],
+            office,
+            unit,
+            limit,
+        )
+        return [ListedDeadline(**dict(r)) for r in rows]
+
+    @router.get("/deadlines/on-time", response_model=OnTime, dependencies=[operator], tags=["operators"])
+    async def on_time(group_by: Literal["office", "unit"] = "unit") -> OnTime:
+        """Obligations met on time and late, per office or unit (windows such as objection are not counted).
+        Stats builds the same figures from deadlines.events.v1 (`met` with `on_time`)."""
+        column = "m.office" if group_by == "office" else "d.unit"
+        state = current()
+        obligations = [d.value for d in DeadlineType if state.rules[d].obligation]
+        rows = await state.pool.fetch(
+            f"SELECT {column} AS key, count(*) FILTER (WHERE d.met_at IS NOT NULL) AS met,"
+            " count(*) FILTER (WHERE d.met_at IS NOT NULL AND d.met_at <= d.due_at) AS on_time,"
+            " count(*) FILTER (WHERE d.open AND d.stage IN ('overdue', 'escalated')) AS overdue_open"
+            " FROM deadlines d LEFT JOIN matters m USING (matter_id) WHERE d.deadline = ANY($1)"
+            f" GROUP BY {column} ORDER BY {column} NULLS LAST",
+            obligations,
+        )
+        return OnTime(
+            group_by=group_by,
+            rows=[
+                OnTimeRow(
+                    key=r["key"],
+                    met=r["met"],
+                    on_time=r["on_time"],
+                    late=r["met"] - r["on_time"],
+                    on_time_rate=round(r["on_time"] / r["met"], 4) if r["met"] else None,
+                    overdue_open=r["overdue_open"],
+                )
+                for r in rows
+            ],
+        )
+
+    async def hearing(
+        matter_id: uuid.UUID, deadline: DeadlineType, operator_name: str, reason: str, pause: bool
+    ) -> MatterDeadlines:
+        state = current()
+        try:
+            async with state.pool.acquire() as conn, conn.transaction():
+                now = await state.clock.now(conn)
+                if pause:
+                    await state.ledger.pause(conn, matter_id, deadline, now)
+                else:
+                    await state.ledger.resume(conn, matter_id, deadline, now)
+                await conn.execute(
+                    "UPDATE deadline_history SET detail=$3 WHERE id = (SELECT max(id) FROM deadline_history"
+                    " WHERE matter_id=$1 AND deadline=$2)",
+                    matter_id,
+                    deadline.value,
+                    f"{operator_name}: {reason}",
+                )
+        except Refusal as refusal:
+            raise HTTPException(refusal.code, refusal.message) from None
+        return await matter_deadlines(matter_id)
+
+    @router.post(
+        "/matters/{matter_id}/deadlines/{deadline}/pause",
+        response_model=MatterDeadlines,
+        dependencies=[operator],
+        tags=["operators"],
+        responses={
+            404: {"description": "No such deadline"},
+            409: {"description": "Not running, already paused or not pausable"},
+        },
+    )
+    async def pause(
+        matter_id: uuid.UUID,
+        deadline: DeadlineType,
+        body: Hearing,
+        x_operator: Annotated[str, Header(min_length=1, max_length=100, description="Who pauses it (audited)")],
+    ) -> MatterDeadlines:
+        """Pause a deadline for a hearing: the time until it is resumed is not counted."""
+        return await hearing(matter_id, deadline, x_operator, body.reason, pause=True)
+
+    @router.post(
+        "/matters/{matter_id}/deadlines/{deadline}/resume",
+        response_model=MatterDeadlines,
+        dependencies=[operator],
+        tags=["operators"],
+        responses={404: {"description": "No such deadline"}, 409: {"description": "Not paused"}},
+    )
+    async def resume(
+        matter_id: uuid.UUID,
+        deadline: DeadlineType,
+        body: Hearing,
+        x_operator: Annotated[str, Header(min_length=1, max_length=100, description="Who resumes it (audited)")],
+    ) -> MatterDeadlines:
+        """Resume a paused deadline: its due time moves by the time it was paused."""
+        return await hearing(matter_id, deadline, x_operator, body.reason, pause=False)
+
+    if service.settings.supervision_clock == "controlled":  # type: ignore[attr-defined]
+
+        @router.post("/admin/clock/advance", response_model=ClockView, tags=["controlled clock"])
+        async def advance(body: Advance) -> ClockView:
+            """Move supervision's clock forward, then run every deadline check due by the new time (here and in
+            the other instances) before answering."""
+            state = current()
+            async with state.pool.acquire() as conn:
+                now = await state.clock.advance(conn, body.seconds)
+            moved = await state.scheduler.settle(now)
+            return ClockView(now=now, offset_s=(now - datetime.now(now.tzinfo)).total_seconds(), moved=moved)
+
+        @router.get("/admin/clock", response_model=ClockView, tags=["controlled clock"])
+        async def clock() -> ClockView:
+            state = current()
+            async with state.pool.acquire() as conn:
+                offset: timedelta = await state.clock.offset(conn)
+            return ClockView(now=datetime.now().astimezone() + offset, offset_s=offset.total_seconds())
+
+    return router

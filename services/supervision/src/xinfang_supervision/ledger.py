@@ -1,0 +1,409 @@
+"""The deadline ledger: every statutory deadline of every matter, opened, met, extended, paused and resumed as
+the lifecycle events arrive. Each method runs inside the caller's transaction and writes what it publishes
+to the outbox in that same transaction, so a deadline's state and its events never disagree.
+
+Which event does what (DOMAIN.md, lifecycle and deadlines):
+  registered              → routing opens (not for a repeat: it is never routed)
+  transferred             → routing met; acceptance and objection open for the unit (a new unit: new round)
+  awaiting-assignment     → the previous unit's acceptance and objection close; routing stays open
+  objected                → objection met; acceptance closes
+  accepted / in-review / in-re-review (from transferred)
+                          → acceptance met, objection closes; handling / review / re-review opens
+  not-accepted            → acceptance met, objection closes
+  concluded / review-concluded / re-review-concluded
+                          → handling / review / re-review met
+  extension-requested     → the running handling deadline extended, or the request refused with a reason
+  closed, terminated, duplicate, not-accepted-again
+                          → whatever is still open closes
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from xinfang_shared import outbox
+from xinfang_shared.contracts.events import DeadlineEvent, FeedbackRejected, FieldError, MatterStatusChanged
+from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED
+
+from .rules import DeadlineRule, DeadlineRules
+from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, S
+
+log = logging.getLogger(__name__)
+
+D = DeadlineType
+CLOSED = "closed"  # a window that lapsed, or a deadline that no longer applies: nothing is published
+EXTENSIBLE = (D.HANDLING, D.REVIEW, D.RE_REVIEW)
+
+
+@dataclass(frozen=True)
+class RegisteredFacts:
+    """What supervision reads of matters.registered.v1 (the petitioner is not among it)."""
+
+    matter_id: uuid.UUID
+    tracking_code: str
+    registered_at: datetime
+    repeat: bool
+
+
+class Refusal(Exception):
+    """An operator's request that cannot be done; `code` is the HTTP answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Ledger:
+    def __init__(self, rules: DeadlineRules) -> None:
+        self.rules = rules
+
+    # ---- lifecycle events -------------------------------------------------------------------------------
+
+    async def registered(self, conn: asyncpg.Connection, facts: RegisteredFacts, shift: timedelta) -> None:
+        await conn.execute(
+            "INSERT INTO matters (matter_id, tracking_code, registered_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (matter_id) DO UPDATE SET tracking_code = EXCLUDED.tracking_code,"
+            " registered_at = EXCLUDED.registered_at, updated_at = now()",
+            facts.matter_id,
+            facts.tracking_code,
+            facts.registered_at,
+        )
+        if facts.repeat:
+            return
+        exists = await conn.fetchval(
+            "SELECT true FROM deadlines WHERE matter_id = $1 AND deadline = $2", facts.matter_id, D.ROUTING.value
+        )
+        if not exists:  # the transfer may have been read first (the topics are read independently)
+            await self._open(conn, facts.matter_id, D.ROUTING, None, facts.registered_at + shift)
+
+    async def routed(self, conn: asyncpg.Connection, matter_id: uuid.UUID, office: str, unit: str | None) -> None:
+        await conn.execute(
+            "INSERT INTO matters (matter_id, office, unit) VALUES ($1, $2, $3)"
+            " ON CONFLICT (matter_id) DO UPDATE SET office = EXCLUDED.office, updated_at = now()",
+            matter_id,
+            office,
+            unit,
+        )
+
+    async def status_changed(self, conn: asyncpg.Connection, event: MatterStatusChanged, shift: timedelta) -> None:
+        at = event.at + shift
+        matter, unit = event.matter_id, event.unit
+        await conn.execute(
+            "INSERT INTO matters (matter_id, unit, status) VALUES ($1, $2, $3)"
+            " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status, updated_at = now()",
+            matter,
+            unit,
+            event.status.value,
+        )
+        if event.action == "extension-requested":
+            await self.extend(conn, matter, unit, event.extension_days or 0, at)
+            return
+        if event.action == "received":
+            return
+        status = event.status
+        if status == S.TRANSFERRED:
+            if not await self._meet(conn, matter, D.ROUTING, at):
+                await self._routing_met_unseen(conn, matter, at)
+            for deadline in (D.ACCEPTANCE, D.OBJECTION):
+                await self._open(conn, matter, deadline, unit, at)
+        elif status == S.AWAITING_ASSIGNMENT:
+            for deadline in (D.ACCEPTANCE, D.OBJECTION):
+                await self._close(conn, matter, deadline, at, "back to the office's queue")
+            if not await self._exists(conn, matter, D.ROUTING):
+                await self._open(conn, matter, D.ROUTING, None, at)
+        elif status == S.OBJECTED:
+            await self._meet(conn, matter, D.OBJECTION, at)
+            await self._close(conn, matter, D.ACCEPTANCE, at, "objected")
+        elif status in DECIDING_OPENS and event.previous_status == S.TRANSFERRED:
+            await self._meet(conn, matter, D.ACCEPTANCE, at)
+            await self._close(conn, matter, D.OBJECTION, at, "accepted")
+            await self._open(conn, matter, DECIDING_OPENS[status], unit, at)
+        elif status == S.NOT_ACCEPTED:
+            await self._meet(conn, matter, D.ACCEPTANCE, at)
+            await self._close(conn, matter, D.OBJECTION, at, "not accepted")
+        elif status in CONCLUSION_MEETS:
+            await self._meet(conn, matter, CONCLUSION_MEETS[status], at)
+        elif status in ENDS_EVERYTHING:
+            for deadline in D:
+                await self._close(conn, matter, deadline, at, status.value)
+
+    # ---- extension, pause, resume ---------------------------------------------------------------------
+
+    async def extend(
+        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, at: datetime
+    ) -> None:
+        """Grant the unit's extension of the running handling deadline, or refuse it on
+        units.feedback.rejected.v1 with the reason."""
+        row = await conn.fetchrow(
+            "SELECT * FROM deadlines WHERE matter_id = $1 AND deadline = ANY($2) AND open FOR UPDATE",
+            matter,
+            [d.value for d in EXTENSIBLE],
+        )
+        problem = self._extension_problem(row, days, at)
+        if problem is not None:
+            await self._refuse_extension(conn, matter, unit, days, problem)
+            return
+        assert row is not None
+        deadline = D(row["deadline"])
+        rule = self.rules[deadline]
+        due = row["due_at"] + timedelta(days=days)
+        warn = rule.warn_at(row["started_at"], due)
+        escalate = rule.escalate_at(due)
+        stage, next_at = _stage_after_move(row["stage"], at, warn, due, escalate)
+        await conn.execute(
+            "UPDATE deadlines SET due_at=$3, warn_at=$4, escalate_at=$5, stage=$6, next_check_at=$7,"
+            " state='extended', round=round+1, extensions=extensions+1, extended_days=extended_days+$8,"
+            " updated_at=now() WHERE matter_id=$1 AND deadline=$2",
+            matter,
+            deadline.value,
+            due,
+            warn,
+            escalate,
+            stage,
+            next_at,
+            days,
+        )
+        await self._publish(conn, matter, deadline, DeadlineState.EXTENDED, due, row["unit"], at, row["round"] + 1)
+
+    def _extension_problem(self, row: Any, days: int, at: datetime) -> str | None:
+        if row is None:
+            return "no handling deadline is running for this matter"
+        deadline = D(row["deadline"])
+        rule = self.rules[deadline]
+        if rule.max_extensions == 0:
+            return f"the {deadline.value} deadline cannot be extended"
+        if row["extensions"] >= rule.max_extensions:
+            return (
+                f"the {deadline.value} deadline was already extended ({row['extended_days']} days);"
+                f" at most {rule.max_extensions} extension(s) are granted"
+            )
+        if days < 1 or days > rule.max_extension_days:
+            return f"an extension of 1 to {rule.max_extension_days} days may be granted, not {days}"
+        if row["paused_at"] is None and at > row["due_at"]:
+            return f"the {deadline.value} deadline passed at {row['due_at'].isoformat()}; ask before it passes"
+        return None
+
+    async def _refuse_extension(
+        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, problem: str
+    ) -> None:
+        request = {"matter_id": str(matter), "unit": unit, "action": "extension-requested", "extension_days": days}
+        refusal = FeedbackRejected(
+            matter_id=matter,
+            unit=unit,
+            errors=[FieldError(field="extension_days", message=problem)],
+            raw=orjson.dumps(request).decode(),
+        )
+        await outbox.enqueue(conn, FEEDBACK_REJECTED.name, refusal, key=str(matter))
+        await conn.execute(
+            "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
+            " SELECT matter_id, deadline, round, 'extension-refused', due_at, unit, now(), $2 FROM deadlines"
+            " WHERE matter_id = $1 AND deadline = ANY($3) ORDER BY open DESC LIMIT 1",
+            matter,
+            problem,
+            [d.value for d in EXTENSIBLE],
+        )
+        log.info("extension refused", extra={"matter_id": str(matter), "unit": unit, "reason": problem})
+
+    async def pause(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> Any:
+        row = await self._running(conn, matter, deadline)
+        if not self.rules[deadline].pausable:
+            raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
+        if row["paused_at"] is not None:
+            raise Refusal(409, f"the {deadline.value} deadline is already paused since {row['paused_at'].isoformat()}")
+        await conn.execute(
+            "UPDATE deadlines SET paused_at=$3, next_check_at=NULL, state='paused', updated_at=now()"
+            " WHERE matter_id=$1 AND deadline=$2",
+            matter,
+            deadline.value,
+            at,
+        )
+        await self._publish(conn, matter, deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"])
+
+    async def resume(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> None:
+        """The paused time is not counted: every time of the deadline moves by it."""
+        row = await self._running(conn, matter, deadline)
+        if row["paused_at"] is None:
+            raise Refusal(409, f"the {deadline.value} deadline is not paused")
+        paused = max(at - row["paused_at"], timedelta(0))
+        due = row["due_at"] + paused
+        warn = row["warn_at"] + paused if row["warn_at"] else None
+        escalate = row["escalate_at"] + paused if row["escalate_at"] else None
+        stage, next_at = _stage_after_move(row["stage"], at, warn, due, escalate)
+        await conn.execute(
+            "UPDATE deadlines SET paused_at=NULL, paused_total=paused_total+$3, due_at=$4, warn_at=$5,"
+            " escalate_at=$6, stage=$7, next_check_at=$8, state='resumed', round=round+1, updated_at=now()"
+            " WHERE matter_id=$1 AND deadline=$2",
+            matter,
+            deadline.value,
+            paused,
+            due,
+            warn,
+            escalate,
+            stage,
+            next_at,
+        )
+        await self._publish(conn, matter, deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1)
+
+    async def _running(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> Any:
+        row = await conn.fetchrow(
+            "SELECT * FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
+        )
+        if row is None:
+            raise Refusal(404, f"matter {matter} has no {deadline.value} deadline")
+        if not row["open"]:
+            raise Refusal(409, f"the {deadline.value} deadline is no longer running (it is {row['state']})")
+        return row
+
+    # ---- building blocks --------------------------------------------------------------------------------
+
+    async def _exists(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> bool:
+        found = await conn.fetchval(
+            "SELECT true FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, deadline.value
+        )
+        return bool(found)
+
+    async def _open(
+        self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, unit: str | None, start: datetime
+    ) -> None:
+        """Start the deadline; one already running for another unit (or an earlier round) is closed first."""
+        rule: DeadlineRule = self.rules[deadline]
+        previous = await conn.fetchrow(
+            "SELECT round, open FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
+        )
+        if previous is not None and previous["open"]:
+            await self._close(conn, matter, deadline, start, "started again")
+        round_ = previous["round"] + 1 if previous is not None else 1
+        due = rule.due(start)
+        warn = rule.warn_at(start, due)
+        await conn.execute(
+            "INSERT INTO deadlines (matter_id, deadline, unit, state, stage, open, round, started_at, due_at,"
+            " warn_at, escalate_at, next_check_at) VALUES ($1,$2,$3,'set','set',true,$4,$5,$6,$7,$8,$9)"
+            " ON CONFLICT (matter_id, deadline) DO UPDATE SET unit=EXCLUDED.unit, state='set', stage='set',"
+            " open=true, round=EXCLUDED.round, started_at=EXCLUDED.started_at, due_at=EXCLUDED.due_at,"
+            " warn_at=EXCLUDED.warn_at, escalate_at=EXCLUDED.escalate_at, next_check_at=EXCLUDED.next_check_at,"
+            " met_at=NULL, overdue_at=NULL, escalated_at=NULL, extensions=0, extended_days=0, paused_at=NULL,"
+            " paused_total='0', updated_at=now()",
+            matter,
+            deadline.value,
+            unit,
+            round_,
+            start,
+            due,
+            warn,
+            rule.escalate_at(due),
+            next_check("set", warn, due, rule.escalate_at(due)),
+        )
+        await self._publish(conn, matter, deadline, DeadlineState.SET, due, unit, start, round_)
+
+    async def _meet(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> bool:
+        row = await conn.fetchrow(
+            "UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, updated_at=now()"
+            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, paused_at",
+            matter,
+            deadline.value,
+            at,
+        )
+        if row is None:
+            return False
+        # Met while paused: the paused time does not count against it.
+        on_time = row["paused_at"] is not None or at <= row["due_at"]
+        await self._publish(
+            conn, matter, deadline, DeadlineState.MET, row["due_at"], row["unit"], at, row["round"], on_time=on_time
+        )
+        return True
+
+    async def _routing_met_unseen(self, conn: asyncpg.Connection, matter: uuid.UUID, at: datetime) -> None:
+        """A transfer read before its registration: the routing deadline is taken to start at the transfer
+        (its registration will find it and leave it)."""
+        if not await self._exists(conn, matter, D.ROUTING):
+            await self._open(conn, matter, D.ROUTING, None, at)
+            await self._meet(conn, matter, D.ROUTING, at)
+
+    async def _close(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
+        row = await conn.fetchrow(
+            "UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, updated_at=now()"
+            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round",
+            matter,
+            deadline.value,
+            CLOSED,
+        )
+        if row is not None:
+            await _history(conn, matter, deadline, row["round"], CLOSED, row["due_at"], row["unit"], at, why)
+
+    async def _publish(
+        self,
+        conn: asyncpg.Connection,
+        matter: uuid.UUID,
+        deadline: D,
+        state: DeadlineState,
+        due: datetime,
+        unit: str | None,
+        at: datetime,
+        round_: int,
+        *,
+        on_time: bool | None = None,
+    ) -> None:
+        await _history(conn, matter, deadline, round_, state.value, due, unit, at, None)
+        office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
+        event = DeadlineEvent(
+            matter_id=matter,
+            deadline=deadline,
+            state=state,
+            due_at=due,
+            unit=unit,
+            at=at,
+            office=Office(office) if office else None,
+            on_time=on_time,
+        )
+        await outbox.enqueue(conn, DEADLINES_EVENTS.name, event, key=str(matter))
+
+
+def next_check(stage: str, warn: datetime | None, due: datetime, escalate: datetime | None) -> datetime | None:
+    """When the scheduler must next look at a running deadline in `stage`."""
+    if warn is None:  # a window: looked at once more, when it lapses
+        return due if stage == "set" else None
+    return {"set": warn, "due-soon": due, "overdue": escalate}.get(stage)
+
+
+def _stage_after_move(
+    stage: str, now: datetime, warn: datetime | None, due: datetime, escalate: datetime | None
+) -> tuple[str, datetime | None]:
+    """Where the scheduler resumes after the due time moved later (an extension, a resume): before the new
+    warning time it starts over (and warns again for the new due time); otherwise it goes on from its stage."""
+    if warn is not None and now < warn:
+        stage = "set"
+    return stage, next_check(stage, warn, due, escalate)
+
+
+async def _history(
+    conn: asyncpg.Connection,
+    matter: uuid.UUID,
+    deadline: D,
+    round_: int,
+    state: str,
+    due: datetime,
+    unit: str | None,
+    at: datetime,
+    detail: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+        matter,
+        deadline.value,
+        round_,
+        state,
+        due,
+        unit,
+        at,
+        detail,
+    )

@@ -1,0 +1,325 @@
+"""Supervision end to end on the real broker and database: registered matters go through the real routing
+service, units answer on units.feedback.v1, and supervision's controlled clock walks them through weeks.
+
+- a matter nobody accepts: due-soon, overdue (with a supervision order in the unit's inbox), escalated;
+- an accepted matter: its 60-day handling deadline, one extension, a second one refused with a reason;
+- a paused re-review does not go overdue while paused, and its due time moves by the pause;
+- repeats get no deadline; lists by stage, office and unit; on-time figures.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+
+from tests import factories
+from tests.integration.conftest import eventually
+from tests.integration.kafka_tools import Tail, start_group_at_end
+from xinfang_routing.app import MIGRATIONS as ROUTING_MIGRATIONS
+from xinfang_routing.app import create_service as create_routing
+from xinfang_routing.settings import RoutingSettings
+from xinfang_shared.contracts.events import MatterRegistered, Submission, UnitFeedback, UnitInboxMessage
+from xinfang_shared.contracts.reference import FeedbackAction
+from xinfang_shared.contracts.topics import (
+    DEADLINES_EVENTS,
+    FEEDBACK_REJECTED,
+    MATTERS_REGISTERED,
+    MATTERS_ROUTED,
+    MATTERS_STATUS,
+    UNITS_FEEDBACK,
+    unit_inbox_topic,
+)
+from xinfang_shared.db import migrate_dsn
+from xinfang_shared.service import Service
+from xinfang_shared.tracking import new_tracking_code
+from xinfang_supervision.app import MIGRATIONS as SUPERVISION_MIGRATIONS
+from xinfang_supervision.app import create_service as create_supervision
+from xinfang_supervision.settings import SupervisionSettings
+
+OPERATOR = "operator-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {OPERATOR}"}
+DAY = 86_400
+UNIT = "city-5101"  # where a matter located in Chengdu (510104) goes
+
+
+@dataclass
+class Pipeline:
+    routing: Service
+    supervision: Service
+    routing_http: httpx.AsyncClient
+    http: httpx.AsyncClient
+    tail: Tail
+    producer: AIOKafkaProducer
+
+    async def register(self, **overrides: Any) -> MatterRegistered:
+        extra = {k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again") if k in overrides}
+        body = factories.submission(random.Random(), location={"region_code": "510104"}, **overrides)
+        event = MatterRegistered(
+            matter_id=uuid.uuid4(),
+            tracking_code=new_tracking_code(),
+            registered_at=datetime.now(UTC),
+            **dict(Submission.model_validate(body)),
+            **extra,
+        )
+        await self.send(MATTERS_REGISTERED.name, event)
+        return event
+
+    async def send(self, topic: str, event: Any) -> None:
+        await self.producer.send_and_wait(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
+
+    async def feedback(self, matter_id: uuid.UUID, action: FeedbackAction, **fields: Any) -> None:
+        event = UnitFeedback(matter_id=matter_id, unit=UNIT, action=action, at=datetime.now(UTC), **fields)
+        await self.send(UNITS_FEEDBACK.name, event)
+
+    def deadline_events(self, matter_id: uuid.UUID) -> list[dict[str, Any]]:
+        key = str(matter_id).encode()
+        return [orjson.loads(r.value) for r in self.tail.on(DEADLINES_EVENTS.name) if r.key == key]
+
+    def states(self, matter_id: uuid.UUID, deadline: str) -> list[str]:
+        return [e["state"] for e in self.deadline_events(matter_id) if e["deadline"] == deadline]
+
+    async def reaches(self, matter_id: uuid.UUID, deadline: str, state: str, timeout: float = 30) -> dict[str, Any]:
+        await eventually(lambda: state in self.states(matter_id, deadline), timeout=timeout)
+        return next(e for e in self.deadline_events(matter_id) if e["deadline"] == deadline and e["state"] == state)
+
+    async def advance(self, seconds: float) -> dict[str, Any]:
+        response = await self.http.post("/v1/admin/clock/advance", json={"seconds": int(seconds)})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def deadlines(self, matter_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+        response = await self.http.get(f"/v1/matters/{matter_id}/deadlines", headers=AUTH)
+        assert response.status_code == 200, response.text
+        return {d["deadline"]: d for d in response.json()["deadlines"]}
+
+    async def now(self) -> datetime:
+        response = await self.http.get("/v1/admin/clock")
+        return datetime.fromisoformat(response.json()["now"])
+
+    def orders(self, matter_id: uuid.UUID) -> list[UnitInboxMessage]:
+        messages = [UnitInboxMessage.model_validate_json(r.value) for r in self.tail.on(unit_inbox_topic(UNIT))]
+        return [m for m in messages if m.matter_id == matter_id and m.type == "supervision-order"]
+
+
+@pytest.fixture(scope="module")
+async def pipeline(database: str, bootstrap: str) -> AsyncIterator[Pipeline]:
+    run = uuid.uuid4().hex[:8]
+    routing_group, supervision_group = f"test-routing-{run}", f"test-supervision-{run}"
+    await start_group_at_end(bootstrap, routing_group, [MATTERS_REGISTERED.name, UNITS_FEEDBACK.name])
+    await start_group_at_end(
+        bootstrap, supervision_group, [MATTERS_REGISTERED.name, MATTERS_ROUTED.name, MATTERS_STATUS.name]
+    )
+    common: dict[str, Any] = {
+        "database_url": database,
+        "kafka_bootstrap_servers": bootstrap,
+        "operator_api_key": SecretStr(OPERATOR),
+        "outbox_poll_interval_s": 0.2,
+        "_env_file": None,
+    }
+    routing_settings = RoutingSettings(kafka_group_id=routing_group, **common)
+    supervision_settings = SupervisionSettings(
+        kafka_group_id=supervision_group, supervision_clock="controlled", scheduler_interval_s=0.2, **common
+    )
+    await migrate_dsn(database, routing_settings.db_schema, ROUTING_MIGRATIONS)
+    await migrate_dsn(database, supervision_settings.db_schema, SUPERVISION_MIGRATIONS)
+    routing, supervision = create_routing(routing_settings), create_supervision(supervision_settings)
+    tail = Tail(bootstrap, [DEADLINES_EVENTS.name, FEEDBACK_REJECTED.name, MATTERS_STATUS.name, unit_inbox_topic(UNIT)])
+    await tail.start()
+    await routing.start()
+    await supervision.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    routing_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=routing.api), base_url="http://routing")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=supervision.api), base_url="http://supervision")
+    try:
+        yield Pipeline(routing, supervision, routing_http, http, tail, producer)
+    finally:
+        await http.aclose()
+        await routing_http.aclose()
+        await producer.stop()
+        await supervision.stop()
+        await routing.stop()
+        await tail.stop()
+
+
+def _at(event: dict[str, Any], field: str = "due_at") -> datetime:
+    return datetime.fromisoformat(event[field])
+
+
+async def test_a_matter_nobody_accepts_goes_due_soon_overdue_then_escalated(pipeline: Pipeline) -> None:
+    matter = (await pipeline.register()).matter_id
+    # Routing transferred it at once: the routing deadline is met, acceptance and objection run for the unit.
+    assert (await pipeline.reaches(matter, "routing", "met"))["on_time"] is True
+    acceptance = await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.reaches(matter, "objection", "set")
+    assert acceptance["unit"] == UNIT
+    assert acceptance["office"] is not None
+    due = _at(acceptance)
+    assert due - _at(acceptance, "at") == timedelta(days=15)
+
+    # Twelve days on (three before it is due): due soon, nothing more.
+    await pipeline.advance(12 * DAY + 60)
+    soon = await pipeline.reaches(matter, "acceptance", "due-soon")
+    assert _at(soon, "at") == due - timedelta(days=3)
+    listed = await pipeline.http.get("/v1/deadlines", params={"stage": "due-soon", "unit": UNIT}, headers=AUTH)
+    assert matter in {uuid.UUID(r["matter_id"]) for r in listed.json()}
+    assert "overdue" not in pipeline.states(matter, "acceptance")
+
+    # Past the due time: overdue, and a supervision order in the unit's inbox. The objection window (5
+    # working days) lapsed meanwhile, quietly: it binds nobody.
+    await pipeline.advance(3 * DAY)
+    overdue = await pipeline.reaches(matter, "acceptance", "overdue")
+    assert _at(overdue, "at") == due
+    await eventually(lambda: len(pipeline.orders(matter)) == 1)
+    order = pipeline.orders(matter)[0]
+    assert order.unit == UNIT
+    assert order.respond_by["acceptance"] == due + timedelta(days=7)
+    assert "督办" in (order.order_text or "")
+    assert pipeline.states(matter, "objection") == ["set"]
+    assert "escalated" not in pipeline.states(matter, "acceptance")
+
+    # Still overdue after the second period (7 days): escalated to the Supervision and Review Office.
+    await pipeline.advance(7 * DAY)
+    escalated = await pipeline.reaches(matter, "acceptance", "escalated")
+    assert _at(escalated, "at") == due + timedelta(days=7)
+    view = await pipeline.deadlines(matter)
+    assert view["acceptance"]["state"] == "escalated" and view["acceptance"]["open"] is True
+    assert view["objection"]["state"] == "closed"
+    listed = await pipeline.http.get("/v1/deadlines", params={"stage": "escalated"}, headers=AUTH)
+    assert matter in {uuid.UUID(r["matter_id"]) for r in listed.json()}
+    # Each warning once, however many passes ran meanwhile.
+    assert pipeline.states(matter, "acceptance") == ["set", "due-soon", "overdue", "escalated"]
+
+    # Accepting late meets it, late.
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    met = await pipeline.reaches(matter, "acceptance", "met")
+    assert met["on_time"] is False
+
+
+async def test_an_accepted_matter_gets_60_days_one_extension_and_no_second(pipeline: Pipeline) -> None:
+    matter = (await pipeline.register()).matter_id
+    await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.advance(2 * DAY)
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    assert (await pipeline.reaches(matter, "acceptance", "met"))["on_time"] is True
+    handling = await pipeline.reaches(matter, "handling", "set")
+    assert _at(handling) - _at(handling, "at") == timedelta(days=60)
+    assert "met" not in pipeline.states(matter, "objection")  # accepted: the window just closes
+
+    await pipeline.feedback(matter, FeedbackAction.EXTENSION_REQUESTED, extension_days=20, reason="需要现场核查")
+    extended = await pipeline.reaches(matter, "handling", "extended")
+    assert _at(extended) == _at(handling) + timedelta(days=20)
+
+    await pipeline.feedback(matter, FeedbackAction.EXTENSION_REQUESTED, extension_days=5, reason="再延期")
+    await eventually(lambda: any(uuid.UUID(r["matter_id"]) == matter for r in _refusals(pipeline)))
+    refusal = next(r for r in _refusals(pipeline) if uuid.UUID(r["matter_id"]) == matter)
+    assert refusal["errors"][0]["field"] == "extension_days"
+    assert "already extended" in refusal["errors"][0]["message"]
+    view = await pipeline.deadlines(matter)
+    assert _at(view["handling"]) == _at(extended)
+    assert view["handling"]["extended_days"] == 20
+
+    # Concluded within the extended time: met, on time.
+    await pipeline.advance(70 * DAY)
+    assert "overdue" not in pipeline.states(matter, "handling")
+    await pipeline.feedback(matter, FeedbackAction.CONCLUDED, opinion={"result": "support", "text": "已解决"})
+    assert (await pipeline.reaches(matter, "handling", "met"))["on_time"] is True
+
+
+async def test_an_extension_longer_than_30_days_is_refused(pipeline: Pipeline) -> None:
+    matter = (await pipeline.register()).matter_id
+    await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    await pipeline.reaches(matter, "handling", "set")
+    await pipeline.feedback(matter, FeedbackAction.EXTENSION_REQUESTED, extension_days=31, reason="太复杂")
+    await eventually(lambda: any(uuid.UUID(r["matter_id"]) == matter for r in _refusals(pipeline)))
+    refusal = next(r for r in _refusals(pipeline) if uuid.UUID(r["matter_id"]) == matter)
+    assert "1 to 30 days" in refusal["errors"][0]["message"]
+    assert "extended" not in pipeline.states(matter, "handling")
+
+
+async def test_a_paused_re_review_does_not_go_overdue_while_paused(pipeline: Pipeline) -> None:
+    # A re-review whose earlier review routing cannot find goes to the Supervision office's queue; the
+    # operator assigns it to a unit, which accepts it: the re-review deadline (30 days) runs.
+    event = await pipeline.register(kind="re-review-request", related_tracking_code="0000-0000-0000-0000")
+    matter = event.matter_id
+    await pipeline.reaches(matter, "routing", "set")
+    response = await pipeline.routing_http.post(
+        f"/v1/matters/{matter}/reassign",
+        json={"unit": UNIT, "reason": "复核交办"},
+        headers={**AUTH, "X-Operator": "tester"},
+    )
+    assert response.status_code == 200, response.text
+    await pipeline.reaches(matter, "routing", "met")
+    await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    re_review = await pipeline.reaches(matter, "re-review", "set")
+    due = _at(re_review)
+    assert due - _at(re_review, "at") == timedelta(days=30)
+
+    hearing = {"reason": "听证会 2026-12-01"}
+    pause = await pipeline.http.post(
+        f"/v1/matters/{matter}/deadlines/re-review/pause", json=hearing, headers={**AUTH, "X-Operator": "tester"}
+    )
+    assert pause.status_code == 200, pause.text
+    await pipeline.reaches(matter, "re-review", "paused")
+    again = await pipeline.http.post(
+        f"/v1/matters/{matter}/deadlines/re-review/pause", json=hearing, headers={**AUTH, "X-Operator": "tester"}
+    )
+    assert again.status_code == 409
+
+    # Forty days of hearings: past the due time, yet not due soon, not overdue.
+    await pipeline.advance(40 * DAY)
+    assert pipeline.states(matter, "re-review") == ["set", "paused"]
+    resume = await pipeline.http.post(
+        f"/v1/matters/{matter}/deadlines/re-review/resume", json=hearing, headers={**AUTH, "X-Operator": "tester"}
+    )
+    assert resume.status_code == 200, resume.text
+    resumed = await pipeline.reaches(matter, "re-review", "resumed")
+    moved = _at(resumed) - due
+    assert timedelta(days=40) <= moved < timedelta(days=40, minutes=5)
+
+    # The clock runs again: due soon, then overdue at the moved due time.
+    await pipeline.advance(30 * DAY)
+    overdue = await pipeline.reaches(matter, "re-review", "overdue")
+    assert _at(overdue, "at") == _at(resumed)
+    # The handling deadline's rule does not pause.
+    response = await pipeline.http.post(
+        f"/v1/matters/{matter}/deadlines/handling/pause", json=hearing, headers={**AUTH, "X-Operator": "tester"}
+    )
+    assert response.status_code == 404
+
+
+async def test_a_repeat_gets_no_deadline_and_the_api_needs_the_operator_key(pipeline: Pipeline) -> None:
+    first = await pipeline.register()
+    await pipeline.reaches(first.matter_id, "acceptance", "set")
+    repeat = await pipeline.register(duplicate_of=first.matter_id)
+    await eventually(
+        lambda: any(
+            orjson.loads(r.value)["status"] == "duplicate"
+            for r in pipeline.tail.on(MATTERS_STATUS.name)
+            if r.key == str(repeat.matter_id).encode()
+        )
+    )
+    view = await pipeline.http.get(f"/v1/matters/{repeat.matter_id}/deadlines", headers=AUTH)
+    assert view.status_code == 200
+    assert view.json()["deadlines"] == []
+    assert (await pipeline.http.get(f"/v1/matters/{first.matter_id}/deadlines")).status_code == 401
+    assert (await pipeline.http.get(f"/v1/matters/{uuid.uuid4()}/deadlines", headers=AUTH)).status_code == 404
+    figures = await pipeline.http.get("/v1/deadlines/on-time", params={"group_by": "unit"}, headers=AUTH)
+    row = next(r for r in figures.json()["rows"] if r["key"] == UNIT)
+    assert row["met"] == row["on_time"] + row["late"] and row["met"] >= 1
+
+
+def _refusals(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in pipeline.tail.on(FEEDBACK_REJECTED.name)]
