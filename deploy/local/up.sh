@@ -14,7 +14,7 @@ cat <<INFO
     PostgreSQL   127.0.0.1:$PG_PORT       database xinfang, one schema per service
     intake       http://127.0.0.1:8001   /health /metrics /docs
     routing      http://127.0.0.1:8002
-    supervision  http://127.0.0.1:8003
+    supervision  http://127.0.0.1:8003   clock: ${SUPERVISION_CLOCK:-real}$( [[ "${SUPERVISION_CLOCK:-}" == controlled ]] && echo ' (POST /v1/admin/clock/advance)')
     notify       http://127.0.0.1:8004
     stats        http://127.0.0.1:8005
     credentials  $LOCAL/credentials.env

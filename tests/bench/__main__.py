@@ -45,6 +45,7 @@ from typing import TypeVar
 from . import http_bench as http
 from . import kafka_bench as kafka
 from . import routing_bench as routing
+from . import supervision_bench as supervision
 from .common import (
     CpuMeter,
     CpuUse,
@@ -86,6 +87,7 @@ class Options:
     n_kafka: int
     n_http: int
     n_routing: int
+    n_deadlines: int
     warmup: int
     concurrency: int
     ceiling_n: int
@@ -102,11 +104,14 @@ class Options:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["http", "kafka", "routing", "all"], default="all")
+    parser.add_argument("--only", choices=["http", "kafka", "routing", "supervision", "all"], default="all")
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
     parser.add_argument(
         "--n-routing", type=int, default=10_000, help="matters.registered.v1 events per routing run (1 and 2 instances)"
+    )
+    parser.add_argument(
+        "--n-deadlines", type=int, default=100_000, help="open deadlines for the supervision scheduler passes"
     )
     parser.add_argument("--warmup", type=int, default=300, help="POSTs before the measured ones")
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
@@ -134,6 +139,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         n_kafka=a.n_kafka,
         n_http=a.n_http,
         n_routing=a.n_routing,
+        n_deadlines=a.n_deadlines,
         warmup=a.warmup,
         concurrency=a.concurrency,
         ceiling_n=a.ceiling_n,
@@ -178,6 +184,7 @@ class Bench:
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     figures: list[Figure] = field(default_factory=list)
     routing_figures: list[Figure] = field(default_factory=list)
+    supervision_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     raw: kafka.RoundTrip | None = None
@@ -215,11 +222,13 @@ class Bench:
                 finally:
                     await self.db.drop()
                     progress(f"dropped {self.db.name}")
-            else:
+            elif self.opts.only == "routing":
                 await self._settle("raw aiokafka baseline")
                 self.raw = await self._raw(kafka_payloads)
             if self.opts.only in ("routing", "all") and self.raw is not None:
                 await self._routing(routing_events, self.raw)
+            if self.opts.only in ("supervision", "all"):
+                await self._supervision()
         finally:
             for group in self.groups:
                 with contextlib.suppress(Exception):
@@ -447,12 +456,30 @@ class Bench:
 
     # --------------------------------------------------------------------------------------------- report
 
+    async def _supervision(self) -> None:
+        db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_supervision")
+        await db.create()
+        try:
+            await self._settle("supervision scheduler")
+            figures, notes = await supervision.measure(self.admin_dsn, db.dsn, self.opts.n_deadlines)
+            self.supervision_figures += figures
+            self.notes += notes
+        finally:
+            await db.drop()
+            progress(f"dropped {db.name}")
+
     def report(self) -> None:
         intake_ran = self.intake.proc is not None
         title = "intake throughput" if intake_ran else "baseline"
-        print_table(f"{title} (ratios to the raw aiokafka baseline of this run)", self.figures)
+        if self.figures:
+            print_table(f"{title} (ratios to the raw aiokafka baseline of this run)", self.figures)
         if self.routing_figures:
             print_table("routing throughput (ratios to the raw aiokafka baseline of this run)", self.routing_figures)
+        if self.supervision_figures:
+            print_table(
+                "supervision scheduler (ratios to a plain UPDATE of the same rows in this run)",
+                self.supervision_figures,
+            )
         for name, use, n in self.cpu:
             print_cpu(name, use, n)
         print()

@@ -58,20 +58,17 @@ async def enqueue(conn: asyncpg.Connection, topic: str, event: BaseModel, *, key
 
 
 async def enqueue_many(conn: asyncpg.Connection, items: Sequence[Outgoing]) -> None:
+    """One statement for the lot (one round trip, and one NOTIFY to the relay)."""
     if not items:
         return
-    headers = _headers()
-    await conn.executemany(
-        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-        [
-            (
-                i.topic,
-                i.key.encode() if i.key is not None else None,
-                i.value(),
-                headers,
-            )
-            for i in items
-        ],
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value, headers)"
+        " SELECT topic, key, value, $4::jsonb"
+        " FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u(topic, key, value)",
+        [i.topic for i in items],
+        [i.key.encode() if i.key is not None else None for i in items],
+        [i.value() for i in items],
+        _headers(),
     )
 
 

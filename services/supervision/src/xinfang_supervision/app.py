@@ -66,6 +66,7 @@ def create_service(settings: SupervisionSettings) -> Service:
             svc.pool,
             clock,
             batch_size=settings.scheduler_batch_size,
+            workers=settings.scheduler_workers,
             interval_s=settings.scheduler_interval_s,
             metrics=svc.metrics,
         )

@@ -74,9 +74,11 @@ class DeadlineRules:
             except ValueError:
                 raise ValueError(f"{source}: unknown deadline '{name}'") from None
             merged = {**defaults, **own}
-            unknown = set(merged) - names
-            if unknown:
-                raise ValueError(f"{source}: deadlines.{name}: unknown setting(s) {sorted(unknown)}")
+            unknown, missing = set(merged) - names, names - set(merged) - {"counted_in"}
+            if unknown or missing:
+                raise ValueError(
+                    f"{source}: deadlines.{name}: unknown setting(s) {sorted(unknown)}, missing {sorted(missing)}"
+                )
             try:
                 rule = DeadlineRule(**{**merged, "counted_in": CountedIn(merged.get("counted_in", "days"))})
             except (TypeError, ValueError) as exc:

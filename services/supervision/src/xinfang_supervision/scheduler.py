@@ -75,12 +75,14 @@ class Scheduler:
         clock: Clock,
         *,
         batch_size: int = 500,
+        workers: int = 2,
         interval_s: float = 1.0,
         metrics: CollectorRegistry | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.batch_size = batch_size
+        self.workers = workers
         self.interval_s = interval_s
         self._stopping = asyncio.Event()
         self.reached = Counter(
@@ -101,13 +103,19 @@ class Scheduler:
         self._stopping.set()
 
     async def run_due(self, now: datetime | None = None) -> int:
-        """Claim and move every deadline due by `now` (default: the clock's now), batch by batch."""
-        total = 0
-        while True:
-            moved, claimed = await self._pass_batch(now)
-            total += moved
-            if claimed < self.batch_size:
-                return total
+        """Claim and move every deadline due by `now` (default: the clock's now), batch by batch, in
+        `workers` concurrent transactions (SKIP LOCKED keeps their batches apart): one decides its batch while
+        another waits on PostgreSQL."""
+
+        async def worker() -> int:
+            total = 0
+            while True:
+                moved, claimed = await self._pass_batch(now)
+                total += moved
+                if claimed < self.batch_size:
+                    return total
+
+        return sum(await asyncio.gather(*(worker() for _ in range(self.workers))))
 
     async def settle(self, now: datetime, timeout_s: float = 60.0) -> int:
         """Run the checks due by `now`, then wait for rows another instance had claimed meanwhile, so that

@@ -24,3 +24,5 @@ class SupervisionSettings(ServiceSettings):
     # Every instance runs the scheduler; a pass claims at most this many deadlines per transaction.
     scheduler_interval_s: float = 1.0
     scheduler_batch_size: int = 500
+    # Concurrent batches per pass in each instance.
+    scheduler_workers: int = 2
