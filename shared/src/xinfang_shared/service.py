@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import ConsumerRecord
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -151,6 +154,23 @@ class Service:
         options.setdefault("auto_offset_reset", "earliest")
         decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = self.broker.subscriber(*topics, **options)
         return decorator
+
+    def batch_subscriber(
+        self, *topics: str, **options: Any
+    ) -> Callable[[Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]], None]:
+        """A batch consumer whose handler takes the raw records (and parses them itself, with the model and
+        the error handling it needs): FastStream's own decoding of every record's JSON is skipped."""
+
+        async def records_only(message: StreamMessage[Any]) -> Any:
+            return []
+
+        def register(handler: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]) -> None:
+            @self.subscriber(*topics, batch=True, decoder=records_only, **options)
+            async def take(_: list[Any], msg: KafkaMessage) -> None:
+                raw = msg.raw_message
+                await handler(raw if isinstance(raw, tuple) else (raw,))
+
+        return register
 
     def on_start(self, hook: Hook) -> Hook:
         self._on_start.append(hook)

@@ -6,8 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
-from faststream.kafka.annotations import KafkaMessage
 
 from xinfang_shared.batching import Coalescer
 from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Submission
@@ -67,18 +67,16 @@ def create_service(settings: IntakeSettings) -> Service:
         if late.state is not None:
             await late.state.coalescer.stop()
 
-    @service.subscriber(
+    @service.batch_subscriber(
         *(t.name for t in CHANNEL_SUBMITTED.values()),
-        batch=True,
         max_records=settings.consume_batch_max,
         # Let the broker gather a fuller batch (one transaction each) rather than answer every fetch at once.
         fetch_min_bytes=128 * 1024,
         fetch_max_wait_ms=200,
         title="channel topics:register",
     )
-    async def take_submissions(_: list[Any], msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        await late().intake.take_records(raw if isinstance(raw, tuple) else (raw,))
+    async def take_submissions(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
+        await late().intake.take_records(records)
 
     @service.subscriber(MATTERS_STATUS.name, title=f"{MATTERS_STATUS.name}:track status")
     async def track_status(event: MatterStatusChanged) -> None:

@@ -69,9 +69,9 @@ def create_service(settings: RoutingSettings) -> Service:
         MatterRegistered, lambda events: _route(late(), events), service.dead_letter, what="route registered"
     )
 
-    @service.subscriber(MATTERS_REGISTERED.name, batch=True, max_records=500, title="matters.registered.v1:route")
-    async def route(_: list[Any], msg: KafkaMessage) -> None:
-        await batches.take(msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,))
+    service.batch_subscriber(MATTERS_REGISTERED.name, max_records=500, title="matters.registered.v1:route")(
+        batches.take
+    )
 
     @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
     async def take_feedback(_: Any, msg: KafkaMessage) -> None:

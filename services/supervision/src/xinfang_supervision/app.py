@@ -9,11 +9,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.kafka.annotations import KafkaMessage
 from pydantic import AwareDatetime
 
 from xinfang_shared import inbox
@@ -117,16 +116,10 @@ def create_service(settings: SupervisionSettings) -> Service:
         (MATTERS_ROUTED.name, batches(MatterRouted, MATTERS_ROUTED.name, routed)),
         (MATTERS_STATUS.name, batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
     ):
-        _subscribe(service, topic, handler)
+        service.batch_subscriber(topic, max_records=500, title=f"{topic}:deadlines")(handler.take)
 
     service.api.include_router(build_router(service, late))
     return service
-
-
-def _subscribe(service: Service, topic: str, handler: EventBatches[Any]) -> None:
-    @service.subscriber(topic, batch=True, max_records=500, title=f"{topic}:deadlines")
-    async def take(_: list[Any], msg: KafkaMessage) -> None:
-        await handler.take(msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,))
 
 
 def create_app() -> FastAPI:
