@@ -248,9 +248,9 @@ async def test_an_extension_longer_than_30_days_is_refused(pipeline: Pipeline) -
     assert "extended" not in pipeline.states(matter, "handling")
 
 
-async def test_a_paused_re_review_does_not_go_overdue_while_paused(pipeline: Pipeline) -> None:
-    # A re-review whose earlier review routing cannot find goes to the Supervision office's queue; the
-    # operator assigns it to a unit, which accepts it: the re-review deadline (30 days) runs.
+async def _re_review_in_hand(pipeline: Pipeline) -> tuple[uuid.UUID, dict[str, Any]]:
+    """A re-review whose earlier review routing cannot find goes to the Supervision office's queue; the
+    operator assigns it to a unit, which accepts it: the re-review deadline (30 days) runs."""
     event = await pipeline.register(kind="re-review-request", related_tracking_code="0000-0000-0000-0000")
     matter = event.matter_id
     await pipeline.reaches(matter, "routing", "set")
@@ -263,7 +263,11 @@ async def test_a_paused_re_review_does_not_go_overdue_while_paused(pipeline: Pip
     await pipeline.reaches(matter, "routing", "met")
     await pipeline.reaches(matter, "acceptance", "set")
     await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
-    re_review = await pipeline.reaches(matter, "re-review", "set")
+    return matter, await pipeline.reaches(matter, "re-review", "set")
+
+
+async def test_a_paused_re_review_does_not_go_overdue_while_paused(pipeline: Pipeline) -> None:
+    matter, re_review = await _re_review_in_hand(pipeline)
     due = _at(re_review)
     assert due - _at(re_review, "at") == timedelta(days=30)
 
@@ -298,6 +302,38 @@ async def test_a_paused_re_review_does_not_go_overdue_while_paused(pipeline: Pip
         f"/v1/matters/{matter}/deadlines/handling/pause", json=hearing, headers={**AUTH, "X-Operator": "tester"}
     )
     assert response.status_code == 404
+
+
+async def test_concluded_during_a_hearing_is_on_time_and_an_overdue_one_cannot_be_paused(pipeline: Pipeline) -> None:
+    matter, re_review = await _re_review_in_hand(pipeline)
+    hearing, operator = {"reason": "听证会"}, {**AUTH, "X-Operator": "tester"}
+    await pipeline.advance(20 * DAY)
+    pause = await pipeline.http.post(f"/v1/matters/{matter}/deadlines/re-review/pause", json=hearing, headers=operator)
+    assert pause.status_code == 200, pause.text
+    await pipeline.advance(20 * DAY)  # past the due time, all of it hearings
+    await pipeline.feedback(matter, FeedbackAction.CONCLUDED, opinion={"result": "explain", "text": "复核意见"})
+    met = await pipeline.reaches(matter, "re-review", "met")
+    assert met["on_time"] is True
+    assert _at(met) - _at(re_review) >= timedelta(days=20)  # the hearing moved the due time
+    view = (await pipeline.deadlines(matter))["re-review"]
+    assert (view["on_time"], view["paused"], view["open"]) == (True, False, False)
+
+    other, _ = await _re_review_in_hand(pipeline)
+    await pipeline.advance(31 * DAY)
+    await pipeline.reaches(other, "re-review", "overdue")
+    late = await pipeline.http.post(f"/v1/matters/{other}/deadlines/re-review/pause", json=hearing, headers=operator)
+    assert late.status_code == 409 and "too late" in late.json()["detail"]
+
+
+async def test_an_objection_back_to_the_queue_runs_the_routing_deadline_again(pipeline: Pipeline) -> None:
+    matter = (await pipeline.register()).matter_id
+    await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.feedback(matter, FeedbackAction.OBJECTED, reason="不属于本单位")
+    # Routed again, never to the objector: the Chengdu matter goes to its office's queue.
+    assert (await pipeline.reaches(matter, "objection", "met"))["on_time"] is True
+    await eventually(lambda: pipeline.states(matter, "routing") == ["set", "met", "set"])
+    view = await pipeline.deadlines(matter)
+    assert view["routing"]["open"] and view["acceptance"]["state"] == "closed"
 
 
 async def test_a_repeat_gets_no_deadline_and_the_api_needs_the_operator_key(pipeline: Pipeline) -> None:

@@ -20,7 +20,7 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from .contracts.events import Event
-from .messaging import DeadLetter
+from .messaging import TRANSIENT_ERRORS, DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class EventBatches(Generic[E]):
     """A batch consumer's body for events of one model: each record parsed (one that does not parse is
     dead-lettered alone), copies of one event in the batch kept once, the batch handled in one go; if that
     fails, each event alone, so only what still fails is dead-lettered and one bad matter never costs the
-    batch."""
+    batch. A failure of the infrastructure (PostgreSQL away, a deadlock) is raised instead: the broker's
+    middleware retries the batch until it passes, and nothing is dead-lettered for it."""
 
     def __init__(
         self,
@@ -108,12 +109,16 @@ class EventBatches(Generic[E]):
             events.setdefault(event.event_id, (record, event))
         try:
             handled = await self.handle([e for _, e in events.values()])
+        except TRANSIENT_ERRORS:
+            raise
         except Exception:
             log.warning("a batch failed; handling its events one by one", extra={"what": self.what}, exc_info=True)
             handled = 0
             for record, event in events.values():
                 try:
                     handled += await self.handle([event])
+                except TRANSIENT_ERRORS:
+                    raise  # the batch is redelivered; what was handled is skipped then (inbox)
                 except Exception as exc:
                     await self.dead_letter.send((record,), exc, attempts=1)
         log.info("handled a batch", extra={"what": self.what, "events": len(events), "first_time": handled})

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.exceptions import HandlerException
@@ -51,6 +52,18 @@ class PoisonMessage(Exception):
 
 # Failures no retry can mend.
 POISON_ERRORS: tuple[type[BaseException], ...] = (PoisonMessage, ValidationError, UnicodeDecodeError)
+# Failures of the infrastructure, not of the message: retried (backing off) until they pass, never
+# dead-lettered; while PostgreSQL is away nothing can be processed anyway, and nothing must be skipped.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 
 
 @dataclass
@@ -135,7 +148,7 @@ class _DeadLetterScope(BaseMiddleware):
                 error: BaseException = exc
                 break
             except Exception as exc:
-                if attempt >= policy.max_attempts:
+                if attempt >= policy.max_attempts and not isinstance(exc, TRANSIENT_ERRORS):
                     error = exc
                     break
                 self.owner.retried.labels(records[0].topic).inc()

@@ -2,9 +2,10 @@
 and a relay moves it to Kafka.
 
 `enqueue` stores the event with the current W3C trace context in its headers, so the trace continues from
-the request or message that caused it even though the relay sends it later. The relay claims rows with
-`FOR UPDATE SKIP LOCKED` (several instances share the work), sends them (acks=all),
-waits for every acknowledgement, then deletes them in the same transaction. If Kafka is unreachable the
+the request or message that caused it even though the relay sends it later. Every instance runs a relay;
+one at a time holds the schema's advisory lock and publishes, in id order, so the events of a matter reach
+Kafka in the order they were written (the others take over when it stops). It sends a batch (acks=all),
+waits for every acknowledgement, then deletes the rows in the same transaction. If Kafka is unreachable the
 transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon as rows arrive, and a
 slow poll covers a lost notification.
 
@@ -186,8 +187,12 @@ class OutboxRelay:
         assert producer is not None
         table = f"{quote_ident(self.schema)}.outbox"
         async with self.pool.acquire() as conn, conn.transaction():
+            # One relay per schema publishes at a time (the others stand by): two relays sending neighbouring
+            # batches at once could let a matter's later event overtake its earlier one on the topic.
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{self.schema}"):
+                return 0
             rows = await conn.fetch(
-                f"SELECT id, topic, key, value, headers FROM {table} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                f"SELECT id, topic, key, value, headers FROM {table} ORDER BY id LIMIT $1 FOR UPDATE",
                 self.batch_size,
             )
             if not rows:

@@ -260,20 +260,26 @@ class Registrar:
         return None, False
 
     async def _insert(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> set[uuid.UUID]:
+        """One statement for the lot; returns the ids actually inserted (a row whose (channel, external_id)
+        another transaction registered meanwhile is not)."""
         if not rows:
             return set()
-        await conn.executemany(
+        columns = list(zip(*rows, strict=True))
+        # unnest() flattens a two-dimensional array: each fingerprint travels as its text form instead.
+        columns[9] = tuple("{" + ",".join(map(str, fp)) + "}" for fp in columns[9])
+        inserted = await conn.fetch(
             "INSERT INTO matters (matter_id, tracking_code, channel, external_id, content_hash, kind,"
             " petitioner_key, personal_data, details, fingerprint, submitted_at, registered_at, duplicate_of,"
             " not_accepted_again, related_matter_id, status, status_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $12)"
-            " ON CONFLICT (channel, external_id) DO NOTHING",
-            rows,
+            " SELECT m, c, ch, e, h, k, pk, pd, d, fp::int[], sa, ra, dup, again, rel, st, ra"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bytea[],"
+            " $8::bytea[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::uuid[],"
+            " $14::bool[], $15::uuid[], $16::text[])"
+            " AS u(m, c, ch, e, h, k, pk, pd, d, fp, sa, ra, dup, again, rel, st)"
+            " ON CONFLICT (channel, external_id) DO NOTHING RETURNING matter_id",
+            *columns,
         )
-        ids = [r[0] for r in rows]
-        return {
-            r["matter_id"] for r in await conn.fetch("SELECT matter_id FROM matters WHERE matter_id = ANY($1)", ids)
-        }
+        return {r["matter_id"] for r in inserted}
 
 
 def _registered_event(

@@ -87,10 +87,13 @@ def create_service(settings: SupervisionSettings) -> Service:
 
         async def handle(events: list[E]) -> int:
             state = late()
+            # By matter (stable: a matter's events keep their order), so the three consumers lock the rows
+            # of the matters they share in one order and never deadlock each other.
+            ordered = sorted(events, key=lambda e: str(getattr(e, "matter_id", "")))
             async with state.pool.acquire() as conn, conn.transaction():
-                fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=what)
+                fresh = await inbox.first_time_many(conn, [e.event_id for e in ordered], source=what)
                 shift = await state.clock.offset(conn)
-                for event in events:
+                for event in ordered:
                     if event.event_id in fresh:
                         await apply(conn, event, shift)
             return len(fresh)

@@ -118,7 +118,8 @@ class Ledger:
         elif status == S.AWAITING_ASSIGNMENT:
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
                 await self._close(conn, matter, deadline, at, "back to the office's queue")
-            if not await self._exists(conn, matter, D.ROUTING):
+            # Back in the queue after an objection (routing was met): it must be assigned again, in time.
+            if not await self._running_or_unseen_registration(conn, matter):
                 await self._open(conn, matter, D.ROUTING, None, at)
         elif status == S.OBJECTED:
             await self._meet(conn, matter, D.OBJECTION, at)
@@ -150,7 +151,7 @@ class Ledger:
         )
         problem = self._extension_problem(row, days, at)
         if problem is not None:
-            await self._refuse_extension(conn, matter, unit, days, problem)
+            await self._refuse_extension(conn, matter, unit, days, problem, at)
             return
         assert row is not None
         deadline = D(row["deadline"])
@@ -193,7 +194,7 @@ class Ledger:
         return None
 
     async def _refuse_extension(
-        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, problem: str
+        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, problem: str, at: datetime
     ) -> None:
         request = {"matter_id": str(matter), "unit": unit, "action": "extension-requested", "extension_days": days}
         refusal = FeedbackRejected(
@@ -205,11 +206,12 @@ class Ledger:
         await outbox.enqueue(conn, FEEDBACK_REJECTED.name, refusal, key=str(matter))
         await conn.execute(
             "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
-            " SELECT matter_id, deadline, round, 'extension-refused', due_at, unit, now(), $2 FROM deadlines"
+            " SELECT matter_id, deadline, round, 'extension-refused', due_at, unit, $4, $2 FROM deadlines"
             " WHERE matter_id = $1 AND deadline = ANY($3) ORDER BY open DESC LIMIT 1",
             matter,
             problem,
             [d.value for d in EXTENSIBLE],
+            at,
         )
         log.info("extension refused", extra={"matter_id": str(matter), "unit": unit, "reason": problem})
 
@@ -219,6 +221,10 @@ class Ledger:
             raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
         if row["paused_at"] is not None:
             raise Refusal(409, f"the {deadline.value} deadline is already paused since {row['paused_at'].isoformat()}")
+        if row["stage"] in ("overdue", "escalated"):
+            raise Refusal(
+                409, f"the {deadline.value} deadline passed at {row['due_at'].isoformat()}: too late to pause"
+            )
         await conn.execute(
             "UPDATE deadlines SET paused_at=$3, next_check_at=NULL, state='paused', updated_at=now()"
             " WHERE matter_id=$1 AND deadline=$2",
@@ -265,6 +271,13 @@ class Ledger:
 
     # ---- building blocks --------------------------------------------------------------------------------
 
+    async def _running_or_unseen_registration(self, conn: asyncpg.Connection, matter: uuid.UUID) -> bool:
+        """Whether the routing deadline is running (the registration opened it and nothing met it yet)."""
+        running = await conn.fetchval(
+            "SELECT open FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, D.ROUTING.value
+        )
+        return bool(running)
+
     async def _exists(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> bool:
         found = await conn.fetchval(
             "SELECT true FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, deadline.value
@@ -305,17 +318,17 @@ class Ledger:
         await self._publish(conn, matter, deadline, DeadlineState.SET, due, unit, start, round_)
 
     async def _meet(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> bool:
+        # Met during a pause: the pause ends there, and its time does not count against the deadline.
         row = await conn.fetchrow(
-            "UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, updated_at=now()"
-            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, paused_at",
+            f"UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, {_end_pause('$3')},"
+            " updated_at=now() WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round",
             matter,
             deadline.value,
             at,
         )
         if row is None:
             return False
-        # Met while paused: the paused time does not count against it.
-        on_time = row["paused_at"] is not None or at <= row["due_at"]
+        on_time = at <= row["due_at"]
         await self._publish(
             conn, matter, deadline, DeadlineState.MET, row["due_at"], row["unit"], at, row["round"], on_time=on_time
         )
@@ -330,11 +343,12 @@ class Ledger:
 
     async def _close(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         row = await conn.fetchrow(
-            "UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, updated_at=now()"
+            f"UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, {_end_pause('$4')}, updated_at=now()"
             " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round",
             matter,
             deadline.value,
             CLOSED,
+            at,
         )
         if row is not None:
             await _history(conn, matter, deadline, row["round"], CLOSED, row["due_at"], row["unit"], at, why)
@@ -365,6 +379,17 @@ class Ledger:
             on_time=on_time,
         )
         await outbox.enqueue(conn, DEADLINES_EVENTS.name, event, key=str(matter))
+
+
+def _end_pause(at: str) -> str:
+    """SET clauses ending a pause (if any) at parameter `at`: the paused time moves the due time, as a resume
+    would. (SET expressions read the row's values from before the update.)"""
+    paused = f"({at}::timestamptz - paused_at)"
+    return (
+        f"due_at = CASE WHEN paused_at IS NULL THEN due_at ELSE due_at + {paused} END,"
+        f" paused_total = CASE WHEN paused_at IS NULL THEN paused_total ELSE paused_total + {paused} END,"
+        " paused_at = NULL"
+    )
 
 
 def next_check(stage: str, warn: datetime | None, due: datetime, escalate: datetime | None) -> datetime | None:

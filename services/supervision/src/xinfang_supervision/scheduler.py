@@ -96,6 +96,9 @@ class Scheduler:
                 await self.run_due()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("deadline pass failed; will retry", extra={"error_type": type(exc).__name__})
+            except Exception:
+                # A defect, not an outage: said loudly, and the scheduler goes on (its batch rolled back).
+                log.exception("deadline pass failed unexpectedly; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
 
@@ -196,7 +199,7 @@ async def _record_history(conn: asyncpg.Connection, moves: list[tuple[Any, Progr
 def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outbox.Outgoing]:
     out: list[outbox.Outgoing] = []
     matter: uuid.UUID = row["matter_id"]
-    office = Office(row["office"]) if row["office"] else None
+    office = Office(row["office"]) if row["office"] in Office._value2member_map_ else None
     for state, at in p.reached:
         if state == CLOSED or (matter, row["deadline"], row["round"], state) not in published:
             continue

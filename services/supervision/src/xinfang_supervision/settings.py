@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from xinfang_shared.settings import ServiceSettings
 
@@ -26,3 +26,9 @@ class SupervisionSettings(ServiceSettings):
     scheduler_batch_size: int = 500
     # Concurrent batches per pass in each instance.
     scheduler_workers: int = 2
+
+    @model_validator(mode="after")
+    def _no_controlled_clock_in_production(self) -> SupervisionSettings:
+        if self.environment == "production" and self.supervision_clock == "controlled":
+            raise ValueError("SUPERVISION_CLOCK=controlled is for tests: refused with ENVIRONMENT=production")
+        return self
