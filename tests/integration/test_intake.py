@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import Tail, start_group_at_end
-from xinfang_intake.app import MIGRATIONS, create_service
+from xinfang_intake.app import MIGRATIONS, create_asgi
 from xinfang_intake.channel_keys import add_key
 from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.events import (
@@ -71,6 +71,7 @@ class Harness:
     logs: io.StringIO
     spans: InMemorySpanExporter
     people: list[str]  # every ID number and phone number the tests used
+    fast: httpx.AsyncClient  # the same app behind submissions' fast path (what the server serves)
 
     def person(self, rng: random.Random | None = None) -> dict[str, str]:
         rng = rng or random.Random()
@@ -130,14 +131,16 @@ async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
         _env_file=None,  # type: ignore[call-arg]
     )
     await migrate_dsn(database, settings.db_schema, MIGRATIONS)
-    service = create_service(settings)
+    service, fast_path = create_asgi(settings, fast_path=True)
     tail = Tail(bootstrap, PRODUCED)
     await tail.start()
     await service.start()
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.api), base_url="http://intake")
+    fast = httpx.AsyncClient(transport=httpx.ASGITransport(app=fast_path), base_url="http://intake")
     try:
-        yield Harness(service, http, tail, bootstrap, logs, spans, [])
+        yield Harness(service, http, tail, bootstrap, logs, spans, [], fast)
     finally:
+        await fast.aclose()
         await http.aclose()
         await service.stop()
         await tail.stop()
@@ -233,6 +236,47 @@ async def test_keys_are_required_and_limited_to_their_channels(intake: Harness) 
         "SELECT count(*) FROM channel_keys WHERE key_hash = $1", letters_only.encode()
     )
     assert stored == 0, "keys are stored hashed"
+
+
+async def test_the_fast_path_answers_every_case_as_the_documented_route_does(intake: Harness) -> None:
+    """The server serves POST /v1/submissions through FastPath (past FastAPI); the FastAPI route documents it.
+    Both must answer alike: statuses, bodies and headers."""
+    letters_only = "letters-" + uuid.uuid4().hex
+    async with intake.service.pool.acquire() as conn:
+        await add_key(conn, system="letters-" + uuid.uuid4().hex[:4], channels=[Channel.LETTER], key=letters_only)
+    await asyncio.sleep(1.1)
+    cases: list[tuple[str, Any, dict[str, str]]] = [
+        ("new", intake.body(), {"Authorization": f"Bearer {KEY}"}),
+        ("invalid", intake.body(title="", petitioner={"name": "x"}), {"Authorization": f"Bearer {KEY}"}),
+        ("not JSON", b"{not json", {"Authorization": f"Bearer {KEY}"}),
+        ("too large", b"{" + b" " * (300 * 1024) + b"}", {"Authorization": f"Bearer {KEY}"}),
+        ("no key", intake.body(), {}),
+        ("wrong scheme", intake.body(), {"Authorization": f"Basic {KEY}"}),
+        ("other channel", intake.body(channel="online"), {"Authorization": f"Bearer {letters_only}"}),
+    ]
+    again = intake.body()
+    for name, body, headers in cases:
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        route = await intake.http.post("/v1/submissions", content=content, headers=headers)
+        if name == "new":  # each path registers a submission of its own
+            content = orjson.dumps(again)
+        fast = await intake.fast.post("/v1/submissions", content=content, headers=headers)
+        assert fast.status_code == route.status_code, name
+        assert fast.headers.get("www-authenticate") == route.headers.get("www-authenticate"), name
+        assert fast.headers["content-type"] == "application/json", name
+        if name == "new":
+            assert fast.status_code == 202 and fast.json().keys() == route.json().keys()
+        else:
+            assert fast.json() == route.json(), name
+    first = await intake.fast.post("/v1/submissions", json=again, headers={"Authorization": f"Bearer {KEY}"})
+    assert first.status_code == 200
+    changed = await intake.fast.post(
+        "/v1/submissions", json=again | {"title": "changed"}, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert changed.status_code == 409 and changed.json()["errors"][0]["field"] == "external_id"
+    # Everything else passes through to FastAPI.
+    assert (await intake.fast.get("/health")).status_code == 200
+    assert (await intake.fast.get("/v1/submissions")).status_code == 405
 
 
 # --- Kafka -------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class Service:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._health_cache: tuple[float, dict[str, Any]] | None = None
-        recording = self.tracer_provider.sampler.get_description() != "AlwaysOffSampler"
+        self.recording = recording = self.tracer_provider.sampler.get_description() != "AlwaysOffSampler"
         if recording:
             instrument_asyncpg(self.tracer_provider)
         self.api = FastAPI(

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
@@ -15,12 +14,11 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import MatterRated, Opinion, utc_now
 from xinfang_shared.contracts.reference import Rating
 from xinfang_shared.contracts.topics import MATTERS_RATED
-from xinfang_shared.service import ErrorList, bearer_token, error_response
+from xinfang_shared.service import ErrorList
 from xinfang_shared.tracking import normalise
 
-from .registration import Result
 from .state import IntakeState
-from .validation import Invalid
+from .submissions import answer
 
 
 class Registered(BaseModel):
@@ -86,37 +84,10 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
         },
     )
     async def submit(request: Request) -> Response:
-        """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even
-        when Kafka is down."""
-        state = current()
-        key = bearer_token(request)
-        system = await state.keys.system_for(key) if key else None
-        if system is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "a valid channel API key is required: Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        try:
-            submission = state.intake.validated(await request.body())
-        except Invalid as exc:
-            return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is invalid", exc.errors)
-        if submission.channel not in system.channels:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"the key of {system.name} may submit for {sorted(c.value for c in system.channels)},"
-                f" not '{submission.channel.value}'",
-            )
-        outcome = await state.coalescer.submit(state.registrar.prepare(submission))
-        if outcome.result == Result.CONFLICT:
-            return error_response(
-                status.HTTP_409_CONFLICT, "external_id already used for other content", outcome.errors
-            )
-        if outcome.result == Result.REFUSED:
-            return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the submission is refused", outcome.errors)
-        code = status.HTTP_202_ACCEPTED if outcome.result == Result.REGISTERED else status.HTTP_200_OK
-        body = {"matter_id": str(outcome.matter_id), "tracking_code": outcome.tracking_code, "status": outcome.status}
-        return Response(orjson.dumps(body), status_code=code, media_type="application/json")
+        """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even when
+        Kafka is down."""
+        reply = await answer(current(), request.headers.get("authorization"), await request.body())
+        return Response(reply.body, reply.status, headers=dict(reply.headers), media_type="application/json")
 
     @router.get(
         "/matters/{tracking_code}",

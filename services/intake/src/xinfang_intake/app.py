@@ -23,6 +23,7 @@ from .ingest import Intake
 from .registration import Registrar
 from .settings import IntakeSettings
 from .state import IntakeState
+from .submissions import FastPath
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -39,6 +40,12 @@ class _Late:
 
 
 def create_service(settings: IntakeSettings) -> Service:
+    return create_asgi(settings)[0]
+
+
+def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> tuple[Service, FastAPI | FastPath]:
+    """The service, and what the server serves: submissions take the fast path unless spans are recorded
+    (see submissions.py), or as `fast_path` says."""
     service = Service(settings, migrations=MIGRATIONS, title="xinfang intake")
     late = _Late()
 
@@ -51,7 +58,7 @@ def create_service(settings: IntakeSettings) -> Service:
             review_window=timedelta(days=settings.review_window_days),
         )
         intake = Intake(settings, registrar, svc.pool)
-        coalescer = Coalescer(intake.register_http, max_batch=settings.http_batch_max, workers=2)
+        coalescer = Coalescer(intake.register_http, max_batch=settings.http_batch_max, workers=settings.http_flushers)
         coalescer.start()
         keys = ChannelKeys(svc.pool)
         if settings.channel_api_key is not None:
@@ -92,9 +99,11 @@ def create_service(settings: IntakeSettings) -> Service:
 
     service.api.include_router(build_router(late))
     service.document_schemas(Submission)
-    return service
+    if fast_path if fast_path is not None else not service.recording:
+        return service, FastPath(service.api, late, settings.max_message_bytes)
+    return service, service.api
 
 
-def create_app() -> FastAPI:
+def create_app() -> FastAPI | FastPath:
     """What uvicorn serves (`factory=True`): nothing is built at import time."""
-    return create_service(IntakeSettings()).api
+    return create_asgi(IntakeSettings())[1]

@@ -25,7 +25,6 @@ from collections.abc import Iterable
 
 # Fingerprints cover the first characters only: enough to tell matters apart, cheap to compare.
 MAX_CHARS = 4_000
-_WORD = re.compile(r"[^\W\d_]{3,}")
 _STOP_WORDS = frozenset(
     (
         "the and for from with are was were been has have had not this that these those its our you your she"
@@ -35,18 +34,21 @@ _STOP_WORDS = frozenset(
 )
 
 
-_CJK = re.compile("[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+_CJK_RANGES = "\u3400-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+_CJK = re.compile(f"[{_CJK_RANGES}]")
+# Words of other scripts: runs of three or more letters that are not CJK (a CJK character ends a word).
+_WORD = re.compile(f"[^\\W\\d_{_CJK_RANGES}]{{3,}}")
 
 
 def tokens(text: str) -> set[str]:
-    folded = unicodedata.normalize("NFKC", text).casefold()[:MAX_CHARS]
+    normal = text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+    folded = normal.casefold()[:MAX_CHARS]
     # Chinese: bigrams over the CJK characters alone, so punctuation, digits or spaces between them
     # (or a re-typed date) change nothing.
     cjk = "".join(_CJK.findall(folded))
     found = {cjk[i : i + 2] for i in range(len(cjk) - 1)} if len(cjk) > 1 else {cjk} - {""}
     # Other scripts: words.
-    latin = _CJK.sub(" ", folded)
-    found |= {"w:" + w for w in _WORD.findall(latin) if w not in _STOP_WORDS}
+    found |= {"w:" + w for w in _WORD.findall(folded) if w not in _STOP_WORDS}
     if not found:  # a very short text: compare its letters whole
         letters = "".join(ch for ch in folded if ch.isalpha())
         if letters:

@@ -26,3 +26,6 @@ class IntakeSettings(ServiceSettings):
     consume_lanes: int = 2
     # HTTP submissions arriving together are registered in one transaction of up to this many.
     http_batch_max: int = 200
+    # Transactions registering HTTP submissions at once: while some wait on PostgreSQL, requests arriving
+    # meanwhile are validated and gathered for the next.
+    http_flushers: int = 2
