@@ -77,8 +77,8 @@ class Pipeline:
     async def send(self, topic: str, event: Any) -> None:
         await self.producer.send_and_wait(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
 
-    async def feedback(self, matter_id: uuid.UUID, action: FeedbackAction, **fields: Any) -> None:
-        event = UnitFeedback(matter_id=matter_id, unit=UNIT, action=action, at=datetime.now(UTC), **fields)
+    async def feedback(self, matter_id: uuid.UUID, action: FeedbackAction, unit: str = UNIT, **fields: Any) -> None:
+        event = UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **fields)
         await self.send(UNITS_FEEDBACK.name, event)
 
     def deadline_events(self, matter_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -234,6 +234,30 @@ async def test_an_accepted_matter_gets_60_days_one_extension_and_no_second(pipel
     assert "overdue" not in pipeline.states(matter, "handling")
     await pipeline.feedback(matter, FeedbackAction.CONCLUDED, opinion={"result": "support", "text": "已解决"})
     assert (await pipeline.reaches(matter, "handling", "met"))["on_time"] is True
+
+
+async def test_a_review_one_level_up_gets_its_30_day_deadline(pipeline: Pipeline) -> None:
+    earlier = await pipeline.register(category="labor")
+    await pipeline.reaches(earlier.matter_id, "acceptance", "set")
+    await pipeline.feedback(earlier.matter_id, FeedbackAction.ACCEPTED)
+    await pipeline.reaches(earlier.matter_id, "handling", "set")
+    await pipeline.feedback(earlier.matter_id, FeedbackAction.CONCLUDED, opinion={"result": "explain", "text": "答复"})
+    await pipeline.reaches(earlier.matter_id, "handling", "met")
+    # The petitioner asks for a review: the department for labour matters reviews the city's handling.
+    review = await pipeline.register(kind="review-request", related_tracking_code=earlier.tracking_code)
+    acceptance = await pipeline.reaches(review.matter_id, "acceptance", "set")
+    assert acceptance["unit"] == "dept-human-resources"
+    await pipeline.feedback(review.matter_id, FeedbackAction.ACCEPTED, unit="dept-human-resources")
+    deadline = await pipeline.reaches(review.matter_id, "review", "set")
+    assert _at(deadline) - _at(deadline, "at") == timedelta(days=30)
+    assert "handling" not in {e["deadline"] for e in pipeline.deadline_events(review.matter_id)}
+    # A review's deadline is not extended.
+    await pipeline.feedback(
+        review.matter_id, FeedbackAction.EXTENSION_REQUESTED, unit="dept-human-resources", extension_days=5, reason="x"
+    )
+    await eventually(lambda: any(uuid.UUID(r["matter_id"]) == review.matter_id for r in _refusals(pipeline)))
+    refusal = next(r for r in _refusals(pipeline) if uuid.UUID(r["matter_id"]) == review.matter_id)
+    assert "cannot be extended" in refusal["errors"][0]["message"]
 
 
 async def test_an_extension_longer_than_30_days_is_refused(pipeline: Pipeline) -> None:
