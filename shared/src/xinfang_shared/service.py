@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -40,6 +40,21 @@ from .telemetry import configure_tracing, instrument_asyncpg
 log = logging.getLogger(__name__)
 
 Hook = Callable[["Service"], Awaitable[None]]
+S = TypeVar("S")
+
+
+class Late(Generic[S]):
+    """A service's state, which exists once it has started, for handlers and routes registered before:
+    `late.state = ...` in an on_start hook, `late()` where it is used."""
+
+    def __init__(self, service_name: str) -> None:
+        self.service_name = service_name
+        self.state: S | None = None
+
+    def __call__(self) -> S:
+        if self.state is None:
+            raise RuntimeError(f"{self.service_name} has not started")
+        return self.state
 
 
 class ErrorList(BaseModel):

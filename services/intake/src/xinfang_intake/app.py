@@ -14,7 +14,7 @@ from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterS
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.personal import PersonalDataVault
-from xinfang_shared.service import Service
+from xinfang_shared.service import Late, Service
 
 from . import lifecycle
 from .api import build_router
@@ -28,17 +28,6 @@ from .submissions import FastPath
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-class _Late:
-    """Handlers are registered at import; their state exists once the service has started."""
-
-    state: IntakeState | None = None
-
-    def __call__(self) -> IntakeState:
-        if self.state is None:
-            raise RuntimeError("intake has not started")
-        return self.state
-
-
 def create_service(settings: IntakeSettings) -> Service:
     return create_asgi(settings)[0]
 
@@ -47,7 +36,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
     """The service, and what the server serves: submissions take the fast path unless spans are recorded
     (see submissions.py), or as `fast_path` says."""
     service = Service(settings, migrations=MIGRATIONS, title="xinfang intake")
-    late = _Late()
+    late: Late[IntakeState] = Late("intake")
 
     @service.on_start
     async def open_state(svc: Service) -> None:

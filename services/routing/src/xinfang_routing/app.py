@@ -25,7 +25,7 @@ from xinfang_shared.contracts.events import (
 )
 from xinfang_shared.contracts.topics import FEEDBACK_REJECTED, MATTERS_REGISTERED, UNITS_FEEDBACK
 from xinfang_shared.personal import PersonalDataVault
-from xinfang_shared.service import Service
+from xinfang_shared.service import Late, Service
 
 from .api import build_router
 from .categories import CategoryInference
@@ -40,18 +40,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 RAW_LIMIT = 64 * 1024
 
 
-class _Late:
-    state: RoutingState | None = None
-
-    def __call__(self) -> RoutingState:
-        if self.state is None:
-            raise RuntimeError("routing has not started")
-        return self.state
-
-
 def create_service(settings: RoutingSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang routing")
-    late = _Late()
+    late: Late[RoutingState] = Late("routing")
 
     @service.on_start
     async def open_state(svc: Service) -> None:

@@ -19,7 +19,7 @@ from xinfang_shared import inbox
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import Event, MatterRouted, MatterStatusChanged
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
-from xinfang_shared.service import Service
+from xinfang_shared.service import Late, Service
 
 from .api import build_router
 from .clock import Clock
@@ -43,18 +43,9 @@ class Registered(Event):
     not_accepted_again: bool = False
 
 
-class _Late:
-    state: SupervisionState | None = None
-
-    def __call__(self) -> SupervisionState:
-        if self.state is None:
-            raise RuntimeError("supervision has not started")
-        return self.state
-
-
 def create_service(settings: SupervisionSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang supervision")
-    late = _Late()
+    late: Late[SupervisionState] = Late("supervision")
     tasks: list[asyncio.Task[None]] = []
 
     @service.on_start
