@@ -273,9 +273,13 @@ class Router:
         opinion: Any = None,
         extension_days: int | None = None,
     ) -> None:
-        await conn.execute(
-            "UPDATE matters SET status=$2, updated_at=$3 WHERE matter_id=$1", matter_id, status.value, now
+        current_office = await conn.fetchval(
+            "UPDATE matters SET status=$2, updated_at=$3 WHERE matter_id=$1 RETURNING office",
+            matter_id,
+            status.value,
+            now,
         )
+        office = office or current_office
         await conn.execute(
             "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
@@ -299,6 +303,7 @@ class Router:
             action=action,
             opinion=opinion,
             extension_days=extension_days,
+            office=Office(office) if office else None,
         )
         await outbox.enqueue(conn, MATTERS_STATUS.name, event, key=str(matter_id))
 

@@ -97,12 +97,15 @@ class Ledger:
     async def status_changed(self, conn: asyncpg.Connection, event: MatterStatusChanged, shift: timedelta) -> None:
         at = event.at + shift
         matter, unit = event.matter_id, event.unit
+        # The office comes with the change (and from matters.routed.v1, read by another consumer).
         await conn.execute(
-            "INSERT INTO matters (matter_id, unit, status) VALUES ($1, $2, $3)"
-            " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status, updated_at = now()",
+            "INSERT INTO matters (matter_id, unit, status, office) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status,"
+            " office = COALESCE(EXCLUDED.office, matters.office), updated_at = now()",
             matter,
             unit,
             event.status.value,
+            event.office.value if event.office else None,
         )
         if event.action == "extension-requested":
             await self.extend(conn, matter, unit, event.extension_days or 0, at)

@@ -216,6 +216,7 @@ class MatterStatusChanged(Event):
         ge=1,
         description="With action extension-requested: the days the unit asked for (supervision grants or refuses)",
     )
+    office: Office | None = Field(default=None, description="The office responsible for the matter, once routed")
 
 
 class MatterRated(Event):
