@@ -57,6 +57,8 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
         "OUTBOX_POLL_INTERVAL_S": "0.2",
         "SUPERVISION_CLOCK": "controlled",
         "SCHEDULER_INTERVAL_S": "0.2",
+        # Small batches: many transactions, so the kill lands among them (and the two instances interleave).
+        "SCHEDULER_BATCH_SIZE": "50",
     }
     a = ServiceProcess(base | {"HTTP_PORT": str(free_port())}, tmp_path / "a.log", service="supervision")
     b = ServiceProcess(base | {"HTTP_PORT": str(free_port())}, tmp_path / "b.log", service="supervision")
