@@ -100,7 +100,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         async with state.pool.acquire() as conn:
             matter = await conn.fetchrow("SELECT tracking_code, office FROM matters WHERE matter_id=$1", matter_id)
             rows = await conn.fetch(
-                "SELECT d.*, now() AS db_now FROM deadlines d WHERE matter_id=$1 ORDER BY started_at, deadline",
+                "SELECT * FROM deadlines WHERE matter_id=$1 ORDER BY started_at, deadline",
                 matter_id,
             )
         if matter is None and not rows:
