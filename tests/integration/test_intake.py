@@ -399,6 +399,22 @@ async def _registered_in_db(intake: Harness, external_id: str) -> bool:
     return bool(await intake.service.pool.fetchval("SELECT count(*) FROM matters WHERE external_id = $1", external_id))
 
 
+async def _conclude(intake: Harness, matter: dict[str, Any], opinion: Opinion) -> None:
+    """Routing's word that the matter is concluded, as intake learns it."""
+    await intake.publish(
+        MATTERS_STATUS.name,
+        MatterStatusChanged(
+            matter_id=matter["matter_id"],
+            status="concluded",
+            previous_status="in-handling",
+            unit="city-5101",
+            at=datetime.now(UTC),
+            opinion=opinion,
+        ),
+    )
+    await eventually(lambda: _status(intake, matter["tracking_code"], "concluded"), timeout=30)
+
+
 async def _status(intake: Harness, code: str, status: str) -> bool:
     return (await intake.look_up(code))["status"] == status
 
@@ -419,34 +435,12 @@ async def test_review_requests_link_to_a_concluded_matter_within_its_window(inta
     assert open_one.status_code == 422 and "not concluded" in open_one.json()["errors"][0]["message"]
 
     opinion = Opinion(result="explain", text="经核查，补偿款已于本月发放。")
-    await intake.publish(
-        MATTERS_STATUS.name,
-        MatterStatusChanged(
-            matter_id=earlier["matter_id"],
-            status="concluded",
-            previous_status="in-handling",
-            unit="city-5101",
-            at=datetime.now(UTC),
-            opinion=opinion,
-        ),
-    )
-    await eventually(lambda: _status(intake, earlier["tracking_code"], "concluded"), timeout=30)
+    await _conclude(intake, earlier, opinion)
     accepted = await intake.post(intake.body(related_tracking_code=earlier["tracking_code"].lower(), **review))
     assert accepted.status_code == 202, accepted.text
 
     late = (await intake.post(intake.body(petitioner=intake.person()))).json()
-    await intake.publish(
-        MATTERS_STATUS.name,
-        MatterStatusChanged(
-            matter_id=late["matter_id"],
-            status="concluded",
-            previous_status="in-handling",
-            unit="city-5101",
-            at=datetime.now(UTC),
-            opinion=opinion,
-        ),
-    )
-    await eventually(lambda: _status(intake, late["tracking_code"], "concluded"), timeout=30)
+    await _conclude(intake, late, opinion)
     # 31 days pass.
     await intake.service.pool.execute(
         "UPDATE matters SET concluded_at = concluded_at - interval '31 days' WHERE matter_id = $1",

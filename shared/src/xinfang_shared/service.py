@@ -74,9 +74,9 @@ def error_response(code: int, detail: str, errors: list[FieldError]) -> JSONResp
     return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)
 
 
-def bearer_token(request: Request) -> str | None:
-    """The key of `Authorization: Bearer <key>`, or None."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header's value, or None."""
+    scheme, _, key = (authorization or "").partition(" ")
     return key if scheme.lower() == "bearer" and key else None
 
 

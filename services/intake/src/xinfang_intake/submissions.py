@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from xinfang_shared.contracts.events import FieldError
-from xinfang_shared.service import ErrorList
+from xinfang_shared.service import ErrorList, bearer_token
 
 from .registration import Result
 from .state import IntakeState
@@ -51,8 +51,8 @@ def _errors(status: int, detail: str, errors: list[FieldError]) -> Answer:
 async def answer(state: IntakeState, authorization: str | None, body: bytes) -> Answer:
     """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even when
     Kafka is down."""
-    scheme, _, key = (authorization or "").partition(" ")
-    system = await state.keys.system_for(key) if scheme.lower() == "bearer" and key else None
+    key = bearer_token(authorization)
+    system = await state.keys.system_for(key) if key else None
     if system is None:
         return _detail(
             401,

@@ -58,7 +58,7 @@ class FeedbackHandler:
     async def apply(self, conn: asyncpg.Connection, feedback: UnitFeedback, now: datetime) -> None:
         """Apply one action inside the caller's transaction, or raise Refused."""
         matter = await conn.fetchrow(
-            "SELECT matter_id, status, unit, office, review_level, transferred_at, objected_units, facts"
+            "SELECT matter_id, status, unit, review_level, transferred_at, objected_units, facts"
             " FROM matters WHERE matter_id = $1 FOR UPDATE",
             feedback.matter_id,
         )
@@ -75,7 +75,6 @@ class FeedbackHandler:
             "actor": feedback.unit,
             "action": feedback.action.value,
             "reason": feedback.reason,
-            "office": matter["office"],
         }
         match feedback.action:
             case A.RECEIVED:
@@ -113,7 +112,6 @@ class FeedbackHandler:
                         now,
                         actor="routing",
                         action="terminated",
-                        office=matter["office"],
                     )
             case A.OBJECTED:
                 await self._objected(conn, matter, feedback, now)
@@ -136,7 +134,6 @@ class FeedbackHandler:
             actor=feedback.unit,
             action="objected",
             reason=feedback.reason,
-            office=matter["office"],
         )
         # Routed again, never to a unit that objected: otherwise into the office's manual queue.
         decision = self.router.rulebook.rules().decide(dict(matter["facts"]))

@@ -227,7 +227,6 @@ class Router:
             action=action,
             rule=rule,
             reason=reason,
-            office=row["office"],
         )
 
     def objection_ends(self, transferred_at: datetime) -> datetime:
@@ -269,17 +268,15 @@ class Router:
         action: str,
         rule: str | None = None,
         reason: str | None = None,
-        office: str | None = None,
         opinion: Any = None,
         extension_days: int | None = None,
     ) -> None:
-        current_office = await conn.fetchval(
+        office = await conn.fetchval(
             "UPDATE matters SET status=$2, updated_at=$3 WHERE matter_id=$1 RETURNING office",
             matter_id,
             status.value,
             now,
         )
-        office = office or current_office
         await conn.execute(
             "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",

@@ -4,12 +4,13 @@ on-time figures, pause and resume for hearings (operator key), and the controlle
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
+from xinfang_shared.contracts.events import utc_now
 from xinfang_shared.contracts.reference import DeadlineType
 from xinfang_shared.service import Service
 
@@ -187,17 +188,8 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         try:
             async with state.pool.acquire() as conn, conn.transaction():
                 now = await state.clock.now(conn)
-                if pause:
-                    await state.ledger.pause(conn, matter_id, deadline, now)
-                else:
-                    await state.ledger.resume(conn, matter_id, deadline, now)
-                await conn.execute(
-                    "UPDATE deadline_history SET detail=$3 WHERE id = (SELECT max(id) FROM deadline_history"
-                    " WHERE matter_id=$1 AND deadline=$2)",
-                    matter_id,
-                    deadline.value,
-                    f"{operator_name}: {reason}",
-                )
+                act = state.ledger.pause if pause else state.ledger.resume
+                await act(conn, matter_id, deadline, now, f"{operator_name}: {reason}")
         except Refusal as refusal:
             raise HTTPException(refusal.code, refusal.message) from None
         return await matter_deadlines(matter_id)
@@ -245,15 +237,16 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
             the other instances) before answering."""
             state = current()
             async with state.pool.acquire() as conn:
-                now = await state.clock.advance(conn, body.seconds)
+                offset = await state.clock.advance(conn, body.seconds)
+            now = utc_now() + offset
             moved = await state.scheduler.settle(now)
-            return ClockView(now=now, offset_s=(now - datetime.now(now.tzinfo)).total_seconds(), moved=moved)
+            return ClockView(now=now, offset_s=offset.total_seconds(), moved=moved)
 
         @router.get("/admin/clock", response_model=ClockView, tags=["controlled clock"])
         async def clock() -> ClockView:
             state = current()
             async with state.pool.acquire() as conn:
-                offset: timedelta = await state.clock.offset(conn)
-            return ClockView(now=datetime.now().astimezone() + offset, offset_s=offset.total_seconds())
+                offset = await state.clock.offset(conn)
+            return ClockView(now=utc_now() + offset, offset_s=offset.total_seconds())
 
     return router

@@ -28,8 +28,9 @@ class Clock:
     async def now(self, conn: asyncpg.Connection) -> datetime:
         return utc_now() + await self.offset(conn)
 
-    async def advance(self, conn: asyncpg.Connection, seconds: float) -> datetime:
+    async def advance(self, conn: asyncpg.Connection, seconds: float) -> timedelta:
+        """Moves the clock forward; returns the new offset."""
         if not self.controlled:
             raise RuntimeError("the clock is controlled only with SUPERVISION_CLOCK=controlled")
         offset = await conn.fetchval("UPDATE clock SET offset_s = offset_s + $1 RETURNING offset_s", seconds)
-        return utc_now() + timedelta(seconds=float(offset))
+        return timedelta(seconds=float(offset))

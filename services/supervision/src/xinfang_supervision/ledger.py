@@ -79,10 +79,8 @@ class Ledger:
         )
         if facts.repeat:
             return
-        exists = await conn.fetchval(
-            "SELECT true FROM deadlines WHERE matter_id = $1 AND deadline = $2", facts.matter_id, D.ROUTING.value
-        )
-        if not exists:  # the transfer may have been read first (the topics are read independently)
+        # The transfer may have been read first (the topics are read independently): then it stays as it is.
+        if await self._is_open(conn, facts.matter_id, D.ROUTING) is None:
             await self._open(conn, facts.matter_id, D.ROUTING, None, facts.registered_at + shift)
 
     async def routed(self, conn: asyncpg.Connection, matter_id: uuid.UUID, office: str, unit: str | None) -> None:
@@ -114,15 +112,21 @@ class Ledger:
             return
         status = event.status
         if status == S.TRANSFERRED:
-            if not await self._meet(conn, matter, D.ROUTING, at):
-                await self._routing_met_unseen(conn, matter, at)
+            if (
+                not await self._meet(conn, matter, D.ROUTING, at)
+                and await self._is_open(conn, matter, D.ROUTING) is None
+            ):
+                # Read before its registration: the routing deadline is taken to start at the transfer.
+                await self._open(conn, matter, D.ROUTING, None, at)
+                await self._meet(conn, matter, D.ROUTING, at)
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
                 await self._open(conn, matter, deadline, unit, at)
         elif status == S.AWAITING_ASSIGNMENT:
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
                 await self._close(conn, matter, deadline, at, "back to the office's queue")
-            # Back in the queue after an objection (routing was met): it must be assigned again, in time.
-            if not await self._running_or_unseen_registration(conn, matter):
+            # Unseen registration, or back in the queue after an objection (routing was met): it must be
+            # assigned (again), in time.
+            if not await self._is_open(conn, matter, D.ROUTING):
                 await self._open(conn, matter, D.ROUTING, None, at)
         elif status == S.OBJECTED:
             await self._meet(conn, matter, D.OBJECTION, at)
@@ -218,7 +222,7 @@ class Ledger:
         )
         log.info("extension refused", extra={"matter_id": str(matter), "unit": unit, "reason": problem})
 
-    async def pause(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> Any:
+    async def pause(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         row = await self._running(conn, matter, deadline)
         if not self.rules[deadline].pausable:
             raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
@@ -235,9 +239,11 @@ class Ledger:
             deadline.value,
             at,
         )
-        await self._publish(conn, matter, deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"])
+        await self._publish(
+            conn, matter, deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"], detail=why
+        )
 
-    async def resume(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> None:
+    async def resume(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         """The paused time is not counted: every time of the deadline moves by it."""
         row = await self._running(conn, matter, deadline)
         if row["paused_at"] is None:
@@ -260,7 +266,9 @@ class Ledger:
             stage,
             next_at,
         )
-        await self._publish(conn, matter, deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1)
+        await self._publish(
+            conn, matter, deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1, detail=why
+        )
 
     async def _running(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> Any:
         row = await conn.fetchrow(
@@ -274,18 +282,12 @@ class Ledger:
 
     # ---- building blocks --------------------------------------------------------------------------------
 
-    async def _running_or_unseen_registration(self, conn: asyncpg.Connection, matter: uuid.UUID) -> bool:
-        """Whether the routing deadline is running (the registration opened it and nothing met it yet)."""
-        running = await conn.fetchval(
-            "SELECT open FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, D.ROUTING.value
+    async def _is_open(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> bool | None:
+        """Whether the deadline is running; None when the matter has none of this kind yet."""
+        found: bool | None = await conn.fetchval(
+            "SELECT open FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, deadline.value
         )
-        return bool(running)
-
-    async def _exists(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> bool:
-        found = await conn.fetchval(
-            "SELECT true FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, deadline.value
-        )
-        return bool(found)
+        return found
 
     async def _open(
         self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, unit: str | None, start: datetime
@@ -337,13 +339,6 @@ class Ledger:
         )
         return True
 
-    async def _routing_met_unseen(self, conn: asyncpg.Connection, matter: uuid.UUID, at: datetime) -> None:
-        """A transfer read before its registration: the routing deadline is taken to start at the transfer
-        (its registration will find it and leave it)."""
-        if not await self._exists(conn, matter, D.ROUTING):
-            await self._open(conn, matter, D.ROUTING, None, at)
-            await self._meet(conn, matter, D.ROUTING, at)
-
     async def _close(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         row = await conn.fetchrow(
             f"UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, {_end_pause('$4')}, updated_at=now()"
@@ -368,8 +363,9 @@ class Ledger:
         round_: int,
         *,
         on_time: bool | None = None,
+        detail: str | None = None,
     ) -> None:
-        await _history(conn, matter, deadline, round_, state.value, due, unit, at, None)
+        await _history(conn, matter, deadline, round_, state.value, due, unit, at, detail)
         office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
         event = DeadlineEvent(
             matter_id=matter,

@@ -28,6 +28,7 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import DeadlineEvent, UnitInboxMessage
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, UNIT_INBOXES, unit_inbox_topic
+from xinfang_shared.messaging import TRANSIENT_ERRORS
 
 from .clock import Clock
 from .ledger import CLOSED, next_check
@@ -94,7 +95,7 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 await self.run_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("deadline pass failed; will retry", extra={"error_type": type(exc).__name__})
             except Exception:
                 # A defect, not an outage: said loudly, and the scheduler goes on (its batch rolled back).
