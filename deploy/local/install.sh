@@ -32,3 +32,19 @@ if [[ ! -f "$stamp" ]]; then
     || die "maven could not fetch the Kafka jars; see $LOGS/maven.log"
   rm -rf "$KAFKA_HOME/libs" && mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs" && touch "$stamp"
 fi
+
+# The contract checker (tools/contract-check: @asyncapi/parser, run by tests/contract/test_published_documents.py),
+# exactly as package-lock.json pins it. Skipped while node_modules matches the manifest and the lockfile (npm ci
+# empties node_modules first, so the stamp goes with it). Install scripts are not run: the parser needs none.
+checker="$ROOT/tools/contract-check"
+stamp="$checker/node_modules/.installed-$(cat "$checker/package.json" "$checker/package-lock.json" | sha1sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  if ! command -v npm >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+    say "Node.js 20+ with npm not found: not installing tools/contract-check (make test's AsyncAPI check will fail)"
+  else
+    say "installing the contract checker's npm packages (npm ci in tools/contract-check)"
+    (cd "$checker" && npm ci --ignore-scripts --no-audit --no-fund) >"$LOGS/npm.log" 2>&1 \
+      || die "npm ci failed in tools/contract-check; see $LOGS/npm.log"
+    touch "$stamp"
+  fi
+fi

@@ -1,60 +1,222 @@
 """The AsyncAPI 3.0 document of the v1 topics, generated from the topic registry and the event models.
 
-`make asyncapi` writes it to docs/asyncapi.json; a contract test fails when the committed copy is stale.
+`make asyncapi` writes it to docs/asyncapi.json; a contract test fails when the committed copy is stale, and
+another runs the official parser (`@asyncapi/parser`, tools/contract-check) over it.
+
+Where things go in AsyncAPI 3.0 (and its Kafka bindings 0.5.0):
+- one channel per topic, with the topic's partitions as a channel binding; the unit inboxes share one
+  parameterised channel `units.{unit}.inbox.v1` (an inbox that differs from the others keeps its own channel);
+- the Kafka key is a *message* binding, so there is one component message per (event model, key): a model
+  carried on topics with different keys gets one message per key;
+- one `send` and one `receive` operation per channel, summarising the registry's producers and consumers;
+- the payload schemas are pydantic's, rewritten where JSON Schema 2020-12 and the AsyncAPI Schema Object
+  (a superset of draft-07) disagree.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .topics import CONTRACT_TOPICS, UNIT_INBOXES, Topic
 
-_INBOX_TEMPLATE = "units.{unit}.inbox.v1"
+KAFKA_BINDING_VERSION = "0.5.0"
+_UNIT = "{unit}"
+_INBOX_TEMPLATE = f"units.{_UNIT}.inbox.v1"
+_COMPONENT_KEY = re.compile(r"[A-Za-z0-9.\-_]+")
 
 
-def _channel_id(topic: Topic) -> str:
-    return _INBOX_TEMPLATE if topic in UNIT_INBOXES.values() else topic.name
+@dataclass(frozen=True)
+class _Channel:
+    """What one channel of the document says: a topic, or the inboxes of several units under one template."""
+
+    address: str
+    model: type[BaseModel]
+    key: str
+    partitions: int
+    description: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    units: tuple[str, ...] = ()  # the values of {unit}, for the inbox template
 
 
-def build() -> dict[str, Any]:
-    topics: dict[str, Topic] = {}
-    for topic in CONTRACT_TOPICS:
-        topics.setdefault(_channel_id(topic), topic)
-    models = sorted({t.model for t in topics.values()}, key=lambda m: m.__name__)
-    _, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for channel_id, topic in topics.items():
-        name = topic.model.__name__
-        channel: dict[str, Any] = {
-            "address": channel_id,
-            "description": topic.description,
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            "bindings": {"kafka": {"partitions": topic.partitions, "replicas": 1}},
-        }
-        if channel_id == _INBOX_TEMPLATE:
-            channel["parameters"] = {"unit": {"description": "unit code, e.g. city-5101 or dept-health"}}
-        channels[channel_id] = channel
-        ref = {"$ref": f"#/channels/{_escape(channel_id)}"}
-        for action, parties in (("send", topic.producers), ("receive", topic.consumers)):
-            operations[f"{action}:{channel_id}"] = {
-                "action": action,
-                "channel": ref,
-                "summary": f"{', '.join(parties)} {action}{'s' if len(parties) == 1 else ''} {channel_id}",
-                "bindings": {"kafka": {"key": {"type": "string", "description": topic.key}}},
-            }
+def _of_topic(topic: Topic) -> _Channel:
+    return _Channel(
+        topic.name, topic.model, topic.key, topic.partitions, topic.description, topic.producers, topic.consumers
+    )
+
+
+def _templated(unit: str, topic: Topic) -> _Channel:
+    """The inbox of `unit` with the unit's name replaced by the template parameter."""
+
+    whole = re.compile(rf"(?<![\w-]){re.escape(unit)}(?![\w-])")
+
+    def sub(text: str) -> str:
+        return whole.sub(_UNIT, text)
+
+    return _Channel(
+        _INBOX_TEMPLATE if topic.name == _INBOX_TEMPLATE.replace(_UNIT, unit) else topic.name,
+        topic.model,
+        topic.key,
+        topic.partitions,
+        sub(topic.description),
+        tuple(sub(p) for p in topic.producers),
+        tuple(sub(c) for c in topic.consumers),
+    )
+
+
+def _channels(topics: Iterable[Topic], inboxes: Mapping[str, Topic]) -> list[_Channel]:
+    """The registry's topics as channels: the inboxes that agree in everything but the unit share the template."""
+    registered = list(dict.fromkeys(topics))
+    unit_of = {topic.name: unit for unit, topic in inboxes.items()}
+    inbox_topics = [t for t in registered if t.name in unit_of]
+    shapes = {t.name: _templated(unit_of[t.name], t) for t in inbox_topics}
+    common = Counter(s for s in shapes.values() if s.address == _INBOX_TEMPLATE).most_common(1)
+    family = common[0][0] if common else None
+    members = tuple(unit_of[t.name] for t in inbox_topics if shapes[t.name] == family)
+    channels: list[_Channel] = []
+    for topic in registered:
+        if topic.name not in shapes or shapes[topic.name] != family:
+            channels.append(_of_topic(topic))
+        elif family is not None and unit_of[topic.name] == members[0]:
+            channels.append(replace(family, units=members))
+    addresses = Counter(c.address for c in channels)
+    if duplicated := sorted(a for a, n in addresses.items() if n > 1):
+        raise ValueError(f"topics registered twice with different definitions: {', '.join(duplicated)}")
+    return channels
+
+
+def _component_key(text: str) -> str:
+    key = re.sub(r"[^A-Za-z0-9.\-_]+", "_", text).strip("_")
+    return key or "_"
+
+
+def _message_ids(channels: list[_Channel], schema_names: Mapping[type[BaseModel], str]) -> dict[tuple[Any, str], str]:
+    """One component message per (model, key): named after the model, plus the key when the model has several."""
+    pairs = list(dict.fromkeys((c.model, c.key) for c in channels))
+    keys_per_model = Counter(model for model, _ in pairs)
+    ids: dict[tuple[Any, str], str] = {}
+    taken: set[str] = set()
+    for model, key in pairs:
+        base = schema_names[model]
+        candidate = base if keys_per_model[model] == 1 else f"{base}.key.{_component_key(key)}"
+        unique, n = candidate, 1
+        while unique in taken:
+            n += 1
+            unique = f"{candidate}.{n}"
+        taken.add(unique)
+        ids[(model, key)] = unique
+    return ids
+
+
+# JSON Schema keywords whose value is a schema, a list of schemas or a map of names to schemas. Everything else
+# (enum, const, default, examples, ...) is data and is left as it is.
+_SUBSCHEMA: tuple[str, ...] = ("items", "additionalItems", "additionalProperties", "not", "if", "then", "else")
+_SUBSCHEMA += ("contains", "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def asyncapi_schema(schema: Any) -> Any:
+    """A pydantic (JSON Schema 2020-12) schema as an AsyncAPI 3.0 Schema Object (a superset of draft-07).
+
+    - `prefixItems` (tuples) becomes draft-07's array form of `items`, and `items` beside it `additionalItems`;
+    - pydantic's OpenAPI-style `discriminator` object (AsyncAPI's is a property name with other rules) is kept
+      as the extension `x-discriminator`: the `oneOf` of `const` tags already says which schema applies.
+    """
+    if isinstance(schema, list):
+        return [asyncapi_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for keyword, value in schema.items():
+        if keyword in _SUBSCHEMA or keyword in _SUBSCHEMA_LISTS:
+            out[keyword] = asyncapi_schema(value)
+        elif keyword in _SUBSCHEMA_MAPS and isinstance(value, dict):
+            out[keyword] = {name: asyncapi_schema(s) for name, s in value.items()}
+        else:
+            out[keyword] = value
+    if "prefixItems" in out:
+        rest = out.pop("items", None)
+        out["items"] = out.pop("prefixItems")
+        if rest is not None:
+            out["additionalItems"] = rest
+    if isinstance(out.get("discriminator"), dict):
+        out["x-discriminator"] = out.pop("discriminator")
+    return out
+
+
+def _summary(action: str, parties: tuple[str, ...], address: str) -> str:
+    return f"{', '.join(parties)} {action}{'s' if len(parties) == 1 else ''} {address}"
+
+
+def build(topics: Iterable[Topic] = CONTRACT_TOPICS, inboxes: Mapping[str, Topic] = UNIT_INBOXES) -> dict[str, Any]:
+    """The document for `topics`; `inboxes` (unit → its inbox topic) says which of them share the inbox template."""
+    channels = _channels(topics, inboxes)
+    models = sorted({c.model for c in channels}, key=lambda m: (m.__name__, m.__module__))
+    refs, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = {name: asyncapi_schema(s) for name, s in defs.get("$defs", {}).items()}
+    schema_names: dict[type[BaseModel], str] = {}
+    for model in models:
+        top = refs[(model, "serialization")]
+        ref = top.get("$ref", "")
+        if ref.startswith("#/components/schemas/") and len(top) == 1:
+            schema_names[model] = ref.removeprefix("#/components/schemas/")
+        else:  # not hoisted by pydantic: keep it under the model's name
+            name = _component_key(model.__name__)
+            schemas[name] = asyncapi_schema(top)
+            schema_names[model] = name
+    message_ids = _message_ids(channels, schema_names)
     messages = {
-        m.__name__: {
-            "name": m.__name__,
+        message_ids[(model, key)]: {
+            "name": message_ids[(model, key)],
+            "title": model.__name__,
             "contentType": "application/json",
-            "payload": {"$ref": f"#/components/schemas/{m.__name__}"},
+            "payload": {"$ref": f"#/components/schemas/{schema_names[model]}"},
+            "bindings": {
+                "kafka": {
+                    "key": {"type": "string", "description": key},
+                    "bindingVersion": KAFKA_BINDING_VERSION,
+                }
+            },
         }
-        for m in models
+        for model, key in message_ids
     }
+    doc_channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for channel in channels:
+        message_id = message_ids[(channel.model, channel.key)]
+        entry: dict[str, Any] = {
+            "address": channel.address,
+            "description": channel.description,
+            "messages": {message_id: {"$ref": f"#/components/messages/{message_id}"}},
+            "bindings": {
+                "kafka": {"partitions": channel.partitions, "replicas": 1, "bindingVersion": KAFKA_BINDING_VERSION}
+            },
+        }
+        if channel.units:
+            entry["parameters"] = {"unit": {"description": "the unit's code", "enum": list(channel.units)}}
+        doc_channels[channel.address] = entry
+        pointer = f"#/channels/{_escape(channel.address)}"
+        for action, parties in (("send", channel.producers), ("receive", channel.consumers)):
+            if parties:
+                operations[f"{action}:{channel.address}"] = {
+                    "action": action,
+                    "channel": {"$ref": pointer},
+                    "messages": [{"$ref": f"{pointer}/messages/{_escape(message_id)}"}],
+                    "summary": _summary(action, parties, channel.address),
+                }
+    bad = sorted(k for k in [*schemas, *messages] if not _COMPONENT_KEY.fullmatch(k))
+    if bad:
+        raise ValueError(f"component names AsyncAPI does not allow: {', '.join(bad)}")
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -64,9 +226,9 @@ def build() -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka"}},
-        "channels": channels,
+        "channels": doc_channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": defs["$defs"]},
+        "components": {"messages": messages, "schemas": schemas},
     }
 
 
