@@ -14,9 +14,11 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import MatterRated, Opinion, utc_now
 from xinfang_shared.contracts.reference import Rating
 from xinfang_shared.contracts.topics import MATTERS_RATED
+from xinfang_shared.ratelimit import RATE_LIMITED, RateLimit
 from xinfang_shared.service import ErrorList
 from xinfang_shared.tracking import normalise
 
+from .settings import IntakeSettings
 from .state import IntakeState
 from .submissions import answer
 
@@ -65,8 +67,17 @@ SUBMISSION_BODY = {
 }
 
 
-def build_router(current: Callable[[], IntakeState]) -> APIRouter:
+def build_router(current: Callable[[], IntakeState], settings: IntakeSettings) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    # The petitioners' endpoints need no key (the tracking code is the secret), so they are limited per client
+    # address, one budget for both: codes cannot be guessed by brute force (a 404 costs more, see RateLimit)
+    # and one client cannot load the service. In this instance's memory; the ingress limits cluster-wide.
+    public = RateLimit(
+        rate_per_s=settings.public_rate_limit_per_minute / 60,
+        burst=settings.public_rate_limit_burst,
+        miss_cost=settings.public_rate_limit_miss_cost,
+        trusted_proxies=settings.trusted_proxies,
+    )
 
     @router.post(
         "/submissions",
@@ -94,7 +105,8 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
         response_model=MatterView,
         tags=["petitioners"],
         summary="Look a matter up by its tracking code",
-        responses={404: {"description": "No matter has this tracking code"}},
+        dependencies=[public.depends],
+        responses={404: {"description": "No matter has this tracking code"}, **RATE_LIMITED},
     )
     async def look_up(tracking_code: str) -> MatterView:
         state = current()
@@ -122,9 +134,11 @@ def build_router(current: Callable[[], IntakeState]) -> APIRouter:
         "/matters/{tracking_code}/rating",
         tags=["petitioners"],
         summary="Rate the handling opinion (once an opinion exists)",
+        dependencies=[public.depends],
         responses={
             404: {"description": "No matter has this tracking code"},
             409: {"description": "No opinion yet, or already rated"},
+            **RATE_LIMITED,
         },
     )
     async def rate(tracking_code: str, body: RatingIn) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 
 from xinfang_shared.settings import ServiceSettings
 
@@ -29,3 +29,34 @@ class IntakeSettings(ServiceSettings):
     # Transactions registering HTTP submissions at once: while some wait on PostgreSQL, requests arriving
     # meanwhile are validated and gathered for the next.
     http_flushers: int = 2
+
+    # The petitioners' public endpoints (GET /v1/matters/{code}, POST /v1/matters/{code}/rating): a token bucket
+    # per client address, in this instance's memory (xinfang_shared.ratelimit); answered 429 + Retry-After.
+    public_rate_limit_per_minute: float = Field(
+        default=60,
+        gt=0,
+        description="Sustained requests per minute per client address to the public endpoints. A petitioner"
+        " checks a matter or two now and then; one a second is far above any person, yet leaves room for the"
+        " many petitioners one address can stand for (a village office, a carrier's shared NAT), while one"
+        " client cannot load the service. Per instance: a cluster-wide limit belongs to the ingress.",
+    )
+    public_rate_limit_burst: int = Field(
+        default=20,
+        ge=1,
+        description="Requests a client address may make at once before the per-minute rate applies: a page"
+        " load, retries and a family looking several matters up are never refused.",
+    )
+    public_rate_limit_miss_cost: float = Field(
+        default=5,
+        ge=1,
+        description="Tokens a request answered 404 (no matter has this code: a typo, or a guess) costs in all;"
+        " a found matter costs 1. A petitioner gets a few typos in a burst; a client trying codes gets"
+        " 60 / 5 = 12 guesses a minute instead of 60 (against 75 random bits that is hopeless).",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses (or networks, CIDR) of the reverse proxies in front of intake, as JSON, e.g."
+        ' ["10.0.0.0/8"]. Only a request from one of them has its X-Forwarded-For read (the right-most'
+        " address there that is not a trusted proxy is the client); empty: the direct peer is the client, and"
+        " X-Forwarded-For, which anyone can write, is ignored.",
+    )
