@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from xinfang_shared.telemetry import configure_tracing
+
+# Settings default to production (which refuses the dev secrets); every tier runs as a test deployment, and
+# the service processes the tests start inherit it.
+os.environ.setdefault("ENVIRONMENT", "test")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,6 +11,7 @@ replace() { grep -v "^$1=" "$FILE" >"$FILE.tmp" || true; echo "$1=$2" >>"$FILE.t
 
 source "$LOCAL/postgres/password.env"
 replace DATABASE_URL "postgresql://xinfang:$DATABASE_PASSWORD@127.0.0.1:$PG_PORT/xinfang"
+ensure ENVIRONMENT local
 ensure KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:$KAFKA_PORT"
 ensure CHANNEL_API_KEY "$(secret)"
 ensure OPERATOR_API_KEY "$(secret)"

@@ -6,6 +6,7 @@ breaking exactly one thing and asserting the field the error names.
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
@@ -100,12 +101,17 @@ landlines = st.builds(
     st.sampled_from(["", "", "", "-8012", " 12"]),
 )
 phones = st.one_of(mobiles, landlines)
+# Storable text: any character but the control characters, NUL, surrogates and noncharacters the contract
+# refuses (xinfang_shared.contracts.values); `lines` are also free of tabs and line breaks.
+_storable = st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\ufffe\uffff")
+texts = functools.partial(st.text, _storable | st.sampled_from("\t\n\r"))
+lines = functools.partial(st.text, _storable)
 names = st.sampled_from(["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "Li Wei", "扎西", "阿依"])
 persons = st.fixed_dictionaries({"name": names, "id_number": valid_id_numbers(), "phone": phones})
 petitioners = st.fixed_dictionaries(
     {"name": names, "id_number": valid_id_numbers(), "phone": phones},
     optional={
-        "address": st.text(max_size=60),
+        "address": texts(max_size=60),
         "email": st.from_regex(r"[a-z0-9._]{1,12}@[a-z0-9]{1,10}\.(com|cn|org)", fullmatch=True),
     },
 )
@@ -138,12 +144,12 @@ def submissions(draw: st.DrawFn, channel: Channel | None = None) -> dict[str, An
     channel = channel or draw(st.sampled_from(Channel))
     kind = draw(st.sampled_from(Kind))
     body: dict[str, Any] = {
-        "external_id": draw(st.text(min_size=1, max_size=128)),
+        "external_id": draw(lines(min_size=1, max_size=128)),
         "channel": channel.value,
         "submitted_at": draw(submitted_ats),
         "petitioner": draw(petitioners),
-        "title": draw(st.text(min_size=1, max_size=200)),
-        "content": draw(st.text(min_size=1, max_size=2000)),
+        "title": draw(texts(min_size=1, max_size=200)),
+        "content": draw(texts(min_size=1, max_size=2000)),
         **draw(group()),
     }
     if kind != Kind.COMPLAINT or draw(st.booleans()):
@@ -158,7 +164,7 @@ def submissions(draw: st.DrawFn, channel: Channel | None = None) -> dict[str, An
         "addressee": st.sampled_from(Addressee).map(lambda e: e.value),
         "assigned_by": st.none() | st.sampled_from(AssignedBy).map(lambda e: e.value),
         "location": st.fixed_dictionaries(
-            {"region_code": st.sampled_from(SICHUAN)}, optional={"detail": st.text(max_size=100) | st.none()}
+            {"region_code": st.sampled_from(SICHUAN)}, optional={"detail": texts(max_size=100) | st.none()}
         ),
         "level": st.sampled_from(Level).map(lambda e: e.value),
         "category": st.none() | st.sampled_from(Category).map(lambda e: e.value),
@@ -643,3 +649,47 @@ def test_id_born_in_the_future_is_rejected(body: str) -> None:
     number = _with_check_digit(body)
     person = {"name": "张伟", "id_number": number, "phone": "13812345678"}
     assert fields_of(_letter(petitioner=person)) == {"petitioner.id_number"}
+
+
+# --- values that pass a plain type check but cannot be stored or published ---------------------------
+
+PERSON = {"name": "测试人", "id_number": factories.id_number(random.Random(1)), "phone": "13800138000"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"content": "拖欠工资\x00三个月"}, "content"),
+        ({"title": "bell\x07"}, "title"),
+        ({"title": "C1 control \x85 here"}, "title"),
+        ({"content": "lone \ud800 surrogate"}, "content"),
+        ({"content": "nonchar \uffff"}, "content"),
+        ({"external_id": "line\nbreak"}, "external_id"),
+        ({"petitioner": {**PERSON, "name": "张\x00三"}}, "petitioner.name"),
+        ({"petitioner": {**PERSON, "address": "某街道\x1b[31m"}}, "petitioner.address"),
+        ({"location": {"region_code": "510104", "detail": "\x00"}}, "location.detail"),
+        ({"headcount": 10**30}, "headcount"),
+        ({"headcount": 2**63}, "headcount"),
+        ({"submitted_at": "0001-01-01T00:00:00+08:00"}, "submitted_at"),
+        ({"submitted_at": "9999-12-31T23:59:00-08:00"}, "submitted_at"),
+        ({"submitted_at": "1900-01-01T00:00:00+00:00"}, "submitted_at"),
+        ({"related_tracking_code": "x" * 65, "kind": "review-request"}, "related_tracking_code"),
+    ],
+)
+def test_values_that_cannot_be_stored_or_published_are_refused_naming_the_field(
+    change: dict[str, Any], field: str
+) -> None:
+    body = factories.submission(random.Random(7)) | change
+    assert field in fields_of(body)
+
+
+def test_text_keeps_tabs_and_line_breaks_but_a_line_does_not() -> None:
+    body = factories.submission(random.Random(8), content="第一段\n\t第二段\r\n")
+    assert accepted(body, now=datetime.now(UTC)).content == "第一段\n\t第二段\r\n"
+    assert "title" not in fields_of(factories.submission(random.Random(9), title="a\tb") | {"headcount": 0})
+
+
+def test_a_surrogate_escape_in_json_bytes_is_refused_as_not_json() -> None:
+    with pytest.raises(Invalid) as caught:
+        parse(b'{"content": "\\ud800"}', max_bytes=1000)
+    assert caught.value.errors[0].field == "<message>"

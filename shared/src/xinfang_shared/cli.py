@@ -33,4 +33,7 @@ def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=20,
+        # The client address is the TCP peer; a service that trusts a proxy's X-Forwarded-For says which proxies
+        # in its own settings (intake's trusted_proxies), so uvicorn must not rewrite the address first.
+        proxy_headers=False,
     )

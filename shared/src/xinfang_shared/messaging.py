@@ -4,7 +4,9 @@ Delivery is at-least-once. The broker's ack policy is NACK_ON_ERROR: an offset i
 the handler (and the middleware below) returned; an exception that escapes seeks back so the message is
 read again. The dead-letter middleware sits inside that: it retries a failing handler with backoff and,
 when the attempts are spent or the message can never succeed (poison), publishes it to `<topic>.dlq` with
-its origin in headers and lets the consumer go on with the next message.
+its origin in headers and lets the consumer go on with the next message, unless the consumer's dead-letter
+limit says it has dead-lettered too much lately (dlq_limit.py): then it halts instead, and the message is read
+again once the halt ends.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from .contracts.topics import DLQ_SUFFIX
+from .dlq_limit import ConsumerHalted, Halts
 from .logging import redact
 
 if TYPE_CHECKING:
@@ -79,9 +82,12 @@ class RetryPolicy:
 class DeadLetter:
     """Broker middleware factory: bounded retries with backoff, then `<topic>.dlq`, then ack."""
 
-    def __init__(self, policy: RetryPolicy, consumer_group: str, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, policy: RetryPolicy, consumer_group: str, registry: CollectorRegistry, halts: Halts | None = None
+    ) -> None:
         self.policy = policy
         self.consumer_group = consumer_group
+        self.halts = halts or Halts(service=consumer_group, metrics=registry)
         self.broker: KafkaBroker | None = None
         self.dead_lettered = Counter(
             "xinfang_dead_lettered_messages",
@@ -136,14 +142,26 @@ class _DeadLetterScope(BaseMiddleware):
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         policy = self.owner.policy
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        batch = isinstance(msg.raw_message, tuple)
+        records = msg.raw_message if batch else (msg.raw_message,)
+        if not records:
+            return await call_next(msg)
+        halts = self.owner.halts
+        limit = halts.for_topic(records[0].topic)
+        if limit is not None and limit.halted:
+            halts.pause(limit.consumer, getattr(msg, "consumer", None))
+            raise ConsumerHalted(limit.consumer, limit.describe())
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await call_next(msg)
+                result = await call_next(msg)
             except HandlerException:
                 raise  # explicit Ack/Nack/Reject from a handler
+            except ConsumerHalted as halted:
+                # Not acknowledged: the records are read again when the halt ends; until then, nothing is fetched.
+                halts.pause(halted.consumer, getattr(msg, "consumer", None))
+                raise
             except POISON_ERRORS as exc:
                 error: BaseException = exc
                 break
@@ -157,6 +175,13 @@ class _DeadLetterScope(BaseMiddleware):
                     extra={"topic": records[0].topic, "attempt": attempt, "error_type": type(exc).__name__},
                 )
                 await asyncio.sleep(policy.delay(attempt))
+            else:
+                if limit is not None and not batch:  # batch handlers keep their own account
+                    limit.succeeded(1)
+                return result
+        if limit is not None and not limit.admit([True] * len(records), error):
+            halts.pause(limit.consumer, getattr(msg, "consumer", None))
+            raise ConsumerHalted(limit.consumer, limit.describe())
         try:
             await self.owner.send(records, error, attempt)
         except Exception:

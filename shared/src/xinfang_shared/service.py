@@ -2,23 +2,23 @@
 
 A service module builds a `Service`, registers its subscribers on `service.broker` and its routes on
 `service.api`, and hands `service.asgi()` to uvicorn. Start-up opens the database pool, starts the broker
-and the outbox relay; `/health` reports on all three; `/metrics` serves Prometheus text.
+and the outbox relay; `/health` reports on all three and on any consumer its dead-letter limit halted;
+`/metrics` serves Prometheus text; operators list and resume halted consumers under `/v1/admin/consumers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,6 +31,7 @@ from pydantic.json_schema import models_json_schema
 
 from .contracts.events import FieldError
 from .db import create_pool
+from .dlq_limit import DeadLetterLimit, Halts
 from .logging import configure_logging
 from .messaging import DeadLetter, RetryPolicy, build_broker
 from .outbox import OutboxRelay
@@ -40,6 +41,7 @@ from .telemetry import configure_tracing, instrument_asyncpg
 log = logging.getLogger(__name__)
 
 Hook = Callable[["Service"], Awaitable[None]]
+RecordsHandler = Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]
 S = TypeVar("S")
 
 
@@ -103,8 +105,18 @@ class Service:
         retry = RetryPolicy(
             settings.consumer_max_attempts, settings.consumer_backoff_initial_s, settings.consumer_backoff_max_s
         )
+        self.halts = Halts(
+            service=settings.service_name,
+            metrics=self.metrics,
+            window=settings.dlq_limit_window,
+            max_share=settings.dlq_limit_max_share,
+            max_in_a_row=settings.dlq_limit_in_a_row,
+            probe_after_s=settings.halt_probe_after_s,
+            probe_max_s=settings.halt_probe_max_s,
+            poll_s=settings.halt_poll_s,
+        )
         # Also used directly by batch handlers that dead-letter single records of a batch.
-        self.dead_letter = DeadLetter(retry, settings.consumer_group, self.metrics)
+        self.dead_letter = DeadLetter(retry, settings.consumer_group, self.metrics, self.halts)
         self.broker: KafkaBroker = build_broker(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             consumer_group=settings.consumer_group,
@@ -140,6 +152,7 @@ class Service:
         self.api.add_exception_handler(RequestValidationError, _validation_errors)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
+        self._add_consumer_routes()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -162,30 +175,41 @@ class Service:
 
         self.api.openapi = openapi  # type: ignore[method-assign]
 
-    def subscriber(self, *topics: str, **options: Any) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+    def subscriber(
+        self, *topics: str, consumer: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
         """`broker.subscriber` with this service's consumer group, reading from the earliest offset when the
-        group is new (so nothing published before the first deployment is skipped)."""
+        group is new (so nothing published before the first deployment is skipped), under a dead-letter limit
+        named `consumer` (default: its title, or its topics)."""
         options.setdefault("group_id", self.settings.consumer_group)
         options.setdefault("auto_offset_reset", "earliest")
-        decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = self.broker.subscriber(*topics, **options)
+        name = consumer or options.get("title") or ",".join(topics)
+        options.setdefault("title", name)
+        self.halts.limit(name, topics)
+        subscriber: Any = self.broker.subscriber(*topics, **options)
+        self.halts.add_subscriber(name, subscriber)
+        decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = subscriber
         return decorator
 
-    def batch_subscriber(
-        self, *topics: str, **options: Any
-    ) -> Callable[[Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]], None]:
+    def batch_subscriber(self, *topics: str, consumer: str, **options: Any) -> Callable[[RecordsHandler], None]:
         """A batch consumer whose handler takes the raw records (and parses them itself, with the model and
-        the error handling it needs): FastStream's own decoding of every record's JSON is skipped."""
+        the error handling it needs): FastStream's own decoding of every record's JSON is skipped. The handler
+        keeps its dead-letter limit's account itself (`self.limit(consumer)`)."""
 
         async def records_only(message: StreamMessage[Any]) -> Any:
             return []
 
-        def register(handler: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]) -> None:
-            @self.subscriber(*topics, batch=True, decoder=records_only, **options)
+        def register(handler: RecordsHandler) -> None:
+            @self.subscriber(*topics, consumer=consumer, batch=True, decoder=records_only, **options)
             async def take(_: list[Any], msg: KafkaMessage) -> None:
                 raw = msg.raw_message
                 await handler(raw if isinstance(raw, tuple) else (raw,))
 
         return register
+
+    def limit(self, consumer: str) -> DeadLetterLimit:
+        """The dead-letter limit of one of this service's consumers (or of another batch path, such as HTTP)."""
+        return self.halts.limit(consumer)
 
     def on_start(self, hook: Hook) -> Hook:
         self._on_start.append(hook)
@@ -210,22 +234,37 @@ class Service:
             metrics=self.metrics,
         )
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
+        # Halts stored by an earlier run (or another instance) hold before the first record is read.
+        await self.halts.start(self._pool)
         for hook in self._on_start:
             await hook(self)
         await self.broker.start()
         log.info("service started", extra={"port": s.http_port})
 
     async def stop(self) -> None:
-        await self.broker.stop()
-        for hook in reversed(self._on_stop):
-            await hook(self)
-        if self.relay is not None and self._relay_task is not None:
-            self.relay.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._relay_task, 15)
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Stops consuming, then the hooks, the relay and the pool; a step that fails or times out does not
+        keep the later ones from running."""
+        try:
+            await self.broker.stop()
+            for hook in reversed(self._on_stop):
+                try:
+                    await hook(self)
+                except Exception:
+                    log.exception("a stop hook failed")
+            await self.halts.stop()
+            if self.relay is not None and self._relay_task is not None:
+                self.relay.stop()
+                try:
+                    await asyncio.wait_for(self._relay_task, 15)
+                except (TimeoutError, asyncio.CancelledError):
+                    log.warning("the outbox relay did not stop in 15 s; cancelled (unsent rows stay in the outbox)")
+        finally:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                try:
+                    await asyncio.wait_for(pool.close(), 10)
+                except TimeoutError:
+                    pool.terminate()
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -255,6 +294,9 @@ class Service:
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
         relay_alive = self._relay_task is not None and not self._relay_task.done()
         checks["outbox_relay"] = "ok" if relay_alive else "down"
+        for consumer, state in self.halts.states().items():
+            if state != "ok":
+                checks[f"consumer:{consumer}"] = state
         healthy = all(v == "ok" for v in checks.values())
         return {
             "service": self.settings.service_name,
@@ -264,6 +306,33 @@ class Service:
 
     async def _metrics(self) -> Response:
         return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    def _add_consumer_routes(self) -> None:
+        operator = self.operator()
+
+        @self.api.get("/v1/admin/consumers", dependencies=[operator], tags=["ops"], summary="Consumers and halts")
+        async def consumers() -> dict[str, str]:
+            """Each consumer of this instance: `ok`, or halted / probing since when, and why."""
+            return self.halts.states()
+
+        @self.api.post(
+            "/v1/admin/consumers/{consumer}/resume",
+            dependencies=[operator],
+            tags=["ops"],
+            summary="Resume a halted consumer (every instance)",
+            responses={404: {"description": "No such consumer"}, 409: {"description": "Not halted"}},
+        )
+        async def resume(
+            consumer: str,
+            x_operator: Annotated[str, Header(min_length=1, max_length=100, description="Who resumes it (audit)")],
+        ) -> dict[str, str]:
+            """Ends a consumer's halt once its cause is mended: it takes records again, here and in the other
+            instances within seconds, and the records it held back are processed first."""
+            if consumer not in self.halts.limits:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"this service has no consumer '{consumer}'")
+            if not await self.halts.resume(consumer, x_operator):
+                raise HTTPException(status.HTTP_409_CONFLICT, f"consumer '{consumer}' is not halted")
+            return {"consumer": consumer, "state": self.halts.limits[consumer].describe()}
 
     def operator(self) -> Any:
         """A FastAPI dependency that admits only the operator key (Authorization: Bearer <key>)."""

@@ -25,7 +25,9 @@ class ServiceSettings(BaseSettings):
     )
 
     service_name: str = "xinfang"
-    environment: Literal["local", "test", "production"] = "local"
+    # Production unless said otherwise: a deployment that forgets ENVIRONMENT must not run on the dev secrets.
+    # `make up` writes ENVIRONMENT=local to .local/credentials.env; the tests set ENVIRONMENT=test.
+    environment: Literal["local", "test", "production"] = "production"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
@@ -61,6 +63,16 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 4
     consumer_backoff_initial_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
+
+    # The dead-letter limit (dlq_limit.py): a consumer that would dead-letter more than this share of its last
+    # `window` records, or `in_a_row` in a row, halts instead; a halt probes after halt_probe_after_s (doubling
+    # up to halt_probe_max_s); instances read each other's halts every halt_poll_s.
+    dlq_limit_window: int = Field(default=100, ge=1)
+    dlq_limit_max_share: float = Field(default=0.5, gt=0, le=1)
+    dlq_limit_in_a_row: int = Field(default=20, ge=1)
+    halt_probe_after_s: float = Field(default=30.0, gt=0)
+    halt_probe_max_s: float = Field(default=600.0, gt=0)
+    halt_poll_s: float = Field(default=2.0, gt=0)
 
     outbox_batch_size: int = 1000
     outbox_poll_interval_s: float = 1.0

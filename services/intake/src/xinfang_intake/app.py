@@ -26,6 +26,8 @@ from .state import IntakeState
 from .submissions import FastPath
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+CHANNEL_CONSUMER = "channel topics:register"
+HTTP_CONSUMER = "POST /v1/submissions:register"
 
 
 def create_service(settings: IntakeSettings) -> Service:
@@ -46,8 +48,11 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
             repeat_similarity=settings.repeat_similarity,
             review_window=timedelta(days=settings.review_window_days),
         )
-        intake = Intake(settings, registrar, svc.pool)
-        coalescer = Coalescer(intake.register_http, max_batch=settings.http_batch_max, workers=settings.http_flushers)
+        intake = Intake(settings, registrar, svc.pool, svc.limit(CHANNEL_CONSUMER))
+        http_limit = svc.limit(HTTP_CONSUMER)
+        coalescer = Coalescer(
+            intake.register_http, limit=http_limit, max_batch=settings.http_batch_max, workers=settings.http_flushers
+        )
         coalescer.start()
         keys = ChannelKeys(svc.pool)
         if settings.channel_api_key is not None:
@@ -56,7 +61,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
                     conn, system="local-dev", channels=list(Channel), key=settings.channel_api_key.get_secret_value()
                 )
         await keys.reload()
-        late.state = IntakeState(svc.pool, registrar, intake, keys, coalescer)
+        late.state = IntakeState(svc.pool, registrar, intake, keys, coalescer, http_limit)
 
     @service.on_stop
     async def close_state(_: Service) -> None:
@@ -69,7 +74,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
         # Let the broker gather a fuller batch (one transaction each) rather than answer every fetch at once.
         fetch_min_bytes=128 * 1024,
         fetch_max_wait_ms=200,
-        title="channel topics:register",
+        consumer=CHANNEL_CONSUMER,
     )
     async def take_submissions(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
         await late().intake.take_records(records)
@@ -86,7 +91,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
     async def track_deadlines(event: DeadlineEvent) -> None:
         await lifecycle.apply_deadline(late().pool, event)
 
-    service.api.include_router(build_router(late))
+    service.api.include_router(build_router(late, settings))
     service.document_schemas(Submission)
     if fast_path if fast_path is not None else not service.recording:
         return service, FastPath(service.api, late, settings.max_message_bytes)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from xinfang_shared.batching import Coalescer
+from xinfang_shared.dlq_limit import DeadLetterLimit
 
 from .channel_keys import ChannelKeys
 from .ingest import Intake
@@ -20,3 +21,4 @@ class IntakeState:
     intake: Intake
     keys: ChannelKeys
     coalescer: Coalescer[Prepared, Outcome]
+    http_limit: DeadLetterLimit  # the coalescer's: HTTP submissions that fail alone

@@ -17,10 +17,14 @@ from typing import Any
 
 import orjson
 
+from xinfang_shared.batching import ItemFailed
 from xinfang_shared.contracts.events import FieldError
+from xinfang_shared.dlq_limit import ConsumerHalted
+from xinfang_shared.messaging import TRANSIENT_ERRORS
 from xinfang_shared.service import ErrorList, bearer_token
 
-from .registration import Result
+from .ingest import unstorable
+from .registration import Prepared, Result
 from .state import IntakeState
 from .validation import Invalid
 
@@ -66,7 +70,18 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
     if submission.channel not in system.channels:
         allowed = sorted(c.value for c in system.channels)
         return _detail(403, f"the key of {system.name} may submit for {allowed}, not '{submission.channel.value}'")
-    outcome = await state.coalescer.submit(state.registrar.prepare(submission))
+    try:
+        outcome = await state.coalescer.submit(_prepare(state, submission))
+    except ItemFailed as failed:
+        # It passed validation but cannot be stored (the others of its batch were): the client's to mend.
+        log.warning("a submission could not be registered", extra={"error_type": type(failed.cause).__name__})
+        return _errors(422, "the submission is refused", [unstorable(failed.cause)])
+    except ConsumerHalted:
+        # Too many submissions failed lately: a bug or a broken dependency, not this request.
+        return _detail(503, "submissions cannot be registered at the moment; send it again later", **RETRY_LATER)
+    except TRANSIENT_ERRORS as exc:
+        log.warning("a submission waits for the database", extra={"error_type": type(exc).__name__})
+        return _detail(503, "the database is unavailable; the submission was not registered, send it again", **SOON)
     if outcome.result == Result.CONFLICT:
         return _errors(409, "external_id already used for other content", outcome.errors)
     if outcome.result == Result.REFUSED:
@@ -78,6 +93,21 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
             {"matter_id": str(outcome.matter_id), "tracking_code": outcome.tracking_code, "status": outcome.status}
         ),
     )
+
+
+RETRY_LATER = {"retry-after": "60"}
+SOON = {"retry-after": "5"}
+
+
+def _prepare(state: IntakeState, submission: Any) -> Prepared:
+    """Hash, seal and fingerprint; a value validation let through that cannot be prepared fails this request
+    alone (ItemFailed), unless too many have lately (the registration path's dead-letter limit)."""
+    try:
+        return state.registrar.prepare(submission)
+    except Exception as exc:
+        if state.http_limit.admit([True], exc):
+            raise ItemFailed(exc) from exc
+        raise ConsumerHalted(state.http_limit.consumer, state.http_limit.describe()) from exc
 
 
 class FastPath:

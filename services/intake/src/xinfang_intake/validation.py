@@ -11,6 +11,7 @@ import re
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from xinfang_shared.tracking import normalise
 
 from .regions import is_sichuan_region
 
+CHINA = ZoneInfo("Asia/Shanghai")
 MAX_REPRESENTATIVES = 5  # statutory
 # Matched whole (fullmatch) and with ASCII digits only.
 _MOBILE = re.compile(r"(?:\+?86[- ]?)?1[3-9][0-9]{9}")
@@ -158,7 +160,7 @@ def id_number_problem(id_number: str, *, today: date | None = None) -> str | Non
         born = date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
     except ValueError:
         return "resident ID has an impossible birth date"
-    if born > (today or date.today()):  # noqa: DTZ011 - a calendar date in China; a day of skew is harmless
+    if born > (today or datetime.now(CHINA).date()):  # a birth date is a date in China
         return "resident ID has a birth date in the future"
     if not _known_region(id_number[:6]):
         return "resident ID has an unknown region code (GB/T 2260)"

@@ -56,13 +56,11 @@ def create_service(settings: RoutingSettings) -> Service:
         keys = {unit: key.get_secret_value() for unit, key in settings.unit_api_keys.items()}
         late.state = RoutingState(svc.pool, router, FeedbackHandler(router), keys)
 
+    route = "matters.registered.v1:route"
     batches = EventBatches(
-        MatterRegistered, lambda events: _route(late(), events), service.dead_letter, what="route registered"
+        MatterRegistered, lambda events: _route(late(), events), service.dead_letter, service.limit(route)
     )
-
-    service.batch_subscriber(MATTERS_REGISTERED.name, max_records=500, title="matters.registered.v1:route")(
-        batches.take
-    )
+    service.batch_subscriber(MATTERS_REGISTERED.name, consumer=route, max_records=500)(batches.take)
 
     @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
     async def take_feedback(_: Any, msg: KafkaMessage) -> None:

@@ -89,7 +89,7 @@ def create_service(settings: SupervisionSettings) -> Service:
                         await apply(conn, event, shift)
             return len(fresh)
 
-        return EventBatches(model, handle, service.dead_letter, what=what)
+        return EventBatches(model, handle, service.dead_letter, service.limit(f"{what}:deadlines"))
 
     async def registered(conn: asyncpg.Connection, e: Registered, shift: timedelta) -> None:
         repeat = e.duplicate_of is not None or e.not_accepted_again
@@ -110,7 +110,7 @@ def create_service(settings: SupervisionSettings) -> Service:
         (MATTERS_ROUTED.name, batches(MatterRouted, MATTERS_ROUTED.name, routed)),
         (MATTERS_STATUS.name, batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
     ):
-        service.batch_subscriber(topic, max_records=500, title=f"{topic}:deadlines")(handler.take)
+        service.batch_subscriber(topic, consumer=f"{topic}:deadlines", max_records=500)(handler.take)
 
     service.api.include_router(build_router(service, late))
     return service

@@ -31,6 +31,7 @@ from .reference import (
     Rating,
     VisitPlace,
 )
+from .values import Instant, Line, Text
 
 PERSONAL: JsonDict = {"x-personal-data": True}
 
@@ -58,14 +59,14 @@ class Event(ContractModel):
 
 
 class Person(ContractModel):
-    name: str = _personal("Full name", min_length=1, max_length=100)
-    id_number: str = _personal("18-character resident ID number", min_length=18, max_length=18)
-    phone: str = _personal("Mainland mobile or landline number", min_length=5, max_length=20)
+    name: Line = _personal("Full name", min_length=1, max_length=100)
+    id_number: Line = _personal("18-character resident ID number", min_length=18, max_length=18)
+    phone: Line = _personal("Mainland mobile or landline number", min_length=5, max_length=20)
 
 
 class Petitioner(Person):
-    address: str | None = _personal("Postal address", default=None, max_length=500)
-    email: str | None = _personal("E-mail address", default=None, max_length=254)
+    address: Text | None = _personal("Postal address", default=None, max_length=500)
+    email: Line | None = _personal("E-mail address", default=None, max_length=254)
 
 
 class Visit(ContractModel):
@@ -75,7 +76,7 @@ class Visit(ContractModel):
 
 class Location(ContractModel):
     region_code: str = Field(description="6-digit GB/T 2260 code in Sichuan (51xxxx)", pattern=r"^\d{6}$")
-    detail: str | None = Field(default=None, max_length=500, description="Street, village, building")
+    detail: Text | None = Field(default=None, max_length=500, description="Street, village, building")
 
 
 SUBMISSION_EXAMPLE: JsonDict = {
@@ -95,23 +96,23 @@ class Submission(ContractModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [SUBMISSION_EXAMPLE]})
 
-    external_id: str = Field(min_length=1, max_length=128, description="The channel system's own id")
+    external_id: Line = Field(min_length=1, max_length=128, description="The channel system's own id")
     channel: Channel
-    submitted_at: AwareDatetime = Field(description="RFC 3339 with offset; not in the future")
+    submitted_at: Instant = Field(description="RFC 3339 with offset; not in the future, not before 1970")
     kind: Kind = Kind.COMPLAINT
     addressee: Addressee = Addressee.BUREAU
     mailbox: Mailbox | None = Field(default=None, description="Required when channel is mailbox")
     assigned_by: AssignedBy | None = None
     petitioner: Petitioner
-    headcount: int = Field(default=1, ge=1, description="How many people raise it")
+    headcount: int = Field(default=1, ge=1, le=1_000_000, description="How many people raise it")
     representatives: list[Person] = Field(default_factory=list, description="At most 5; required when headcount > 1")
     visit: Visit | None = Field(default=None, description="Required when channel is visit")
     location: Location | None = None
     level: Level = Level.LOCAL
     category: Category | None = Field(default=None, description="Inferred when absent")
-    related_tracking_code: str | None = Field(default=None, description="Required for review requests")
-    title: str = Field(min_length=1, max_length=200)
-    content: str = Field(min_length=1, max_length=20_000)
+    related_tracking_code: Line | None = Field(default=None, max_length=64, description="Required for review requests")
+    title: Text = Field(min_length=1, max_length=200)
+    content: Text = Field(min_length=1, max_length=20_000)
 
 
 class FieldError(ContractModel):
@@ -197,7 +198,7 @@ class MatterStatus(StrEnum):
 
 class Opinion(ContractModel):
     result: OpinionResult
-    text: str = Field(min_length=1, max_length=20_000)
+    text: Text = Field(min_length=1, max_length=20_000)
 
 
 class MatterStatusChanged(Event):
@@ -253,11 +254,11 @@ class UnitInboxMessage(Event):
 
 class UnitFeedback(Event):
     matter_id: uuid.UUID
-    unit: str
+    unit: str = Field(max_length=64, pattern=r"^[a-z0-9-]+$", description="The unit's code, e.g. city-5101")
     action: FeedbackAction
-    at: AwareDatetime
-    reason: str | None = Field(default=None, max_length=5_000)
-    extension_days: int | None = Field(default=None, ge=1)
+    at: Instant = Field(description="When the unit acted; not in the future, not before the matter reached it")
+    reason: Text | None = Field(default=None, max_length=5_000)
+    extension_days: int | None = Field(default=None, ge=1, le=366)
     opinion: Opinion | None = None
 
 
