@@ -6,18 +6,22 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import APIRouter, Header, HTTPException, Path, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, field_errors, utc_now
-from xinfang_shared.contracts.reference import UNITS
+from xinfang_shared.contracts.reference import UNITS, Office
+from xinfang_shared.contracts.values import ONE_LINE, UNIT_CODE, Text
 from xinfang_shared.service import ErrorList, Service, error_response
 
 from .feedback import Refusal, Refused
 from .state import RoutingState
+
+# A feedback body is at most an opinion (20,000 characters) and a reason (5,000): 256 KiB is plenty.
+MAX_FEEDBACK_BYTES = 256 * 1024
 
 REFUSAL_STATUS = {
     Refusal.UNKNOWN_MATTER: status.HTTP_404_NOT_FOUND,
@@ -56,8 +60,14 @@ class MatterView(BaseModel):
 
 
 class Reassign(BaseModel):
-    unit: str = Field(description="The unit to transfer the matter to")
-    reason: str = Field(min_length=1, max_length=2000)
+    unit: str = Field(max_length=64, pattern=UNIT_CODE, description="The unit to transfer the matter to")
+    reason: Text = Field(min_length=1, max_length=2000)
+
+
+class Reassigned(BaseModel):
+    matter_id: uuid.UUID
+    unit: str
+    status: str
 
 
 class QueueEntry(BaseModel):
@@ -107,6 +117,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
 
     @router.post(
         "/matters/{matter_id}/reassign",
+        response_model=Reassigned,
         dependencies=[operator],
         tags=["operators"],
         responses={
@@ -118,10 +129,16 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
     async def reassign(
         matter_id: uuid.UUID,
         body: Reassign,
-        x_operator: Annotated[str | None, Header(description="Who reassigns (audit)")] = None,
-    ) -> dict[str, Any]:
+        x_operator: Annotated[
+            str | None, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who reassigns (audit)")
+        ] = None,
+    ) -> Reassigned | JSONResponse:
         if body.unit not in UNITS:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"'{body.unit}' is not a unit")
+            return error_response(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "the request is invalid",
+                [FieldError(field="unit", message=f"'{body.unit}' is not a unit")],
+            )
         state = current()
         now = utc_now()
         async with state.pool.acquire() as conn, conn.transaction():
@@ -142,7 +159,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
                 reason=body.reason,
                 previous=MatterStatus(row["status"]),
             )
-        return {"matter_id": str(matter_id), "unit": body.unit, "status": MatterStatus.TRANSFERRED.value}
+        return Reassigned(matter_id=matter_id, unit=body.unit, status=MatterStatus.TRANSFERRED.value)
 
     @router.get(
         "/queues/{office}",
@@ -151,12 +168,12 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         tags=["operators"],
         summary="An office's manual-assignment queue",
     )
-    async def queue(office: str) -> list[QueueEntry]:
+    async def queue(office: Office) -> list[QueueEntry]:
         rows = await current().pool.fetch(
             "SELECT m.matter_id, m.tracking_code, m.registered_at, m.category,"
             " (SELECT reason FROM history h WHERE h.matter_id = m.matter_id ORDER BY id DESC LIMIT 1) AS reason"
             " FROM matters m WHERE m.office = $1 AND m.status = 'awaiting-assignment' ORDER BY m.registered_at",
-            office,
+            office.value,
         )
         return [QueueEntry(**dict(r)) for r in rows]
 
@@ -175,10 +192,14 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
             403: {"model": ErrorList},
             404: {"model": ErrorList},
             409: {"model": ErrorList},
+            413: {"model": ErrorList, "description": f"A body over {MAX_FEEDBACK_BYTES} bytes"},
             422: {"model": ErrorList},
         },
     )
-    async def feedback(unit: str, request: Request) -> JSONResponse:
+    async def feedback(
+        unit: Annotated[str, Path(max_length=64, pattern=UNIT_CODE, description="The unit's code, e.g. city-5101")],
+        request: Request,
+    ) -> JSONResponse:
         state = current()
         expected = state.unit_keys.get(unit)
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -192,8 +213,15 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
                 f"the API key of {unit} is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        raw = await _bounded_body(request, MAX_FEEDBACK_BYTES)
+        if raw is None:
+            return error_response(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                "the feedback is too large",
+                [FieldError(field="<body>", message=f"at most {MAX_FEEDBACK_BYTES} bytes")],
+            )
         try:
-            body = UnitFeedback.model_validate_json(await request.body())
+            body = UnitFeedback.model_validate_json(raw)
         except ValidationError as exc:
             errors = field_errors(exc, whole="<body>")
             return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the feedback is invalid", errors)
@@ -210,3 +238,18 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         return JSONResponse({"matter_id": str(body.matter_id), "action": body.action.value}, status_code=202)
 
     return router
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is longer than `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

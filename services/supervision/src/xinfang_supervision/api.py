@@ -8,12 +8,15 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from xinfang_shared.contracts.events import utc_now
-from xinfang_shared.contracts.reference import DeadlineType
-from xinfang_shared.service import Service
+from xinfang_shared.contracts.events import FieldError, utc_now
+from xinfang_shared.contracts.reference import DeadlineType, Office
+from xinfang_shared.contracts.values import ONE_LINE, UNIT_CODE, Text
+from xinfang_shared.service import ErrorList, Service, error_response
 
+from .clock import MAX_ADVANCE_S, ClockRefused
 from .ledger import Refusal
 from .state import SupervisionState
 
@@ -68,11 +71,16 @@ class OnTime(BaseModel):
 
 
 class Hearing(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, description="E.g. the hearing's date and place")
+    reason: Text = Field(min_length=1, max_length=2000, description="E.g. the hearing's date and place")
 
 
 class Advance(BaseModel):
-    seconds: int = Field(ge=0, description="How far to move supervision's clock forward")
+    seconds: int = Field(
+        ge=0,
+        le=MAX_ADVANCE_S,
+        description="How far to move supervision's clock forward (at most ten years per call; the clock never"
+        " goes past 2200-01-01)",
+    )
 
 
 class ClockView(BaseModel):
@@ -134,8 +142,8 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
     @router.get("/deadlines", response_model=list[ListedDeadline], dependencies=[operator], tags=["operators"])
     async def listed(
         stage: Annotated[Literal["due-soon", "overdue", "escalated"], Query(description="overdue includes escalated")],
-        office: str | None = None,
-        unit: str | None = None,
+        office: Office | None = None,
+        unit: Annotated[str | None, Query(max_length=64, pattern=UNIT_CODE, description="e.g. city-5101")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[ListedDeadline]:
         """Running deadlines that are due soon, overdue or escalated, most urgent first, by office and unit."""
@@ -145,7 +153,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
             " WHERE d.open AND d.stage = ANY($1) AND ($2::text IS NULL OR m.office = $2)"
             " AND ($3::text IS NULL OR d.unit = $3) ORDER BY d.due_at LIMIT $4",
             _LISTED_STAGES[stage],
-            office,
+            office.value if office else None,
             unit,
             limit,
         )
@@ -208,7 +216,9 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         matter_id: uuid.UUID,
         deadline: DeadlineType,
         body: Hearing,
-        x_operator: Annotated[str, Header(min_length=1, max_length=100, description="Who pauses it (audited)")],
+        x_operator: Annotated[
+            str, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who pauses it (audited)")
+        ],
     ) -> MatterDeadlines:
         """Pause a deadline for a hearing: the time until it is resumed is not counted."""
         return await hearing(matter_id, deadline, x_operator, body.reason, pause=True)
@@ -224,20 +234,34 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         matter_id: uuid.UUID,
         deadline: DeadlineType,
         body: Hearing,
-        x_operator: Annotated[str, Header(min_length=1, max_length=100, description="Who resumes it (audited)")],
+        x_operator: Annotated[
+            str, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who resumes it (audited)")
+        ],
     ) -> MatterDeadlines:
         """Resume a paused deadline: its due time moves by the time it was paused."""
         return await hearing(matter_id, deadline, x_operator, body.reason, pause=False)
 
     if service.settings.supervision_clock == "controlled":  # type: ignore[attr-defined]
 
-        @router.post("/admin/clock/advance", response_model=ClockView, tags=["controlled clock"])
-        async def advance(body: Advance) -> ClockView:
+        @router.post(
+            "/admin/clock/advance",
+            response_model=ClockView,
+            tags=["controlled clock"],
+            responses={422: {"model": ErrorList, "description": "Too far in one step, or past 2200-01-01"}},
+        )
+        async def advance(body: Advance) -> ClockView | JSONResponse:
             """Move supervision's clock forward, then run every deadline check due by the new time (here and in
             the other instances) before answering."""
             state = current()
-            async with state.pool.acquire() as conn:
-                offset = await state.clock.advance(conn, body.seconds)
+            try:
+                async with state.pool.acquire() as conn:
+                    offset = await state.clock.advance(conn, body.seconds)
+            except ClockRefused as refused:
+                return error_response(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    "the clock is not moved",
+                    [FieldError(field="seconds", message=refused.message)],
+                )
             now = utc_now() + offset
             moved = await state.scheduler.settle(now)
             return ClockView(now=now, offset_s=offset.total_seconds(), moved=moved)

@@ -57,6 +57,11 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
+# Patterns for what OpenAPI should show as one (headers and paths, where a type of ours cannot go):
+# a unit's code (city-5101, dept-housing, office-supervision), and one line of text (who acts, X-Operator).
+UNIT_CODE = r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$"
+ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
 Text = Annotated[str, _refuse_characters(_NOT_TEXT, "text")]
 Line = Annotated[str, _refuse_characters(_NOT_LINE, "a one-line value")]
 Instant = Annotated[AwareDatetime, AfterValidator(_in_range)]

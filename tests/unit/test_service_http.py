@@ -1,0 +1,74 @@
+"""The HTTP rules every service shares, on a service built but not started: a body too large is refused
+before any route reads it, and a body that is not text is a 422 naming `<body>` like any unreadable body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from xinfang_shared.service import Service
+from xinfang_shared.settings import ServiceSettings
+
+
+class Note(BaseModel):
+    text: str
+
+
+def _service(**settings: Any) -> Service:
+    service = Service(
+        ServiceSettings(_env_file=None, environment="test", **settings),  # type: ignore[call-arg]
+        migrations=Path("."),
+        title="test",
+    )
+    read: list[int] = []
+
+    @service.api.post("/notes")
+    async def add(note: Note) -> dict[str, int]:
+        read.append(len(note.text))
+        return {"length": len(note.text)}
+
+    service.api.state.read = read
+    return service
+
+
+async def _post(service: Service, content: bytes, **headers: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=service.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.post("/notes", content=content, headers={"content-type": "application/json", **headers})
+
+
+async def test_a_body_over_the_limit_is_413_naming_the_body_and_no_route_reads_it() -> None:
+    service = _service(max_request_bytes=2048)
+    ok = await _post(service, b'{"text": "' + b"x" * 100 + b'"}')
+    assert ok.status_code == 200 and ok.json() == {"length": 100}
+    big = await _post(service, b'{"text": "' + b"x" * 5000 + b'"}')
+    assert big.status_code == 413
+    assert big.json()["errors"] == [{"field": "<body>", "message": "at most 2048 bytes are accepted"}]
+    assert service.api.state.read == [100], "the route never saw the large body"
+
+
+async def test_a_streamed_body_over_the_limit_is_refused_too() -> None:
+    service = _service(max_request_bytes=2048)
+
+    async def chunks() -> Any:
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"y" * 500
+        yield b'"}'
+
+    transport = httpx.ASGITransport(app=service.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/notes", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and service.api.state.read == []
+
+
+async def test_a_body_that_is_not_text_is_a_422_naming_the_body() -> None:
+    response = await _post(_service(), b'{"text": "\xff\xfe"}')
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["<body>"]
+    not_found = await _post(_service(), b"{}")
+    assert not_found.status_code == 422  # a missing field still names it
+    assert [e["field"] for e in not_found.json()["errors"]] == ["text"]
