@@ -1,6 +1,14 @@
 """`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, and routing throughput with one
-and two instances, each with its ratio to a raw aiokafka produce → consume measured in the same run. Prints;
-asserts nothing.
+and two instances, each with its ratio to a baseline of the same path measured in the same run; supervision's
+scheduler against a plain UPDATE. Prints; asserts nothing.
+
+Baselines, like with like (each a separate process, as the service is, measured just before it):
+- HTTP: the same load generator, concurrency and payloads against the smallest ASGI app (http_baseline.py:
+  reads the body, answers a fixed 202), served by uvicorn with the services' settings.
+- Kafka (intake; routing): the same producer and payloads into a bench topic, a process that consumes them as
+  the service does (intake's, then routing's consumer settings) and produces every record again as the outbox
+  relay does (confluent-kafka, acks=all, idempotent, linger.ms 2, murmur2_random), read back by the same
+  kind of reader (kafka_baseline.py).
 
 What runs: a fresh database `xinfang_bench_<hex>` (dropped at the end) and `xinfang-intake` as a separate
 process on its own port, consumer group and channel key. Its group's offsets are committed at the current
@@ -42,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
+
 from . import http_bench as http
 from . import kafka_bench as kafka
 from . import routing_bench as routing
@@ -59,11 +69,14 @@ from .common import (
     print_cpu,
     print_table,
 )
+from .kafka_baseline import INTAKE_CONSUMER, ROUTING_CONSUMER
 from .service import (
     INTAKE_TOPICS,
     ROUTING_TOPICS,
     BenchDatabase,
+    HttpBaselineProcess,
     IntakeProcess,
+    KafkaBaselineProcess,
     RoutingProcess,
     ServiceProcess,
     delete_group,
@@ -186,8 +199,8 @@ class Bench:
     routing_figures: list[Figure] = field(default_factory=list)
     supervision_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
+    baseline_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
-    raw: kafka.RoundTrip | None = None
     cpu: list[tuple[str, CpuUse, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -195,8 +208,6 @@ class Bench:
         self.api_key = secrets.token_urlsafe(24)
         self.db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}")
         self.intake_group = f"bench-intake-{self.run_id}"
-        self.raw_group = f"bench-raw-{self.run_id}"
-        self.raw_topic = f"bench.raw.{self.run_id}"
         self.intake = IntakeProcess(
             dsn=self.db.dsn,
             port=free_port(self.opts.port),
@@ -207,7 +218,6 @@ class Bench:
             profile_path=self.workdir / "intake.prof" if self.opts.profile_intake else None,
         )
         self.meter = CpuMeter()
-        self.groups.append(self.raw_group)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -222,11 +232,10 @@ class Bench:
                 finally:
                     await self.db.drop()
                     progress(f"dropped {self.db.name}")
-            elif self.opts.only == "routing":
-                await self._settle("raw aiokafka baseline")
-                self.raw = await self._raw(kafka_payloads)
-            if self.opts.only in ("routing", "all") and self.raw is not None:
-                await self._routing(routing_events, self.raw)
+            if self.opts.only in ("routing", "all"):
+                await self._settle("Kafka baseline with routing's consumer")
+                baseline = await self._kafka_baseline(routing_events, ROUTING_CONSUMER, "routing", self.routing_figures)
+                await self._routing(routing_events, baseline)
             if self.opts.only in ("supervision", "all"):
                 await self._supervision()
         finally:
@@ -249,14 +258,16 @@ class Bench:
                 f"intake pid {self.intake.pid} on :{self.intake.port} healthy after {healthy_s:.1f} s,"
                 f" its group stable {stable_s:.1f} s later"
             )
-            await self._settle("raw aiokafka baseline", [self.intake])
-            raw = self.raw = await self._raw(kafka_payloads)
             if self.opts.only in ("http", "all"):
+                await self._settle("HTTP baseline", [self.intake])
+                http_baseline = await self._http_baseline(http_payloads)
                 await self._settle("HTTP submissions", [self.intake])
-                await self._http(http_payloads, raw)
+                await self._http(http_payloads, http_baseline)
             if self.opts.only in ("kafka", "all"):
+                await self._settle("Kafka baseline with intake's consumer", [self.intake])
+                kafka_baseline = await self._kafka_baseline(kafka_payloads, INTAKE_CONSUMER, "intake", self.figures)
                 await self._settle("Kafka submissions through intake", [self.intake])
-                await self._kafka(kafka_payloads, raw)
+                await self._kafka(kafka_payloads, kafka_baseline)
         finally:
             code = self.intake.stop()
             how = {0: "", -15: " = SIGTERM re-raised by uvicorn after its graceful shutdown", -9: " = killed"}
@@ -279,33 +290,107 @@ class Bench:
 
     # --------------------------------------------------------------------------------------------- phases
 
-    async def _raw(self, payloads_: list[Payload]) -> kafka.RoundTrip:
-        await kafka.create_topic(self.bootstrap, self.raw_topic)
+    def _meter_also(self, process: ServiceProcess, name: str) -> CpuMeter:
+        """Meter `process` too (as `name`) from now on; returns the meter to restore afterwards."""
+        previous = self.meter
+        if process.pid is not None:
+            self.meter = CpuMeter({**previous.under_test, process.pid: name})
+        return previous
+
+    async def _http_baseline(self, payloads_: list[Payload]) -> http.HttpRun:
+        """The same client, concurrency, payloads and time limit against the minimal ASGI app."""
+        c = self.opts.concurrency
+        warm, measured = payloads_[: self.opts.warmup], payloads_[self.opts.warmup :]
+        server = HttpBaselineProcess(port=free_port(self.intake.port + 1), log_path=self.workdir / "http-baseline.log")
+        self.baseline_processes.append(server)
+        server.start()
+        previous = self._meter_also(server, "HTTP baseline server")
         try:
-            work = kafka.raw_roundtrip(self.bootstrap, self.raw_topic, self.raw_group, payloads_)
-            raw = await self._measured("raw aiokafka baseline", work, lambda r: r.n)
+            healthy_s = await server.wait_healthy()
+            progress(f"HTTP baseline pid {server.pid} on :{server.port} healthy after {healthy_s:.1f} s")
+            client = http.client(self.opts.client, server.base_url, self.api_key, c)
+            try:
+                await http.drive(client, http.submissions(warm), c, expected=202)
+                work = http.drive(client, http.submissions(measured), c, 202, time_limit_s=self.opts.http_max_s)
+                run = await self._measured("HTTP baseline: minimal ASGI app, fixed 202", work, lambda r: r.answered)
+            finally:
+                await client.aclose()
         finally:
-            with contextlib.suppress(Exception):
-                await kafka.delete_topic(self.bootstrap, self.raw_topic)
+            code = await asyncio.to_thread(server.stop)
+            self.meter = previous
+            progress(f"HTTP baseline stopped (exit code {code})")
+        rate = run.rate(202)
+        statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(run.statuses.items()))
         self.figures.append(
             Figure(
-                "raw aiokafka produce→consume (baseline)",
-                raw.rate,
-                "msg/s",
-                1.0 if raw.total_s else None,
-                note=f"{raw.arrived:,}/{raw.n:,} consumed; produce alone (to last ack) {raw.produce_rate:,.0f} msg/s;"
-                " 12 partitions, acks=all, linger 5 ms",
+                "HTTP baseline: minimal ASGI app, fixed 202 (same uvicorn settings, client, payloads)",
+                rate,
+                "req/s",
+                1.0 if rate else None,
+                note=f"{run.answered:,} POSTs answered, {c} in flight, {run.elapsed_s:.1f} s; statuses {statuses};"
+                f" transport errors {dict(run.errors) or 'none'}; p50 {run.percentile_ms(0.5):.1f} ms,"
+                f" p99 {run.percentile_ms(0.99):.1f} ms; client CPU {run.cpu_ms_per_request:.2f} ms/request",
             )
         )
-        return raw
+        return run
 
-    async def _http(self, payloads_: list[Payload], raw: kafka.RoundTrip) -> None:
+    async def _kafka_baseline(
+        self, payloads_: list[Payload], consumer: dict[str, int], service: str, figures: list[Figure]
+    ) -> kafka.RoundTrip:
+        """Produce → a process consuming like `service` and producing like the outbox relay → read back."""
+        source = f"bench.kafka-baseline.{service}.in.{self.run_id}"
+        target = f"bench.kafka-baseline.{service}.out.{self.run_id}"
+        group = f"bench-kafka-baseline-{service}-{self.run_id}"
+        self.groups.append(group)
+        for topic in (source, target):
+            await kafka.create_topic(self.bootstrap, topic)
+        process = KafkaBaselineProcess(
+            bootstrap=self.bootstrap,
+            source=source,
+            target=target,
+            group_id=group,
+            consumer=consumer,
+            log_path=self.workdir / f"kafka-baseline-{service}.log",
+        )
+        self.baseline_processes.append(process)
+        previous = self.meter
+        try:
+            process.start()
+            previous = self._meter_also(process, "Kafka baseline process")
+            stable_s = await wait_group_stable(self.bootstrap, group, source)
+            progress(f"Kafka baseline ({service}'s consumer) pid {process.pid}: group stable after {stable_s:.1f} s")
+            timeout_s = max(60.0, len(payloads_) / 300)
+            work = kafka.baseline_roundtrip(self.bootstrap, source, target, payloads_, process.check_alive, timeout_s)
+            trip = await self._measured(f"Kafka baseline with {service}'s consumer", work, lambda t: t.n)
+        finally:
+            code = await asyncio.to_thread(process.stop)
+            self.meter = previous
+            progress(f"Kafka baseline ({service}) stopped (exit code {code})")
+            for topic in (source, target):
+                with contextlib.suppress(Exception):
+                    await kafka.delete_topic(self.bootstrap, topic)
+        options = ", ".join(f"{k} {v:,}" for k, v in consumer.items())
+        figures.append(
+            Figure(
+                f"Kafka baseline: consume like {service}, produce like the outbox relay",
+                trip.rate,
+                "msg/s",
+                1.0 if trip.rate else None,
+                note=f"{trip.arrived:,}/{trip.n:,} came back"
+                + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
+                + f"; produce alone {trip.produce_rate:,.0f} msg/s; 12 partitions each way; consumer: {options};"
+                " producer: confluent-kafka acks=all, idempotent, linger.ms 2, murmur2_random",
+            )
+        )
+        return trip
+
+    async def _http(self, payloads_: list[Payload], baseline: http.HttpRun) -> None:
         c, n_ceiling = self.opts.concurrency, self.opts.ceiling_n
         warm, measured = payloads_[: self.opts.warmup], payloads_[self.opts.warmup :]
         client = http.client(self.opts.client, self.intake.base_url, self.api_key, c)
         try:
             await http.drive(client, http.submissions(warm), c, expected=202)
-            work = http.drive(client, http.submissions(measured), c, 202, time_limit_s=self.opts.http_max_s)
+            work = http.drive(client, http.submissions(measured), c, 202, time_limit_s=self.opts.http_max_s, keep=True)
             run = await self._measured("HTTP POST /v1/submissions", work, lambda r: r.answered)
             health_calls = http.repeated(http.Call("GET", "/health"), n_ceiling)
             health = await http.drive(client, health_calls, c, 200, time_limit_s=CEILING_MAX_S)
@@ -315,6 +400,16 @@ class Bench:
         finally:
             await client.aclose()
         stored = await self.db.matter_ids([p.external_id for p in measured])
+        accepted = run.statuses[202]
+        check = _stored_check(run.kept, set(stored.values()))
+        if accepted != len(stored) or check.missing or check.unreadable:
+            loud = (
+                f"!!! HTTP MISMATCH: {accepted:,} answers 202 but {len(stored):,} of the measured submissions stored"
+                f" in PostgreSQL; {check.missing:,} answered 202 and NOT stored, {check.unanswered:,} stored without a"
+                f" 202, {check.unreadable:,} 202 bodies without a matter_id"
+            )
+            self.notes.insert(0, loud)
+            progress(loud)
         rate = run.rate(202)
         statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(run.statuses.items()))
         errors = ", ".join(f"{e}: {n}" for e, n in run.errors.items()) or "none"
@@ -323,13 +418,21 @@ class Bench:
                 "HTTP submissions/s (1 worker)",
                 rate,
                 "subm/s",
-                _ratio(rate, raw),
+                _ratio(rate, baseline.rate(202)),
                 HTTP_TARGET,
                 f"{run.answered:,} POSTs answered"
                 + (f" (stopped at the {self.opts.http_max_s:.0f} s limit)" if run.stopped_early else "")
                 + f", {c} in flight, {run.elapsed_s:.1f} s; statuses {statuses};"
-                f" transport errors {errors}; {len(stored):,} in the bench database;"
-                f" client CPU {run.cpu_ms_per_request:.2f} ms/request",
+                f" transport errors {errors}; client CPU {run.cpu_ms_per_request:.2f} ms/request;"
+                " ratio to the HTTP baseline",
+            ),
+            Figure(
+                "HTTP 202 answers found stored in PostgreSQL",
+                float(check.found),
+                "rows",
+                note=f"{accepted:,} answered 202, {len(stored):,} rows of the measured submissions in the bench"
+                f" database; {check.missing:,} answered 202 but not stored, {check.unanswered:,} stored without a 202"
+                + (" — MISMATCH" if accepted != len(stored) or check.missing else " — they agree"),
             ),
             Figure("HTTP submission latency p50", run.percentile_ms(0.50), "ms"),
             Figure("HTTP submission latency p99", run.percentile_ms(0.99), "ms"),
@@ -351,24 +454,30 @@ class Bench:
         for status, body in run.samples.items():
             self.notes.append(f"HTTP {status} sample: {body}")
 
-    async def _kafka(self, payloads_: list[Payload], raw: kafka.RoundTrip) -> None:
+    async def _kafka(self, payloads_: list[Payload], baseline: kafka.RoundTrip) -> None:
         timeout_s = max(60.0, len(payloads_) / 300)
         work = kafka.intake_roundtrip(self.bootstrap, payloads_, self.db.matter_ids, self.intake.check_alive, timeout_s)
         trip = await self._measured("Kafka channel topic → intake → matters.registered.v1", work, lambda t: t.n)
         note = (
             f"{trip.arrived:,}/{trip.n:,} registered events seen"
             + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
-            + f"; produce alone {trip.produce_rate:,.0f} msg/s; from first send to the last registered event"
+            + f"; produce alone {trip.produce_rate:,.0f} msg/s; from first send to the last registered event;"
+            " ratio to the Kafka baseline with intake's consumer"
         )
         self.figures.append(
             Figure(
-                "Kafka submissions/s through intake", trip.rate, "subm/s", _ratio(trip.rate, raw), KAFKA_TARGET, note
+                "Kafka submissions/s through intake",
+                trip.rate,
+                "subm/s",
+                _ratio(trip.rate, baseline.rate),
+                KAFKA_TARGET,
+                note,
             )
         )
 
-    async def _routing(self, events: list[Payload], raw: kafka.RoundTrip) -> None:
-        one = await self._routing_run(events, raw, 1)
-        two = await self._routing_run(events, raw, 2)
+    async def _routing(self, events: list[Payload], baseline: kafka.RoundTrip) -> None:
+        one = await self._routing_run(events, baseline, 1)
+        two = await self._routing_run(events, baseline, 2)
         self.routing_figures.append(
             Figure(
                 "routing scaling: two instances / one",
@@ -379,7 +488,7 @@ class Bench:
             )
         )
 
-    async def _routing_run(self, events: list[Payload], raw: kafka.RoundTrip, instances: int) -> float:
+    async def _routing_run(self, events: list[Payload], baseline: kafka.RoundTrip, instances: int) -> float:
         """One routing measurement with `instances` processes in one new group on a fresh database; the rate."""
         label = f"{instances} instance{'s' if instances > 1 else ''}"
         db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_routing{instances}")
@@ -443,14 +552,15 @@ class Bench:
             + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
             + (dead if trip.dead_lettered else "")
             + f"; produce alone {trip.produce_rate:,.0f} msg/s; partitions of {routing.REGISTERED_TOPIC}"
-            f" per instance {split}; from first send to the last routed event"
+            f" per instance {split}; from first send to the last routed event; ratio to the Kafka baseline with"
+            " routing's consumer (one process)"
         )
         for error, count in trip.dead_errors.most_common(5):
             self.notes.append(
                 f"routing ({label}) dead-lettered {count:,} bench matters, their batch failing with: {error}"
             )
         self.routing_figures.append(
-            Figure(f"routing matters/s, {label}", trip.rate, "matters/s", _ratio(trip.rate, raw), note=note)
+            Figure(f"routing matters/s, {label}", trip.rate, "matters/s", _ratio(trip.rate, baseline.rate), note=note)
         )
         return trip.rate
 
@@ -470,11 +580,12 @@ class Bench:
 
     def report(self) -> None:
         intake_ran = self.intake.proc is not None
-        title = "intake throughput" if intake_ran else "baseline"
         if self.figures:
-            print_table(f"{title} (ratios to the raw aiokafka baseline of this run)", self.figures)
+            print_table("intake throughput (ratios to this run's baseline of the same path)", self.figures)
         if self.routing_figures:
-            print_table("routing throughput (ratios to the raw aiokafka baseline of this run)", self.routing_figures)
+            print_table(
+                "routing throughput (ratios to this run's Kafka baseline with routing's consumer)", self.routing_figures
+            )
         if self.supervision_figures:
             print_table(
                 "supervision scheduler (ratios to a plain UPDATE of the same rows in this run)",
@@ -483,9 +594,8 @@ class Bench:
         for name, use, n in self.cpu:
             print_cpu(name, use, n)
         print()
-        logs = [
-            line for p in ([self.intake] if intake_ran else []) + self.routing_processes for line in p.log_summary()
-        ]
+        processes = ([self.intake] if intake_ran else []) + self.routing_processes + self.baseline_processes
+        logs = [line for p in processes for line in p.log_summary()]
         for note in [*self.notes, *logs]:
             print(f"note: {note}")
         profile = self.intake.profile_path
@@ -495,8 +605,28 @@ class Bench:
             pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
 
 
-def _ratio(rate: float, raw: kafka.RoundTrip) -> float | None:
-    return rate / raw.rate if raw.rate else None
+def _ratio(rate: float, baseline: float) -> float | None:
+    return rate / baseline if baseline else None
+
+
+@dataclass(frozen=True)
+class StoredCheck:
+    found: int  # answered 202 and stored
+    missing: int  # answered 202, not stored
+    unanswered: int  # stored, no 202 for it
+    unreadable: int  # 202 bodies without a matter_id
+
+
+def _stored_check(bodies: list[bytes], stored_ids: set[str]) -> StoredCheck:
+    """The matter_id of every 202 answer against the rows stored for the measured submissions."""
+    answered: set[str] = set()
+    unreadable = 0
+    for body in bodies:
+        try:
+            answered.add(str(orjson.loads(body)["matter_id"]))
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+    return StoredCheck(len(answered & stored_ids), len(answered - stored_ids), len(stored_ids - answered), unreadable)
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -539,8 +669,6 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rng, petitioners = random.Random(opts.seed), set[str]()
     kafka_payloads = payloads(opts.n_kafka, rng, petitioners) if opts.only in ("kafka", "all") else []
-    if not kafka_payloads:  # the raw baseline always runs; --only http gets a smaller one
-        kafka_payloads = payloads(min(opts.n_kafka, 10_000), rng, petitioners)
     http_payloads = payloads(opts.n_http + opts.warmup, rng, petitioners) if opts.only in ("http", "all") else []
     routing_events = routing.registered_events(opts.n_routing, opts.seed + 1) if opts.only in ("routing", "all") else []
     progress(

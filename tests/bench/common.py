@@ -167,7 +167,7 @@ class Figure:
     name: str
     value: float
     unit: str
-    ratio: float | None = None  # to the raw aiokafka baseline
+    ratio: float | None = None  # to the baseline of the same path, measured in the same run
     target: float | None = None  # a rate to reach (higher is better)
     note: str = ""
 
@@ -177,7 +177,7 @@ def _num(value: float) -> str:
 
 
 def print_table(title: str, figures: list[Figure]) -> None:
-    header = ("figure", "value", "unit", "ratio to raw", "target", "met")
+    header = ("figure", "value", "unit", "ratio to baseline", "target", "met")
     rows = [
         (
             f.name,

@@ -211,6 +211,7 @@ class HttpRun:
     latencies_s: list[float] = field(default_factory=list)
     samples: dict[int, str] = field(default_factory=dict)  # one response body per unexpected status
     stopped_early: bool = False  # the time limit came before the last call
+    kept: list[bytes] = field(default_factory=list)  # the bodies of the expected answers, when asked to keep them
 
     @property
     def answered(self) -> int:
@@ -233,10 +234,16 @@ class HttpRun:
 
 
 async def drive(
-    http: Client, calls: Iterator[Call], concurrency: int, expected: int, *, time_limit_s: float | None = None
+    http: Client,
+    calls: Iterator[Call],
+    concurrency: int,
+    expected: int,
+    *,
+    time_limit_s: float | None = None,
+    keep: bool = False,
 ) -> HttpRun:
     """Send the calls with `concurrency` in flight (each worker takes the next call when its answer came),
-    all of them or as many as `time_limit_s` allows."""
+    all of them or as many as `time_limit_s` allows; `keep`: keep the body of every `expected` answer."""
     run = HttpRun()
     deadline = time.perf_counter() + time_limit_s if time_limit_s else float("inf")
 
@@ -255,6 +262,8 @@ async def drive(
                     continue
                 run.latencies_s.append(time.perf_counter() - sent)
                 run.statuses[status] += 1
+                if status == expected and keep:
+                    run.kept.append(body)
                 if status != expected and status not in run.samples:
                     run.samples[status] = body[:300].decode(errors="replace")
         finally:

@@ -1,5 +1,7 @@
-"""Kafka figures: the raw aiokafka baseline (produce → consume on a bench topic) and submissions through
-intake (produce to a channel topic → the matters.registered.v1 events of the intake under test)."""
+"""Kafka figures: submissions through intake (produce to a channel topic → the matters.registered.v1 events
+of the intake under test), and the baseline of the same path without the service: produce to a bench topic →
+a consumer that takes it as intake does and produces it again as the outbox relay does (kafka_baseline.py, a
+process of its own like the service) → the bench's consumer reads it from a second bench topic."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .common import Payload
 CHANNEL_TOPIC = CHANNEL_SUBMITTED[Channel.LETTER].name
 REGISTERED_TOPIC = MATTERS_REGISTERED.name
 
-# external_id → {matter_id ("" for the raw baseline) → when it was first seen}
+# external_id → {matter_id → when it was first seen}
 Arrivals = dict[str, dict[str, float]]
 
 
@@ -42,7 +44,8 @@ class RoundTrip:
 
 
 def producer(bootstrap: str) -> AIOKafkaProducer:
-    """The same settings as the services' outbox relay (acks=all, not idempotent, short linger)."""
+    """What the bench produces the input with, as a channel system would (the same for every path and its
+    baseline): aiokafka, acks=all, short linger."""
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
 
 
@@ -86,7 +89,7 @@ async def _wait(
     return None
 
 
-# ------------------------------------------------------------------------------------------------ raw
+# ------------------------------------------------------------------------------------------- baseline
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 12) -> None:
@@ -107,38 +110,46 @@ async def delete_topic(bootstrap: str, name: str) -> None:
         await admin.close()
 
 
-async def raw_roundtrip(bootstrap: str, topic: str, group_id: str, payloads: list[Payload]) -> RoundTrip:
-    """Baseline: aiokafka produce to a fresh topic, an aiokafka consumer in its own group reading it back
-    (decoding each JSON value to find its external_id, as any real consumer must)."""
-    wanted = {p.external_id for p in payloads}
-    arrivals: Arrivals = {}
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group_id, auto_offset_reset="earliest", enable_auto_commit=True
-    )
+async def _collect_keys(consumer: AIOKafkaConsumer, wanted: set[bytes], arrivals: dict[bytes, float]) -> None:
+    """Note when each wanted key is first seen (decoding every value, as the service paths' reader does)."""
+    while True:
+        batches = await consumer.getmany(timeout_ms=100, max_records=5000)
+        now = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                orjson.loads(record.value or b"{}")
+                if record.key in wanted:
+                    arrivals.setdefault(record.key, now)
+
+
+async def baseline_roundtrip(
+    bootstrap: str, source: str, target: str, payloads: list[Payload], alive: Callable[[], None], timeout_s: float
+) -> RoundTrip:
+    """Produce the payloads to `source` (as the service paths do); done when every one (by key) has come
+    back on `target` through the baseline process (kafka_baseline.py, already in its group)."""
+    wanted = {p.external_id.encode() for p in payloads}
+    arrivals: dict[bytes, float] = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
-    collecting = asyncio.create_task(_collect(consumer, wanted, arrivals))
+    collecting: asyncio.Task[None] | None = None
     try:
-        await _wait_assigned(consumer, topic)
-        started, acked = await produce(bootstrap, topic, payloads)
+        partitions = [TopicPartition(target, p) for p in await _partitions(bootstrap, target)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        collecting = asyncio.create_task(_collect_keys(consumer, wanted, arrivals))
+        started, acked = await produce(bootstrap, source, payloads)
 
         async def done() -> float | None:
-            return max(min(t.values()) for t in arrivals.values()) if len(arrivals) == len(wanted) else None
+            return max(arrivals.values()) if len(arrivals) == len(wanted) else None
 
-        finished = await _wait(done, timeout_s=60, alive=lambda: None)
+        finished = await _wait(done, timeout_s=timeout_s, alive=alive)
     finally:
-        collecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collecting
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
         await consumer.stop()
     return RoundTrip(len(payloads), acked - started, finished - started if finished else None, len(arrivals))
-
-
-async def _wait_assigned(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not any(tp.topic == topic for tp in consumer.assignment()):
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"no partition of {topic} assigned after {timeout_s:.0f} s")
-        await asyncio.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------- intake

@@ -1,4 +1,5 @@
-"""The systems under test: a fresh database and a service (intake, routing) as a real, separate process."""
+"""The systems under test: a fresh database and a service (intake, routing) as a real, separate process; and
+the baselines (an HTTP server, a Kafka consumer → producer), separate processes too."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from xinfang_shared.contracts.topics import (
 )
 
 from .common import ROOT
+from .kafka_baseline import consumer_args
 
 INTAKE_BIN = ROOT / ".venv" / "bin" / "xinfang-intake"
 ROUTING_BIN = ROOT / ".venv" / "bin" / "xinfang-routing"
@@ -335,6 +337,8 @@ class ServiceProcess:
                 errors.append(line[:400])
             elif level == "warning":
                 warnings[_gist(line)] += 1
+        if not lines:
+            return [f"{self.name} log {self.log_path}: empty"]
         plain = sum(1 for line in lines if not line.startswith("{"))
         by_level = ", ".join(f"{k}: {v}" for k, v in levels.most_common())
         common = "; ".join(f"{n}× {gist}" for gist, n in warnings.most_common(4))
@@ -402,4 +406,48 @@ class RoutingProcess(ServiceProcess):
             bootstrap=bootstrap,
             log_path=log_path,
             env={"OPERATOR_API_KEY": operator_key},
+        )
+
+
+class HttpBaselineProcess(ServiceProcess):
+    """The HTTP baseline (http_baseline.py): uvicorn with the services' settings, a fixed 202 for everything."""
+
+    def __init__(self, *, port: int, log_path: Path) -> None:
+        super().__init__(
+            name="HTTP baseline",
+            binary=PYTHON,
+            dsn="",
+            port=port,
+            group_id="",
+            bootstrap="",
+            log_path=log_path,
+            serve_command=[str(PYTHON), "-m", "tests.bench.http_baseline", str(port)],
+        )
+
+
+class KafkaBaselineProcess(ServiceProcess):
+    """The Kafka baseline (kafka_baseline.py): consumes `source` like a service, produces to `target` like
+    the outbox relay; `consumer` holds the consumer options of the service it stands in for."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        source: str,
+        target: str,
+        group_id: str,
+        consumer: dict[str, int],
+        log_path: Path,
+    ) -> None:
+        command = [str(PYTHON), "-m", "tests.bench.kafka_baseline", "--bootstrap", bootstrap]
+        command += ["--source", source, "--target", target, "--group", group_id, *consumer_args(consumer)]
+        super().__init__(
+            name="Kafka baseline",
+            binary=PYTHON,
+            dsn="",
+            port=0,
+            group_id=group_id,
+            bootstrap=bootstrap,
+            log_path=log_path,
+            serve_command=command,
         )

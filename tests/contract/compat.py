@@ -6,9 +6,27 @@ with the same type, no new property is required, and no enum lost a value. Anyth
 
 from __future__ import annotations
 
+import copy
+import tomllib
+from pathlib import Path
 from typing import Any
 
 Schema = dict[str, Any]
+RETIRED = Path(__file__).with_name("retired.toml")
+
+
+def retire(model: str, frozen: Schema, retired: Path = RETIRED) -> Schema:
+    """The frozen schema without the enum values retired.toml lets `model` drop (values never emitted)."""
+    entries = tomllib.loads(retired.read_text(encoding="utf-8")).get("retired", [])
+    schema = copy.deepcopy(frozen)
+    for entry in entries:
+        if entry["model"] != model:
+            continue
+        enum = schema.get("$defs", {}).get(entry["enum"], {})
+        if "enum" not in enum:
+            raise ValueError(f"retired.toml: {model} has no enum {entry['enum']}")
+        enum["enum"] = [v for v in enum["enum"] if v not in set(entry["values"])]
+    return schema
 
 
 def _resolve(node: Schema, root: Schema) -> Schema:

@@ -9,7 +9,7 @@ from typing import Any
 
 from xinfang_shared.contracts import asyncapi
 from xinfang_shared.contracts.reference import UNITS, Channel
-from xinfang_shared.contracts.topics import BY_NAME, CONTRACT_TOPICS, DEFAULT_PARTITIONS, topics_to_create
+from xinfang_shared.contracts.topics import BY_NAME, CONTRACT_TOPICS, DEFAULT_PARTITIONS, SERVICES, topics_to_create
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_NAMES = {
@@ -31,7 +31,49 @@ CONTRACT_NAMES = {
 def test_every_contract_topic_is_registered_under_its_contract_name() -> None:
     assert set(BY_NAME) >= CONTRACT_NAMES
     assert {f"units.{u}.inbox.v1" for u in UNITS} <= set(BY_NAME)
-    assert len(UNITS) == 21 + 13
+    assert len(UNITS) == 21 + 13 + 1  # cities, departments, the Supervision and Review Office
+    assert "units.office-supervision.inbox.v1" in BY_NAME
+
+
+def _subscriptions() -> dict[str, set[str]]:
+    """Each service's real subscriptions: its app built (not started) as deployed, its broker asked."""
+    from xinfang_intake.app import create_asgi
+    from xinfang_intake.settings import IntakeSettings
+    from xinfang_notify.app import create_service as notify
+    from xinfang_notify.settings import NotifySettings
+    from xinfang_routing.app import create_service as routing
+    from xinfang_routing.settings import RoutingSettings
+    from xinfang_stats.app import create_service as stats
+    from xinfang_stats.settings import StatsSettings
+    from xinfang_supervision.app import create_service as supervision
+    from xinfang_supervision.settings import SupervisionSettings
+
+    common: dict[str, Any] = {"_env_file": None, "environment": "test"}
+    services = {
+        "intake": create_asgi(IntakeSettings(**common))[0],
+        "routing": routing(RoutingSettings(**common)),
+        "supervision": supervision(SupervisionSettings(**common)),
+        "notify": notify(NotifySettings(**common)),
+        "stats": stats(StatsSettings(**common)),
+    }
+    return {
+        name: {topic.name for sub in service.broker.subscribers for topic in sub.topics}
+        for name, service in services.items()
+    }
+
+
+def test_the_registry_names_exactly_the_consumers_that_subscribe() -> None:
+    """AsyncAPI and the production ACLs come from the registry: it must list no consumer that does not read a
+    topic, and miss none that does."""
+    subscribed = _subscriptions()
+    assert set(subscribed) == set(SERVICES)
+    for topic in CONTRACT_TOPICS:
+        registered = {c for c in topic.consumers if c in SERVICES}
+        reading = {service for service, topics in subscribed.items() if topic.name in topics}
+        assert registered == reading, f"{topic.name}: registry says {sorted(registered)}, {sorted(reading)} subscribe"
+    known = {t.name for t in CONTRACT_TOPICS}
+    for service, topics in subscribed.items():
+        assert topics <= known, f"{service} subscribes to topics outside the registry: {topics - known}"
 
 
 def test_topic_names_are_versioned_and_partitioned_with_headroom() -> None:

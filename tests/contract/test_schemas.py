@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.contract.compat import breaking_changes
+from tests.contract.compat import breaking_changes, retire
 from tests.contract.snapshot import contract_models, current_schema, snapshot_path
 
 MODELS = contract_models()
@@ -15,7 +15,7 @@ MODELS = contract_models()
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_schema_is_backward_compatible_with_its_snapshot(name: str) -> None:
-    frozen = json.loads(snapshot_path(name).read_text(encoding="utf-8"))
+    frozen = retire(name, json.loads(snapshot_path(name).read_text(encoding="utf-8")))
     problems = breaking_changes(frozen, current_schema(MODELS[name]))
     assert not problems, f"{name} changed incompatibly (publish a .v2 topic instead): {problems}"
 
@@ -64,3 +64,19 @@ def test_checker_accepts_an_added_optional_field() -> None:
     new = _routed()
     new["properties"]["note"] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
     assert breaking_changes(_routed(), new) == []
+
+
+def test_only_the_values_listed_as_retired_may_leave_an_enum() -> None:
+    old = _status()
+    new = copy.deepcopy(old)
+    new["$defs"]["MatterStatus"]["enum"].remove("received")
+    assert breaking_changes(retire("MatterStatusChanged", old), new) == [], "retired.toml lets it go"
+    new["$defs"]["MatterStatus"]["enum"].remove("transferred")
+    problems = breaking_changes(retire("MatterStatusChanged", old), new)
+    assert any("transferred" in p for p in problems), "a value that was emitted may not"
+
+
+def _status() -> dict:
+    schema = copy.deepcopy(current_schema(MODELS["MatterStatusChanged"]))
+    schema["$defs"]["MatterStatus"]["enum"] += ["received", "routed", "in-handling"]
+    return schema

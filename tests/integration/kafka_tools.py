@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from xinfang_shared.contracts.topics import CONTRACT_TOPICS
+
+
+def consumed_by(service: str) -> list[str]:
+    """Every topic `service` reads, by the registry (which a contract test holds to its subscriptions)."""
+    return [t.name for t in CONTRACT_TOPICS if service in t.consumers]
 
 
 async def start_group_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
@@ -84,3 +92,80 @@ class Tail:
             if loop.time() > deadline:
                 raise AssertionError(f"expected {count} matching records on {topic}, saw {len(found)}")
             await asyncio.sleep(0.05)
+
+
+async def outbox_published(pool: asyncpg.Pool, timeout: float = 60.0) -> None:
+    """Wait until every row in the service's outbox now has been published: the relay deletes a row only once
+    Kafka acknowledged it. (Rows added meanwhile are not waited for.)"""
+    last = await pool.fetchval("SELECT max(id) FROM outbox")
+    if last is None:
+        return
+
+    async def gone() -> bool:
+        return not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE id <= $1)", last)
+
+    await _eventually(gone, timeout)
+
+
+async def read_to_end(tail: Tail, seen: Iterable[ConsumerRecord[Any, Any]], timeout: float = 30.0) -> None:
+    """Wait until `tail` has read each partition of the `seen` records up to that partition's end now. With
+    `outbox_published` before it, what is not in `tail` then did NOT happen: no sleep needed to prove it."""
+    partitions = sorted({TopicPartition(r.topic, r.partition) for r in seen})
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=tail.bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+    def read(tp: TopicPartition) -> bool:
+        return any(
+            r.topic == tp.topic and r.partition == tp.partition and r.offset >= ends[tp] - 1 for r in tail.records
+        )
+
+    await _eventually(lambda: all(read(tp) for tp in partitions), timeout)
+
+
+async def _eventually(check: Callable[[], Any], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def read_whole_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of `topic` from its beginning to its end as of now (all partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord[Any, Any]] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in await _parts(consumer, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if loop.time() > deadline:
+                raise AssertionError(f"could not read {topic} to its end in {timeout} s")
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def pool_for(dsn: str, schema: str) -> asyncpg.Pool:
+    """A small pool on a service's schema (to watch its outbox from a test)."""
+    from xinfang_shared.db import create_pool
+
+    return await create_pool(dsn, schema, min_size=1, max_size=2)

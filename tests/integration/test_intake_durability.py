@@ -19,8 +19,15 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from tests import factories
-from tests.integration.conftest import eventually, read_topic
-from tests.integration.kafka_tools import Tail, start_group_at_end
+from tests.integration.conftest import eventually
+from tests.integration.kafka_tools import (
+    Tail,
+    outbox_published,
+    pool_for,
+    read_to_end,
+    read_whole_topic,
+    start_group_at_end,
+)
 from tests.integration.private_kafka import PrivateKafka
 from tests.integration.processes import IntakeProcess, free_port
 from xinfang_intake.app import MIGRATIONS, create_service
@@ -68,7 +75,9 @@ async def test_a_202_is_durable_while_kafka_is_down_and_published_when_it_is_bac
         assert health.status_code == 503 and health.json()["checks"]["kafka"] == "down"
 
         await asyncio.to_thread(kafka.start)
-        records = await read_topic(kafka.bootstrap, MATTERS_REGISTERED.name, expect=1, timeout=90, settle=2)
+        # Published once Kafka is back; then the whole topic holds exactly that one event.
+        await eventually(lambda: _outbox_empty(service), timeout=90)
+        records = await read_whole_topic(kafka.bootstrap, MATTERS_REGISTERED.name)
         assert [orjson.loads(r.value)["matter_id"] for r in records] == [answer["matter_id"]]
         await http.aclose()
     finally:
@@ -169,7 +178,13 @@ async def test_kill_9_at_any_moment_loses_nothing_acknowledged_and_doubles_nothi
             return {uuid.UUID(orjson.loads(r.value)["matter_id"]) for r in tail.on(MATTERS_REGISTERED.name)} >= ours
 
         await eventually(all_published, timeout=120)
-        await asyncio.sleep(2)
+        # Everything stored to publish is published, and read: a second event of a matter would be here now.
+        outbox = await pool_for(database, "intake")
+        try:
+            await outbox_published(outbox)
+        finally:
+            await outbox.close()
+        await read_to_end(tail, tail.on(MATTERS_REGISTERED.name))
         events = [orjson.loads(r.value) for r in tail.on(MATTERS_REGISTERED.name)]
         for record in tail.on(MATTERS_REGISTERED.name):
             MatterRegistered.model_validate_json(record.value)
@@ -202,3 +217,7 @@ async def _matters(dsn: str) -> dict[str, uuid.UUID]:
         }
     finally:
         await conn.close()
+
+
+async def _outbox_empty(service: Any) -> bool:
+    return bool(await service.pool.fetchval("SELECT count(*) FROM outbox") == 0)

@@ -16,7 +16,6 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -39,6 +38,7 @@ from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED, SUBMISSION_REJECTED
 from xinfang_shared.db import create_pool, migrate_dsn
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Service
@@ -96,7 +96,7 @@ async def lane(database: str) -> AsyncIterator[Lane]:
     await pool.execute(REFUSE_POISON)
     settings = IntakeSettings(database_url=database, _env_file=None)  # type: ignore[call-arg]
     vault = PersonalDataVault.from_settings(settings)
-    registrar = Registrar(vault, repeat_similarity=0.35, review_window=timedelta(days=30))
+    registrar = Registrar(vault, repeat_similarity=0.35, deadlines=DeadlineRules.default())
     # A loose limit: these batches are mostly bad on purpose.
     intake = Intake(settings, registrar, pool, DeadLetterLimit("lane", max_share=1.0, max_in_a_row=10**6))
     try:

@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaProducer
 
 from tests import factories
 from tests.integration.conftest import eventually
-from tests.integration.kafka_tools import Tail, start_group_at_end
+from tests.integration.kafka_tools import Tail, consumed_by, outbox_published, pool_for, read_to_end, start_group_at_end
 from tests.integration.processes import ServiceProcess, free_port
 from xinfang_routing.app import MIGRATIONS
 from xinfang_shared.contracts.events import MatterRegistered, MatterRouted, Submission
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, UNITS_FEEDBACK
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.tracking import new_tracking_code
 
@@ -41,7 +41,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_routes_nothing_twice(
 ) -> None:
     await migrate_dsn(database, "routing", MIGRATIONS)
     group = f"test-routing-kill9-{uuid.uuid4().hex[:8]}"
-    await start_group_at_end(bootstrap, group, [MATTERS_REGISTERED.name, UNITS_FEEDBACK.name])
+    await start_group_at_end(bootstrap, group, consumed_by("routing"))
     env = os.environ | {
         "DATABASE_URL": database,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -106,7 +106,13 @@ async def test_kill_9_mid_batch_loses_nothing_and_routes_nothing_twice(
             return {r.key.decode() for r in tail.on(MATTERS_ROUTED.name)} >= ours
 
         await eventually(published, timeout=120)
-        await asyncio.sleep(2)
+        # Everything stored to publish is published, and read: a second event would be here now.
+        outbox = await pool_for(database, "routing")
+        try:
+            await outbox_published(outbox)
+        finally:
+            await outbox.close()
+        await read_to_end(tail, tail.on(MATTERS_ROUTED.name))
         routed = [r for r in tail.on(MATTERS_ROUTED.name) if r.key.decode() in ours]
         distinct = {orjson.loads(r.value)["event_id"]: r for r in routed}
         per_matter = Counter(r.key for r in distinct.values())

@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -17,13 +18,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import eventually
-from tests.integration.kafka_tools import Tail, start_group_at_end
+from tests.integration.kafka_tools import Tail, consumed_by, outbox_published, pool_for, read_to_end, start_group_at_end
 from tests.integration.processes import ServiceProcess, free_port
 from xinfang_shared.contracts.events import MatterStatus, MatterStatusChanged
 from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
-    MATTERS_REGISTERED,
-    MATTERS_ROUTED,
     MATTERS_STATUS,
     unit_inbox_topic,
 )
@@ -32,15 +31,18 @@ from xinfang_supervision.app import MIGRATIONS
 
 UNIT = "city-5107"
 MATTERS = 3000
-DAY = 86_400
+
+
+async def _fetchval(dsn: str, sql: str, ids: list[uuid.UUID]) -> Any:
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "supervision"})
+    try:
+        return await conn.fetchval(sql, ids)
+    finally:
+        await conn.close()
 
 
 async def _count(dsn: str, sql: str, ids: list[uuid.UUID]) -> int:
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": "supervision"})
-    try:
-        return int(await conn.fetchval(sql, ids))
-    finally:
-        await conn.close()
+    return int(await _fetchval(dsn, sql, ids))
 
 
 async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
@@ -48,7 +50,7 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
 ) -> None:
     await migrate_dsn(database, "supervision", MIGRATIONS)
     group = f"test-supervision-kill9-{uuid.uuid4().hex[:8]}"
-    await start_group_at_end(bootstrap, group, [MATTERS_REGISTERED.name, MATTERS_ROUTED.name, MATTERS_STATUS.name])
+    await start_group_at_end(bootstrap, group, consumed_by("supervision"))
     base = os.environ | {
         "DATABASE_URL": database,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -93,9 +95,13 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
     overdue_sql = "SELECT count(*) FROM deadlines WHERE deadline = 'acceptance' AND overdue_at IS NOT NULL"
     overdue_sql += " AND matter_id = ANY($1)"
     async with httpx.AsyncClient(timeout=120) as client:
-        # A moves the clock 16 days and starts the checks; B's scheduler joins in; A dies mid-way.
+        # A moves the clock past every due time (15 days, to the end of the last day, past a holiday if it falls
+        # on one) but not to an escalation, and starts the checks; B's scheduler joins in; A dies mid-way.
+        last_due = await _fetchval(database, "SELECT max(due_at) FROM deadlines WHERE matter_id = ANY($1)", ids)
+        now = datetime.fromisoformat((await client.get(f"http://127.0.0.1:{a.port}/v1/admin/clock")).json()["now"])
+        seconds = int((last_due - now).total_seconds()) + 3600
         advancing = asyncio.create_task(
-            client.post(f"http://127.0.0.1:{a.port}/v1/admin/clock/advance", json={"seconds": 16 * DAY})
+            client.post(f"http://127.0.0.1:{a.port}/v1/admin/clock/advance", json={"seconds": seconds})
         )
 
         async def some_overdue() -> bool:
@@ -119,7 +125,13 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
             return [e for e in found if e["deadline"] == "acceptance" and e["state"] == state]
 
         await eventually(lambda: len({e["matter_id"] for e in events("overdue")}) == MATTERS, timeout=120)
-        await asyncio.sleep(2)
+        # Everything stored to publish is published, and read: a second event would be here now.
+        outbox = await pool_for(database, "supervision")
+        try:
+            await outbox_published(outbox)
+        finally:
+            await outbox.close()
+        await read_to_end(tail, tail.on(DEADLINES_EVENTS.name))
         for state in ("due-soon", "overdue"):
             seen = events(state)
             distinct = {e["event_id"]: e for e in seen}

@@ -222,7 +222,9 @@ class EventBatches(Generic[E]):
         else:
             self.limit.succeeded(len(records))
         handled = sum(count for _, count in isolated.done)
-        log.info(
+        # A batch that changed nothing (all redelivered, or none of the consumer's concern) is not news.
+        log.log(
+            logging.INFO if handled or failed else logging.DEBUG,
             "handled a batch",
             extra={"what": self.limit.consumer, "events": len(events), "first_time": handled, "failed": len(failed)},
         )

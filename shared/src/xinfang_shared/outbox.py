@@ -98,6 +98,9 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = False
+        # Since when (loop time) and why publishing keeps failing; None while it works. /health reports it: a
+        # relay that cannot publish (Kafka away, a topic missing) holds back everything its service writes.
+        self.failing: tuple[float, str] | None = None
         self._producer: Producer | None = None
         registry = metrics or CollectorRegistry()
         self.published = Counter("xinfang_outbox_published", "Outbox rows published to Kafka", registry=registry)
@@ -105,6 +108,14 @@ class OutboxRelay:
             "xinfang_outbox_publish_failures", "Relay batches that failed and were retried", registry=registry
         )
         self.backlog = Gauge("xinfang_outbox_backlog", "Outbox rows not yet published", registry=registry)
+
+    def problem(self, grace_s: float = 10.0) -> str | None:
+        """Why publishing has been failing for more than `grace_s` (a blip is not a problem), or None."""
+        if self.failing is None:
+            return None
+        since, reason = self.failing
+        for_s = asyncio.get_running_loop().time() - since
+        return f"failing for {for_s:.0f} s: {reason}" if for_s > grace_s else None
 
     async def run(self) -> None:
         """Relay until cancelled. Survives Kafka and PostgreSQL outages."""
@@ -120,6 +131,7 @@ class OutboxRelay:
                         self._producer = self._new_producer()
                     sent = await self.publish_batch()
                     failures = 0
+                    self.failing = None
                     if sent == self.batch_size:
                         continue
                     self._wake.clear()
@@ -136,6 +148,8 @@ class OutboxRelay:
                 ) as exc:
                     failures += 1
                     self.failures.inc()
+                    if self.failing is None:
+                        self.failing = (asyncio.get_running_loop().time(), f"{type(exc).__name__}: {exc}"[:300])
                     delay = min(5.0, 0.2 * 2**failures)
                     log.warning(
                         "outbox relay could not publish; will retry",

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import asyncpg
 from aiokafka import ConsumerRecord
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,6 +29,7 @@ from faststream.message import StreamMessage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .contracts.events import FieldError
 from .db import create_pool
@@ -93,6 +95,73 @@ async def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
     return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request is invalid", errors)
 
 
+async def _http_errors(request: Request, exc: Exception) -> Response:
+    """FastAPI's own 400 for a body it cannot read (not UTF-8, say) names no field: it is a 422 on `<body>`
+    like any other unreadable body. Every other HTTP error is answered as FastAPI would."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and str(exc.detail).startswith("There was an error parsing"):
+        errors = [FieldError(field="<body>", message="cannot be read as JSON text (is it UTF-8?)")]
+        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request is invalid", errors)
+    return await http_exception_handler(request, exc)
+
+
+class BodyLimit:
+    """Refuses a request body over `max_bytes` with 413 naming `<body>`, before any route reads it (by its
+    Content-Length, or as it streams in), so no endpoint can be made to buffer an unbounded body."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = (
+            ErrorList(
+                detail="the request body is too large",
+                errors=[FieldError(field="<body>", message=f"at most {self.max_bytes} bytes are accepted")],
+            )
+            .model_dump_json()
+            .encode()
+        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(BaseException):
+    """Raised from `receive` past the limit. A BaseException, because FastAPI turns any Exception while it
+    reads a body into a 400 "There was an error parsing the body"; this must reach BodyLimit."""
+
+
 class Service:
     def __init__(self, settings: ServiceSettings, *, migrations: Path, title: str) -> None:
         self.settings = settings
@@ -150,6 +219,8 @@ class Service:
             },
         )
         self.api.add_exception_handler(RequestValidationError, _validation_errors)
+        self.api.add_exception_handler(StarletteHTTPException, _http_errors)
+        self.api.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
         self._add_consumer_routes()
@@ -293,7 +364,8 @@ class Service:
             checks["database"] = f"down: {type(exc).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
         relay_alive = self._relay_task is not None and not self._relay_task.done()
-        checks["outbox_relay"] = "ok" if relay_alive else "down"
+        problem = self.relay.problem() if self.relay is not None else None
+        checks["outbox_relay"] = "down" if not relay_alive else problem or "ok"
         for consumer, state in self.halts.states().items():
             if state != "ok":
                 checks[f"consumer:{consumer}"] = state

@@ -59,6 +59,10 @@ class ServiceSettings(BaseSettings):
     personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
     personal_data_hash_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
 
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="The largest HTTP request body any route reads (413 beyond it)"
+    )
+
     # Consumers retry a failing message this many times, backing off, before dead-lettering it.
     consumer_max_attempts: int = 4
     consumer_backoff_initial_s: float = 0.2
@@ -73,6 +77,12 @@ class ServiceSettings(BaseSettings):
     halt_probe_after_s: float = Field(default=30.0, gt=0)
     halt_probe_max_s: float = Field(default=600.0, gt=0)
     halt_poll_s: float = Field(default=2.0, gt=0)
+
+    deadline_rules_file: Path | None = Field(
+        default=None,
+        description="The statutory deadline rules (TOML) every service reads; default: xinfang_shared's"
+        " data/deadline-rules.toml",
+    )
 
     outbox_batch_size: int = 1000
     outbox_poll_interval_s: float = 1.0

@@ -1,13 +1,18 @@
-"""Subscribers that only acknowledge what a service receives: the stand-in for handlers not yet built.
+"""Subscribers that only note what a service receives: the stand-in for handlers not yet built.
 
-Each one validates the message against its contract model (so a malformed one is dead-lettered) and logs
-its identifiers, never its payload.
+They read their topics as the service will, log the identifiers of each event (never its payload), and never
+acknowledge anything: no offset is committed for events thrown away, so the service, once built, starts
+from the beginning of its topics under the same consumer group and misses nothing published meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+import orjson
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
 
 from .contracts.topics import Topic
 from .service import Service
@@ -21,10 +26,16 @@ def log_receipts(service: Service, topics: list[Topic]) -> None:
 
 
 def _subscribe(service: Service, topic: Topic) -> None:
-    model = topic.model
+    async def ids_only(message: Any) -> Any:
+        return None
 
-    @service.subscriber(topic.name, title=f"{topic.name}:receive")
-    async def receive(body: dict[str, Any]) -> None:
-        event = model.model_validate(body)
-        ids = {k: str(v) for k, v in event if k in ("event_id", "matter_id", "external_id")}
-        log.info("received", extra={"topic": topic.name, **ids})
+    # MANUAL and never acknowledged: nothing is committed (and nothing dead-lettered, since nothing is handled).
+    @service.subscriber(topic.name, title=f"{topic.name}:receive", ack_policy=AckPolicy.MANUAL, decoder=ids_only)
+    async def receive(_: Any, msg: KafkaMessage) -> None:
+        try:
+            body = orjson.loads(msg.body)
+        except orjson.JSONDecodeError:
+            body = None
+        found = body if isinstance(body, dict) else {}
+        ids = {k: str(found[k]) for k in ("event_id", "matter_id", "external_id") if k in found}
+        log.info("received (not handled yet: stand-in)", extra={"topic": topic.name, **ids})

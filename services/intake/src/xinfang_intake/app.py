@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from xinfang_shared.batching import Coalescer
 from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Late, Service
 
@@ -46,7 +46,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
         registrar = Registrar(
             vault,
             repeat_similarity=settings.repeat_similarity,
-            review_window=timedelta(days=settings.review_window_days),
+            deadlines=DeadlineRules.load(settings.deadline_rules_file),
         )
         intake = Intake(settings, registrar, svc.pool, svc.limit(CHANNEL_CONSUMER))
         http_limit = svc.limit(HTTP_CONSUMER)

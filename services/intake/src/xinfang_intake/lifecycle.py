@@ -1,7 +1,9 @@
 """What intake learns back about the matters it registered, for the petitioner look-up and for repeats:
 status (and the opinion) from matters.status.v1, office and unit from matters.routed.v1, deadlines from
 deadlines.events.v1. Each update is guarded by its event time, so a redelivered or late event changes
-nothing: the consumers are idempotent without an inbox."""
+nothing: the consumers are idempotent without an inbox. (A matter is routed again after an objection or a
+reassignment: the unit then comes with the status change, and an old routing redelivered late cannot undo
+it.)"""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from .registration import CONCLUDED
 
 async def apply_status(pool: asyncpg.Pool, event: MatterStatusChanged) -> None:
     await pool.execute(
-        "UPDATE matters SET status = $2, status_at = $3, unit = coalesce($4, unit),"
+        "UPDATE matters SET status = $2, status_at = $3, unit = $4,"
         " opinion = coalesce($5, opinion),"
         " concluded_at = CASE WHEN $6 THEN $3 ELSE concluded_at END"
         " WHERE matter_id = $1 AND status_at <= $3",
@@ -29,11 +31,14 @@ async def apply_status(pool: asyncpg.Pool, event: MatterStatusChanged) -> None:
 
 async def apply_routed(pool: asyncpg.Pool, event: MatterRouted) -> None:
     await pool.execute(
-        "UPDATE matters SET office = $2, unit = $3, category = $4 WHERE matter_id = $1",
+        # The unit only if no later status change (a re-route, a reassignment) was applied already.
+        "UPDATE matters SET office = $2, unit = CASE WHEN status_at <= $5 THEN $3 ELSE unit END, category = $4,"
+        " routed_at = $5 WHERE matter_id = $1 AND (routed_at IS NULL OR routed_at < $5)",
         event.matter_id,
         event.office.value,
         event.unit,
         event.category.value,
+        event.routed_at,
     )
 
 

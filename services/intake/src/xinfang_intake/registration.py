@@ -17,7 +17,7 @@ import hashlib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -26,8 +26,10 @@ import orjson
 
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import FieldError, MatterStatus, Submission
-from xinfang_shared.contracts.reference import Kind
+from xinfang_shared.contracts.reference import DeadlineType, Kind
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.periods import period_last_day
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.tracking import new_tracking_code, normalise
 
@@ -38,12 +40,10 @@ from .validation import REVIEW_KINDS, error
 OPEN = frozenset(
     {
         MatterStatus.REGISTERED,
-        MatterStatus.ROUTED,
         MatterStatus.AWAITING_ASSIGNMENT,
         MatterStatus.TRANSFERRED,
         MatterStatus.OBJECTED,
         MatterStatus.ACCEPTED,
-        MatterStatus.IN_HANDLING,
         MatterStatus.REVIEW_REQUESTED,
         MatterStatus.IN_REVIEW,
         MatterStatus.RE_REVIEW_REQUESTED,
@@ -91,10 +91,10 @@ class _Earlier:
 
 
 class Registrar:
-    def __init__(self, vault: PersonalDataVault, *, repeat_similarity: float, review_window: timedelta) -> None:
+    def __init__(self, vault: PersonalDataVault, *, repeat_similarity: float, deadlines: DeadlineRules) -> None:
         self.vault = vault
         self.repeat_similarity = repeat_similarity
-        self.review_window = review_window
+        self.deadlines = deadlines
 
     def prepare(self, submission: Submission) -> Prepared:
         as_json = submission.model_dump(mode="json")
@@ -223,25 +223,38 @@ class Registrar:
         if earlier is None:
             return error("related_tracking_code", "no matter has this tracking code"), None
         status = earlier["status"]
+        if status == MatterStatus.TERMINATED:
+            return error("related_tracking_code", "that matter's chain is terminated: it is final (三级终结)"), None
+        if status == MatterStatus.CLOSED:
+            return error(
+                "related_tracking_code", "the window to ask one level up about that matter ended: it is closed"
+            ), None
         if s.kind == Kind.RE_REVIEW_REQUEST:
-            reviewed = status == MatterStatus.REVIEW_CONCLUDED or (
-                earlier["kind"] == Kind.REVIEW_REQUEST and status == MatterStatus.CONCLUDED
-            )
-            if not reviewed:
+            if earlier["kind"] != Kind.REVIEW_REQUEST or status != MatterStatus.REVIEW_CONCLUDED:
                 return error(
                     "related_tracking_code",
-                    f"a re-review needs a concluded review; that matter is {status} (request a review first)",
+                    f"a re-review needs a concluded review; that matter is a {earlier['kind']} and {status}"
+                    " (request a review first)",
                 ), None
-        elif status not in CONCLUDED:
+        elif earlier["kind"] in REVIEW_KINDS:
+            return error(
+                "related_tracking_code",
+                f"that matter is a {earlier['kind']}: ask for its re-review (kind re-review-request)",
+            ), None
+        elif status != MatterStatus.CONCLUDED:
             return error(
                 "related_tracking_code", f"the earlier matter is not concluded (it is {status}); nothing to review yet"
             ), None
         concluded_at = earlier["concluded_at"]
-        if concluded_at is None or now - concluded_at > self.review_window:
-            ended = (concluded_at + self.review_window).date().isoformat() if concluded_at else "unknown"
+        # The statutory window (shared deadline rules), counted from the opinion as the law counts periods.
+        level = DeadlineType.RE_REVIEW if s.kind == Kind.RE_REVIEW_REQUEST else DeadlineType.REVIEW
+        window = self.deadlines.request_window(level)
+        ends = window.due(concluded_at) if concluded_at is not None else None
+        if ends is None or now >= ends:
+            last_day = period_last_day(ends).isoformat() if ends else "unknown"
             return error(
                 "related_tracking_code",
-                f"the {self.review_window.days}-day window to request a review ended on {ended}",
+                f"the {window.length}-day window to request a {level.value} ended with {last_day} (Beijing time)",
             ), None
         return None, earlier["matter_id"]
 

@@ -17,7 +17,6 @@ class IntakeSettings(ServiceSettings):
     channel_api_key: SecretStr | None = None
     max_message_bytes: int = 256 * 1024
     submitted_at_skew_s: int = 300
-    review_window_days: int = 30
     # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
     repeat_similarity: float = 0.35
     # Kafka channel topics are consumed in batches of up to this many records (one transaction each).

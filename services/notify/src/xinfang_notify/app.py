@@ -15,8 +15,12 @@ from .settings import NotifySettings
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+def create_service(settings: NotifySettings) -> Service:
+    service = Service(settings, migrations=MIGRATIONS, title="xinfang notify")
+    log_receipts(service, [t for t in CONTRACT_TOPICS if "notify" in t.consumers])
+    return service
+
+
 def create_app() -> FastAPI:
     """What uvicorn serves (`factory=True`): nothing is built at import time."""
-    service = Service(NotifySettings(), migrations=MIGRATIONS, title="xinfang notify")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "notify" in t.consumers])
-    return service.api
+    return create_service(NotifySettings()).api

@@ -1,9 +1,10 @@
-"""The routing service: matters.registered.v1 and unit feedback in; routed matters, unit inboxes and every
-lifecycle change out."""
+"""The routing service: matters.registered.v1 and unit feedback in (and supervision's word that a request
+window lapsed); routed matters, unit inboxes and every lifecycle change out."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from xinfang_shared import inbox, outbox
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import (
+    Event,
     FeedbackRejected,
     FieldError,
     MatterRegistered,
@@ -23,7 +25,9 @@ from xinfang_shared.contracts.events import (
     field_errors,
     utc_now,
 )
-from xinfang_shared.contracts.topics import FEEDBACK_REJECTED, MATTERS_REGISTERED, UNITS_FEEDBACK
+from xinfang_shared.contracts.reference import DeadlineState, DeadlineType
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED, MATTERS_REGISTERED, UNITS_FEEDBACK
+from xinfang_shared.deadlines import REQUEST_WINDOWS, DeadlineRules
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Late, Service
 
@@ -40,6 +44,19 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 RAW_LIMIT = 64 * 1024
 
 
+class DeadlineSeen(Event):
+    """The part of deadlines.events.v1 routing reads: whether a petitioner's request window lapsed."""
+
+    matter_id: uuid.UUID
+    deadline: DeadlineType
+    state: DeadlineState
+    window: bool = False
+
+    @property
+    def request_window_lapsed(self) -> bool:
+        return self.state == DeadlineState.CLOSED and self.window and self.deadline in REQUEST_WINDOWS
+
+
 def create_service(settings: RoutingSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang routing")
     late: Late[RoutingState] = Late("routing")
@@ -50,8 +67,7 @@ def create_service(settings: RoutingSettings) -> Service:
             RuleBook(settings.routing_rules_file),
             CategoryInference(settings.category_lexicon_file, min_confidence=settings.category_min_confidence),
             PersonalDataVault.from_settings(settings),
-            acceptance_days=settings.acceptance_days,
-            objection_working_days=settings.objection_working_days,
+            DeadlineRules.load(settings.deadline_rules_file),
         )
         keys = {unit: key.get_secret_value() for unit, key in settings.unit_api_keys.items()}
         late.state = RoutingState(svc.pool, router, FeedbackHandler(router), keys)
@@ -61,6 +77,12 @@ def create_service(settings: RoutingSettings) -> Service:
         MatterRegistered, lambda events: _route(late(), events), service.dead_letter, service.limit(route)
     )
     service.batch_subscriber(MATTERS_REGISTERED.name, consumer=route, max_records=500)(batches.take)
+
+    lapsed = "deadlines.events.v1:close lapsed"
+    windows = EventBatches(
+        DeadlineSeen, lambda events: _close(late(), events), service.dead_letter, service.limit(lapsed)
+    )
+    service.batch_subscriber(DEADLINES_EVENTS.name, consumer=lapsed, max_records=1000)(windows.take)
 
     @service.subscriber(UNITS_FEEDBACK.name, title="units.feedback.v1:apply")
     async def take_feedback(_: Any, msg: KafkaMessage) -> None:
@@ -89,6 +111,20 @@ async def _route(state: RoutingState, events: list[MatterRegistered]) -> int:
         for event in events:
             if event.event_id in fresh:
                 await state.router.route_registered(conn, event, now)
+    return len(fresh)
+
+
+async def _close(state: RoutingState, events: list[DeadlineSeen]) -> int:
+    """Close the matters whose request window lapsed (most deadline events are not about that: skipped)."""
+    lapsed = [e for e in events if e.request_window_lapsed]
+    if not lapsed:
+        return 0
+    now = utc_now()
+    async with state.pool.acquire() as conn, conn.transaction():
+        fresh = await inbox.first_time_many(conn, [e.event_id for e in lapsed], source=DEADLINES_EVENTS.name)
+        for event in lapsed:
+            if event.event_id in fresh:
+                await state.router.window_lapsed(conn, event.matter_id, event.deadline, now)
     return len(fresh)
 
 

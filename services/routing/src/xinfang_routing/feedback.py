@@ -1,10 +1,14 @@
 """Unit feedback as a state machine over the lifecycle (DOMAIN.md). An action is refused when it comes from
-a unit the matter is not assigned to, is not legal in the matter's current state, or lacks what it needs."""
+a unit the matter is not assigned to, is not legal in the matter's current state, or lacks what it needs.
+
+The unit's own `at` is when the change happened (deadlines are counted from it), kept within what routing
+can vouch for: not in the future (beyond a few minutes of clock skew, else refused), not before the matter's
+last change and not after routing read it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,7 +25,9 @@ A = FeedbackAction
 # The status an action leads to at each review level (0: the matter, 1: a review, 2: a re-review).
 ACCEPTED = {0: S.ACCEPTED, 1: S.IN_REVIEW, 2: S.IN_RE_REVIEW}
 CONCLUDED = {0: S.CONCLUDED, 1: S.REVIEW_CONCLUDED, 2: S.RE_REVIEW_CONCLUDED}
-HANDLING = {S.ACCEPTED, S.IN_HANDLING, S.IN_REVIEW, S.IN_RE_REVIEW}
+HANDLING = {S.ACCEPTED, S.IN_REVIEW, S.IN_RE_REVIEW}
+# How far ahead of routing's clock a unit's `at` may be (its clock runs fast).
+CLOCK_SKEW = timedelta(minutes=5)
 
 # (status, action) → legal. What each action then does is in FeedbackHandler.apply.
 LEGAL: dict[FeedbackAction, set[MatterStatus]] = {
@@ -58,8 +64,8 @@ class FeedbackHandler:
     async def apply(self, conn: asyncpg.Connection, feedback: UnitFeedback, now: datetime) -> None:
         """Apply one action inside the caller's transaction, or raise Refused."""
         matter = await conn.fetchrow(
-            "SELECT matter_id, status, unit, review_level, transferred_at, objected_units, facts"
-            " FROM matters WHERE matter_id = $1 FOR UPDATE",
+            "SELECT matter_id, status, status_at, unit, review_level, transferred_at, objected_units, facts,"
+            " tracking_code FROM matters WHERE matter_id = $1 FOR UPDATE",
             feedback.matter_id,
         )
         if matter is None:
@@ -70,6 +76,11 @@ class FeedbackHandler:
         if status not in LEGAL[feedback.action]:
             raise _refuse(Refusal.ILLEGAL, "action", f"'{feedback.action.value}' is not possible while {status.value}")
         self._check_fields(feedback)
+        if feedback.at > now + CLOCK_SKEW:
+            ahead = f"{feedback.at.isoformat()}; routing's time is {now.isoformat()}"
+            raise _refuse(Refusal.MALFORMED, "at", f"is in the future ({ahead}): send when it happened")
+        last = matter["status_at"]
+        at = min(now, max(feedback.at, last)) if last is not None else min(now, feedback.at)
         level = int(matter["review_level"])
         common: dict[str, Any] = {
             "actor": feedback.unit,
@@ -78,7 +89,7 @@ class FeedbackHandler:
         }
         match feedback.action:
             case A.RECEIVED:
-                await self.router.change(conn, feedback.matter_id, status, status, feedback.unit, now, **common)
+                await self.router.change(conn, feedback.matter_id, status, status, feedback.unit, at, **common)
             case A.EXTENSION_REQUESTED:
                 # Supervision owns the deadlines: it grants the extension or refuses it with a reason.
                 await self.router.change(
@@ -87,38 +98,41 @@ class FeedbackHandler:
                     status,
                     status,
                     feedback.unit,
-                    now,
+                    at,
                     extension_days=feedback.extension_days,
                     **common,
                 )
             case A.ACCEPTED:
-                await self.router.change(
-                    conn, feedback.matter_id, status, ACCEPTED[level], feedback.unit, now, **common
-                )
+                await self.router.change(conn, feedback.matter_id, status, ACCEPTED[level], feedback.unit, at, **common)
             case A.NOT_ACCEPTED:
-                await self.router.change(conn, feedback.matter_id, status, S.NOT_ACCEPTED, feedback.unit, now, **common)
+                await self.router.change(conn, feedback.matter_id, status, S.NOT_ACCEPTED, feedback.unit, at, **common)
             case A.CONCLUDED:
                 concluded = CONCLUDED[level]
                 await self.router.change(
-                    conn, feedback.matter_id, status, concluded, feedback.unit, now, opinion=feedback.opinion, **common
+                    conn, feedback.matter_id, status, concluded, feedback.unit, at, opinion=feedback.opinion, **common
                 )
-                if level == 2:  # the third tier is final (statutory)
+                if level == 2:  # the third tier is final (statutory): the whole chain ends here
+                    why = f"the re-review {matter['tracking_code']} concluded: final (三级终结)"
                     await self.router.change(
                         conn,
                         feedback.matter_id,
                         concluded,
                         S.TERMINATED,
                         feedback.unit,
-                        now,
+                        at,
                         actor="routing",
                         action="terminated",
+                        reason=why,
                     )
+                    await self.router.end_chain(conn, feedback.matter_id, S.TERMINATED, at, why=why)
             case A.OBJECTED:
-                await self._objected(conn, matter, feedback, now)
+                await self._objected(conn, matter, feedback, at, now)
 
-    async def _objected(self, conn: asyncpg.Connection, matter: Any, feedback: UnitFeedback, now: datetime) -> None:
+    async def _objected(
+        self, conn: asyncpg.Connection, matter: Any, feedback: UnitFeedback, at: datetime, now: datetime
+    ) -> None:
         transferred_at = matter["transferred_at"]
-        if transferred_at is not None and now > self.router.objection_ends(transferred_at):
+        if transferred_at is not None and at >= self.router.objection_ends(transferred_at):
             raise _refuse(
                 Refusal.ILLEGAL, "action", "the objection window has passed; handle the matter or ask the office"
             )
@@ -130,7 +144,7 @@ class FeedbackHandler:
             S.TRANSFERRED,
             S.OBJECTED,
             feedback.unit,
-            now,
+            at,
             actor=feedback.unit,
             action="objected",
             reason=feedback.reason,

@@ -1,11 +1,17 @@
 """Routing a registered matter: category (given or inferred), office and unit by the rule book, then
-matters.routed.v1, the unit's inbox message and matters.status.v1 through the outbox, in one transaction."""
+matters.routed.v1, the unit's inbox message and matters.status.v1 through the outbox, in one transaction.
+
+Reviews (复查) and re-reviews (复核) are matters of their own, linked to the matter whose opinion they contest
+(`related_matter_id`): they go one level above whoever gave that opinion, and registering one moves that
+matter to review-requested / re-review-requested. A concluded re-review is final: the whole chain (the
+original matter, its review, its re-review) is terminated (三级终结). A chain whose request window lapses
+unused is closed."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,17 +27,32 @@ from xinfang_shared.contracts.events import (
     Petitioner,
     UnitInboxMessage,
 )
-from xinfang_shared.contracts.reference import DEPARTMENT_FOR_CATEGORY, Category, Kind, Office
+from xinfang_shared.contracts.reference import (
+    DEPARTMENT_FOR_CATEGORY,
+    REVIEW_OFFICE_UNIT,
+    Category,
+    DeadlineType,
+    Kind,
+    Office,
+)
 from xinfang_shared.contracts.topics import MATTERS_ROUTED, MATTERS_STATUS, unit_inbox_topic
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.tracking import normalise
-from xinfang_shared.workdays import add_working_days
 
 from .categories import CategoryInference
 from .rules import RuleBook
 
 CHINA = ZoneInfo("Asia/Shanghai")
+S = MatterStatus
 REVIEW_LEVEL = {Kind.REVIEW_REQUEST: 1, Kind.RE_REVIEW_REQUEST: 2}
+# Registering a review (level 1) or a re-review (level 2): the status the contested matter must be in, and
+# the one it moves to.
+REQUESTED = {1: (S.CONCLUDED, S.REVIEW_REQUESTED), 2: (S.REVIEW_CONCLUDED, S.RE_REVIEW_REQUESTED)}
+# The request window of each level, as supervision publishes it: (the level, the status) whose window it is.
+LAPSES = {DeadlineType.REVIEW: (0, S.CONCLUDED), DeadlineType.RE_REVIEW: (1, S.REVIEW_CONCLUDED)}
+# A chain ends (terminated, or closed when a window lapses) for the matters still waiting on it.
+AWAITING_THE_CHAIN = (S.REVIEW_REQUESTED, S.RE_REVIEW_REQUESTED)
 
 
 @dataclass(frozen=True)
@@ -49,15 +70,12 @@ class Router:
         rulebook: RuleBook,
         inference: CategoryInference,
         vault: PersonalDataVault,
-        *,
-        acceptance_days: int,
-        objection_working_days: int,
+        deadlines: DeadlineRules,
     ) -> None:
         self.rulebook = rulebook
         self.inference = inference
         self.vault = vault
-        self.acceptance = timedelta(days=acceptance_days)
-        self.objection_working_days = objection_working_days
+        self.deadlines = deadlines
 
     @staticmethod
     def facts(event: MatterRegistered, category: Category, in_sensitive_period: bool) -> dict[str, Any]:
@@ -143,6 +161,8 @@ class Router:
             return
         placement = self._place(facts, related, review_level, rules.version)
         rules_used = f"{placement.office_rule}/{placement.unit_rule}"
+        if related is not None:
+            await self._request_made(conn, related, review_level, event.tracking_code, now)
         await conn.execute(
             "UPDATE matters SET office=$2, unit=$3, office_rule=$4, unit_rule=$5, rules_version=$6 WHERE matter_id=$1",
             event.matter_id,
@@ -178,7 +198,7 @@ class Router:
         decision = self.rulebook.current.decide(facts)
         if not review_level:
             return Placement(decision.office, decision.unit, decision.office_rule, decision.unit_rule, version)
-        # Review: one level above the unit that handled the earlier matter.
+        # Review: one level above the unit that gave the contested opinion.
         earlier_unit = related["unit"] if related else None
         if earlier_unit and earlier_unit.startswith("city-"):
             department = DEPARTMENT_FOR_CATEGORY.get(Category(related["category"] or "other"))
@@ -186,8 +206,72 @@ class Router:
                 return Placement(
                     decision.office, department, decision.office_rule, "review-city-to-department", version
                 )
-        # A department's matter (or one without a unit) is reviewed by the Supervision and Review Office itself.
-        return Placement(decision.office, None, decision.office_rule, "review-by-office", version)
+        # A department's opinion, or a department's review, is decided by the provincial government: the
+        # Supervision and Review Office handles it as the unit (and so does the one above its own review).
+        return Placement(decision.office, REVIEW_OFFICE_UNIT, decision.office_rule, "review-by-office", version)
+
+    async def _request_made(self, conn: asyncpg.Connection, related: Any, level: int, code: str, now: datetime) -> None:
+        """A review (re-review) of `related` was registered: it is review-requested (re-review-requested)."""
+        awaited, requested = REQUESTED[level]
+        status = await conn.fetchval("SELECT status FROM matters WHERE matter_id = $1 FOR UPDATE", related["matter_id"])
+        # Intake admits a request only against a concluded opinion in its window; a chain closed meanwhile
+        # (the window lapsed as the request came in) is reopened by it.
+        if status not in (awaited, S.CLOSED):
+            return
+        await self.change(
+            conn,
+            related["matter_id"],
+            S(status),
+            requested,
+            related["unit"],
+            now,
+            actor="routing",
+            action=requested.value,
+            reason=f"requested by matter {code}",
+        )
+
+    async def window_lapsed(
+        self, conn: asyncpg.Connection, matter_id: uuid.UUID, window: DeadlineType, now: datetime
+    ) -> bool:
+        """Supervision says the petitioner's window to ask one level up about this matter's opinion lapsed
+        unused: the matter is closed, and with it the matters of its chain that waited on it."""
+        row = await conn.fetchrow(
+            "SELECT status, unit, review_level, tracking_code FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id
+        )
+        if row is None or (row["review_level"], row["status"]) != LAPSES[window]:
+            return False  # not that matter's window (or it was used meanwhile)
+        why = f"the window to request a {window.value} of {row['tracking_code']} lapsed unused"
+        await self.change(
+            conn, matter_id, S(row["status"]), S.CLOSED, row["unit"], now, actor="routing", action="closed", reason=why
+        )
+        await self.end_chain(conn, matter_id, S.CLOSED, now, why=why)
+        return True
+
+    async def end_chain(
+        self, conn: asyncpg.Connection, matter_id: uuid.UUID, status: MatterStatus, now: datetime, *, why: str
+    ) -> None:
+        """The matters `matter_id` contests (up its chain) that still wait on it end with it: terminated when
+        its re-review concluded, closed when its request window lapsed unused."""
+        related = await conn.fetchval("SELECT related_matter_id FROM matters WHERE matter_id = $1", matter_id)
+        while related is not None:
+            row = await conn.fetchrow(
+                "SELECT status, unit, related_matter_id FROM matters WHERE matter_id = $1 FOR UPDATE", related
+            )
+            if row is None:
+                return
+            if row["status"] in AWAITING_THE_CHAIN:
+                await self.change(
+                    conn,
+                    related,
+                    S(row["status"]),
+                    status,
+                    row["unit"],
+                    now,
+                    actor="routing",
+                    action=status.value,
+                    reason=why,
+                )
+            related = row["related_matter_id"]
 
     async def assign(
         self,
@@ -204,6 +288,7 @@ class Router:
     ) -> None:
         """Transfer to `unit` (its inbox message) or put the matter in its office's manual queue."""
         status = MatterStatus.TRANSFERRED if unit else MatterStatus.AWAITING_ASSIGNMENT
+        before = await conn.fetchval("SELECT unit FROM matters WHERE matter_id=$1 FOR UPDATE", matter_id)
         row = await conn.fetchrow(
             "UPDATE matters SET unit=$2, status=$3, transferred_at=$4, updated_at=$4 WHERE matter_id=$1"
             " RETURNING office, tracking_code, kind, category, details, personal_data",
@@ -212,6 +297,10 @@ class Router:
             status.value,
             now,
         )
+        if previous == MatterStatus.TRANSFERRED and before is not None and before != unit:
+            # It had the matter (and did not return it): it is told that the matter left it.
+            withdrawal = self._withdrawal(matter_id, before, unit, row, reason)
+            await outbox.enqueue(conn, unit_inbox_topic(before), withdrawal, key=str(matter_id))
         if unit is not None:
             await outbox.enqueue(
                 conn, unit_inbox_topic(unit), self._inbox_message(matter_id, unit, row, now), key=str(matter_id)
@@ -230,7 +319,21 @@ class Router:
         )
 
     def objection_ends(self, transferred_at: datetime) -> datetime:
-        return add_working_days(transferred_at, self.objection_working_days)
+        return self.deadlines[DeadlineType.OBJECTION].due(transferred_at)
+
+    @staticmethod
+    def _withdrawal(matter_id: uuid.UUID, unit: str, now_with: str | None, row: Any, reason: str | None) -> Any:
+        where = f"to {now_with}" if now_with else "back to the office's queue"
+        return UnitInboxMessage(
+            type="withdrawal",
+            matter_id=matter_id,
+            unit=unit,
+            office=Office(row["office"]),
+            tracking_code=row["tracking_code"],
+            order_text=f"撤回 Withdrawn: matter {row['tracking_code']} was reassigned {where}"
+            + (f" ({reason})" if reason else "")
+            + "; it is no longer yours to handle, and nothing more is expected from you on it.",
+        )
 
     def _inbox_message(self, matter_id: uuid.UUID, unit: str, row: Any, now: datetime) -> UnitInboxMessage:
         details = row["details"]
@@ -242,7 +345,10 @@ class Router:
             unit=unit,
             office=Office(row["office"]),
             tracking_code=row["tracking_code"],
-            respond_by={"acceptance": now + self.acceptance, "objection": self.objection_ends(now)},
+            respond_by={
+                "acceptance": self.deadlines[DeadlineType.ACCEPTANCE].due(now),
+                "objection": self.objection_ends(now),
+            },
             kind=Kind(row["kind"]),
             category=Category(row["category"]),
             title=details["title"],
@@ -272,7 +378,7 @@ class Router:
         extension_days: int | None = None,
     ) -> None:
         office = await conn.fetchval(
-            "UPDATE matters SET status=$2, updated_at=$3 WHERE matter_id=$1 RETURNING office",
+            "UPDATE matters SET status=$2, status_at=$3, updated_at=now() WHERE matter_id=$1 RETURNING office",
             matter_id,
             status.value,
             now,

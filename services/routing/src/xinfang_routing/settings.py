@@ -30,8 +30,4 @@ class RoutingSettings(ServiceSettings):
     routing_rules_file: Path = DEFAULT_RULES
     category_lexicon_file: Path = DEFAULT_LEXICON
     category_min_confidence: float = 0.5
-    # Deadlines a unit is told in its inbox (supervision tracks them; DOMAIN.md).
-    acceptance_days: int = 15
-    # A unit may return a misrouted matter within this many working days of its transfer (statutory: 5).
-    objection_working_days: int = 5
     unit_api_keys: dict[str, SecretStr] = Field(default_factory=_unit_keys_from_environment)

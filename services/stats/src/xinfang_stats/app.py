@@ -15,8 +15,12 @@ from .settings import StatsSettings
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+def create_service(settings: StatsSettings) -> Service:
+    service = Service(settings, migrations=MIGRATIONS, title="xinfang stats")
+    log_receipts(service, [t for t in CONTRACT_TOPICS if "stats" in t.consumers])
+    return service
+
+
 def create_app() -> FastAPI:
     """What uvicorn serves (`factory=True`): nothing is built at import time."""
-    service = Service(StatsSettings(), migrations=MIGRATIONS, title="xinfang stats")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "stats" in t.consumers])
-    return service.api
+    return create_service(StatsSettings()).api

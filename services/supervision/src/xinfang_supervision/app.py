@@ -19,12 +19,12 @@ from xinfang_shared import inbox
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import Event, MatterRouted, MatterStatusChanged
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.service import Late, Service
 
 from .api import build_router
 from .clock import Clock
 from .ledger import Ledger, RegisteredFacts
-from .rules import DeadlineRules
 from .scheduler import Scheduler
 from .settings import SupervisionSettings
 from .state import SupervisionState

@@ -11,10 +11,15 @@ Which event does what (DOMAIN.md, lifecycle and deadlines):
                           → acceptance met, objection closes; handling / review / re-review opens
   not-accepted            → acceptance met, objection closes
   concluded / review-concluded / re-review-concluded
-                          → handling / review / re-review met
+                          → handling / review / re-review met; after the first two the petitioner's window
+                            to ask one level up opens (published as `review` / `re-review` on this matter)
+  review-requested / re-review-requested
+                          → that window met (the request came in it)
   extension-requested     → the running handling deadline extended, or the request refused with a reason
   closed, terminated, duplicate, not-accepted-again
                           → whatever is still open closes
+Every deadline that ends without being met (a window that lapses, a deadline closed by termination or
+reassignment) is published as `closed`.
 """
 
 from __future__ import annotations
@@ -32,14 +37,14 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import DeadlineEvent, FeedbackRejected, FieldError, MatterStatusChanged
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED
+from xinfang_shared.deadlines import DeadlineRule, DeadlineRules
 
-from .rules import DeadlineRule, DeadlineRules
-from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, S
+from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, REQUEST_MEETS, REQUEST_OPENS, S
 
 log = logging.getLogger(__name__)
 
 D = DeadlineType
-CLOSED = "closed"  # a window that lapsed, or a deadline that no longer applies: nothing is published
+CLOSED = DeadlineState.CLOSED.value  # a window that lapsed, or a deadline that no longer applies
 EXTENSIBLE = (D.HANDLING, D.REVIEW, D.RE_REVIEW)
 
 
@@ -140,6 +145,11 @@ class Ledger:
             await self._close(conn, matter, D.OBJECTION, at, "not accepted")
         elif status in CONCLUSION_MEETS:
             await self._meet(conn, matter, CONCLUSION_MEETS[status], at)
+            if status in REQUEST_OPENS:
+                window = REQUEST_OPENS[status]
+                await self._open(conn, matter, window, unit, at, rule=self.rules.request_window(window))
+        elif status in REQUEST_MEETS:
+            await self._meet(conn, matter, REQUEST_MEETS[status], at)
         elif status in ENDS_EVERYTHING:
             for deadline in D:
                 await self._close(conn, matter, deadline, at, status.value)
@@ -152,7 +162,7 @@ class Ledger:
         """Grant the unit's extension of the running handling deadline, or refuse it on
         units.feedback.rejected.v1 with the reason."""
         row = await conn.fetchrow(
-            "SELECT * FROM deadlines WHERE matter_id = $1 AND deadline = ANY($2) AND open FOR UPDATE",
+            "SELECT * FROM deadlines WHERE matter_id = $1 AND deadline = ANY($2) AND open AND NOT is_window FOR UPDATE",
             matter,
             [d.value for d in EXTENSIBLE],
         )
@@ -163,7 +173,7 @@ class Ledger:
         assert row is not None
         deadline = D(row["deadline"])
         rule = self.rules[deadline]
-        due = row["due_at"] + timedelta(days=days)
+        due = rule.extended(row["due_at"], days)
         warn = rule.warn_at(row["started_at"], due)
         escalate = rule.escalate_at(due)
         stage, next_at = _stage_after_move(row["stage"], at, warn, due, escalate)
@@ -224,7 +234,7 @@ class Ledger:
 
     async def pause(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         row = await self._running(conn, matter, deadline)
-        if not self.rules[deadline].pausable:
+        if not self.rules[deadline].pausable or row["is_window"]:
             raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
         if row["paused_at"] is not None:
             raise Refusal(409, f"the {deadline.value} deadline is already paused since {row['paused_at'].isoformat()}")
@@ -290,10 +300,18 @@ class Ledger:
         return found
 
     async def _open(
-        self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, unit: str | None, start: datetime
+        self,
+        conn: asyncpg.Connection,
+        matter: uuid.UUID,
+        deadline: D,
+        unit: str | None,
+        start: datetime,
+        *,
+        rule: DeadlineRule | None = None,
     ) -> None:
-        """Start the deadline; one already running for another unit (or an earlier round) is closed first."""
-        rule: DeadlineRule = self.rules[deadline]
+        """Start the deadline (by its rule, or the window `rule` given); one already running for another unit
+        (or an earlier round) is closed first."""
+        rule = rule or self.rules[deadline]
         previous = await conn.fetchrow(
             "SELECT round, open FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
         )
@@ -304,8 +322,10 @@ class Ledger:
         warn = rule.warn_at(start, due)
         await conn.execute(
             "INSERT INTO deadlines (matter_id, deadline, unit, state, stage, open, round, started_at, due_at,"
-            " warn_at, escalate_at, next_check_at) VALUES ($1,$2,$3,'set','set',true,$4,$5,$6,$7,$8,$9)"
+            " warn_at, escalate_at, next_check_at, is_window)"
+            " VALUES ($1,$2,$3,'set','set',true,$4,$5,$6,$7,$8,$9,$10)"
             " ON CONFLICT (matter_id, deadline) DO UPDATE SET unit=EXCLUDED.unit, state='set', stage='set',"
+            " is_window=EXCLUDED.is_window,"
             " open=true, round=EXCLUDED.round, started_at=EXCLUDED.started_at, due_at=EXCLUDED.due_at,"
             " warn_at=EXCLUDED.warn_at, escalate_at=EXCLUDED.escalate_at, next_check_at=EXCLUDED.next_check_at,"
             " met_at=NULL, overdue_at=NULL, escalated_at=NULL, extensions=0, extended_days=0, paused_at=NULL,"
@@ -319,37 +339,62 @@ class Ledger:
             warn,
             rule.escalate_at(due),
             next_check("set", warn, due, rule.escalate_at(due)),
+            not rule.obligation,
         )
-        await self._publish(conn, matter, deadline, DeadlineState.SET, due, unit, start, round_)
+        await self._publish(
+            conn, matter, deadline, DeadlineState.SET, due, unit, start, round_, window=not rule.obligation
+        )
 
     async def _meet(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> bool:
         # Met during a pause: the pause ends there, and its time does not count against the deadline.
         row = await conn.fetchrow(
             f"UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, {_end_pause('$3')},"
-            " updated_at=now() WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round",
+            " updated_at=now() WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
             matter,
             deadline.value,
             at,
         )
         if row is None:
             return False
-        on_time = at <= row["due_at"]
+        window = row["is_window"]
+        # A window used is not a duty met: it counts in no on-time figure.
+        on_time = None if window else at <= row["due_at"]
         await self._publish(
-            conn, matter, deadline, DeadlineState.MET, row["due_at"], row["unit"], at, row["round"], on_time=on_time
+            conn,
+            matter,
+            deadline,
+            DeadlineState.MET,
+            row["due_at"],
+            row["unit"],
+            at,
+            row["round"],
+            on_time=on_time,
+            window=window,
         )
         return True
 
     async def _close(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         row = await conn.fetchrow(
             f"UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, {_end_pause('$4')}, updated_at=now()"
-            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round",
+            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
             matter,
             deadline.value,
             CLOSED,
             at,
         )
         if row is not None:
-            await _history(conn, matter, deadline, row["round"], CLOSED, row["due_at"], row["unit"], at, why)
+            await self._publish(
+                conn,
+                matter,
+                deadline,
+                DeadlineState.CLOSED,
+                row["due_at"],
+                row["unit"],
+                at,
+                row["round"],
+                detail=why,
+                window=row["is_window"],
+            )
 
     async def _publish(
         self,
@@ -364,6 +409,7 @@ class Ledger:
         *,
         on_time: bool | None = None,
         detail: str | None = None,
+        window: bool = False,
     ) -> None:
         await _history(conn, matter, deadline, round_, state.value, due, unit, at, detail)
         office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
@@ -376,6 +422,7 @@ class Ledger:
             at=at,
             office=Office(office) if office else None,
             on_time=on_time,
+            window=window,
         )
         await outbox.enqueue(conn, DEADLINES_EVENTS.name, event, key=str(matter))
 

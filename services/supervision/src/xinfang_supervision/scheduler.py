@@ -8,7 +8,7 @@ another; after it, the rows no longer qualify. The history's unique index on (de
 a second guard: a warning is published at most once per due time.
 
 Overdue also sends a supervision order (督办) to the unit's inbox; escalated goes to the Supervision and
-Review Office through deadlines.events.v1 and its overdue list.
+Review Office through deadlines.events.v1 and its overdue list. A window that lapses is published `closed`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class Scheduler:
             at = now or await self.clock.now(conn)
             rows = await conn.fetch(
                 "SELECT d.matter_id, d.deadline, d.unit, d.stage, d.round, d.due_at, d.warn_at, d.escalate_at,"
-                " m.office, m.tracking_code FROM deadlines d LEFT JOIN matters m USING (matter_id)"
+                " d.is_window, m.office, m.tracking_code FROM deadlines d LEFT JOIN matters m USING (matter_id)"
                 " WHERE d.next_check_at <= $1 ORDER BY d.next_check_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
                 at,
                 self.batch_size,
@@ -202,7 +202,7 @@ def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outb
     matter: uuid.UUID = row["matter_id"]
     office = Office(row["office"]) if row["office"] in Office._value2member_map_ else None
     for state, at in p.reached:
-        if state == CLOSED or (matter, row["deadline"], row["round"], state) not in published:
+        if (matter, row["deadline"], row["round"], state) not in published:
             continue
         event = DeadlineEvent(
             matter_id=matter,
@@ -212,6 +212,7 @@ def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outb
             unit=row["unit"],
             at=at,
             office=office,
+            window=row["is_window"],
         )
         out.append(outbox.Outgoing(DEADLINES_EVENTS.name, str(matter), event))
         if state == DeadlineState.OVERDUE and row["unit"] in UNIT_INBOXES:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -17,9 +16,6 @@ class SupervisionSettings(ServiceSettings):
     supervision_clock: Literal["real", "controlled"] = Field(
         default="real",
         description="controlled: POST /v1/admin/clock/advance moves supervision's time (tests; CONTRACT.md)",
-    )
-    deadline_rules_file: Path | None = Field(
-        default=None, description="Deadline rules (TOML); default: the package's data/deadline-rules.toml"
     )
     # Every instance runs the scheduler; a pass claims at most this many deadlines per transaction.
     scheduler_interval_s: float = 1.0

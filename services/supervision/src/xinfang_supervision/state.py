@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from xinfang_shared.deadlines import DeadlineRules
+
 from .clock import Clock
 from .ledger import Ledger
-from .rules import DeadlineRules
 from .scheduler import Scheduler
 
 

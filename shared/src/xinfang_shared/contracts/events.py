@@ -24,6 +24,7 @@ from .reference import (
     DeadlineType,
     FeedbackAction,
     Kind,
+    Language,
     Level,
     Mailbox,
     Office,
@@ -31,7 +32,7 @@ from .reference import (
     Rating,
     VisitPlace,
 )
-from .values import Instant, Line, Text
+from .values import UNIT_CODE, Instant, Line, Text
 
 PERSONAL: JsonDict = {"x-personal-data": True}
 
@@ -113,6 +114,7 @@ class Submission(ContractModel):
     related_tracking_code: Line | None = Field(default=None, max_length=64, description="Required for review requests")
     title: Text = Field(min_length=1, max_length=200)
     content: Text = Field(min_length=1, max_length=20_000)
+    language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
 
 
 class FieldError(ContractModel):
@@ -161,6 +163,7 @@ class MatterRegistered(Event):
     related_tracking_code: str | None = None
     title: str
     content: str
+    language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
 
 
 class MatterRouted(Event):
@@ -174,17 +177,19 @@ class MatterRouted(Event):
 
 
 class MatterStatus(StrEnum):
-    RECEIVED = "received"
+    """The lifecycle (DOMAIN.md), as routing publishes it. A review and a re-review are matters of their own
+    (kind review-request / re-review-request), linked to the matter whose opinion they contest: that one goes
+    review-requested / re-review-requested when they are registered, and the whole chain is terminated when
+    the re-review concludes (三级终结), or closed when a request window lapses unused."""
+
     REGISTERED = "registered"
     DUPLICATE = "duplicate"
     NOT_ACCEPTED_AGAIN = "not-accepted-again"
-    ROUTED = "routed"
     AWAITING_ASSIGNMENT = "awaiting-assignment"
     TRANSFERRED = "transferred"
     OBJECTED = "objected"
     ACCEPTED = "accepted"
     NOT_ACCEPTED = "not-accepted"
-    IN_HANDLING = "in-handling"
     CONCLUDED = "concluded"
     CLOSED = "closed"
     REVIEW_REQUESTED = "review-requested"
@@ -231,8 +236,9 @@ class MatterRated(Event):
 class UnitInboxMessage(Event):
     """What a unit's system receives on units.<unit>.inbox.v1."""
 
-    type: Literal["transfer", "assign", "supervision-order"] = Field(
-        description="transfer (转送) or assign (交办) a matter, or a supervision order (督办) on an overdue one"
+    type: Literal["transfer", "assign", "supervision-order", "withdrawal"] = Field(
+        description="transfer (转送) or assign (交办) a matter, a supervision order (督办) on an overdue one, or"
+        " withdrawal: the matter was reassigned to another unit and is no longer this unit's"
     )
     matter_id: uuid.UUID
     unit: str
@@ -254,7 +260,7 @@ class UnitInboxMessage(Event):
 
 class UnitFeedback(Event):
     matter_id: uuid.UUID
-    unit: str = Field(max_length=64, pattern=r"^[a-z0-9-]+$", description="The unit's code, e.g. city-5101")
+    unit: str = Field(max_length=64, pattern=UNIT_CODE, description="The unit's code, e.g. city-5101")
     action: FeedbackAction
     at: Instant = Field(description="When the unit acted; not in the future, not before the matter reached it")
     reason: Text | None = Field(default=None, max_length=5_000)
@@ -278,7 +284,13 @@ class DeadlineEvent(Event):
     at: AwareDatetime
     office: Office | None = Field(default=None, description="The office responsible for the matter, when known")
     on_time: bool | None = Field(
-        default=None, description="With state met: whether it was met by its due time (the on-time figures)"
+        default=None,
+        description="With state met: whether it was met by its due time (the on-time figures); null for a window",
+    )
+    window: bool = Field(
+        default=False,
+        description="A window someone may use (the objection window, a petitioner's window to request a review),"
+        " not a duty: never overdue, and in no on-time figure",
     )
 
 

@@ -15,6 +15,13 @@ class Channel(StrEnum):
     MAILBOX = "mailbox"
 
 
+class Language(StrEnum):
+    """The language of the petitioner's notices."""
+
+    ZH_CN = "zh-CN"
+    EN = "en"
+
+
 class Kind(StrEnum):
     COMPLAINT = "complaint"
     REQUEST = "request"
@@ -117,6 +124,8 @@ class DeadlineState(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     ESCALATED = "escalated"
+    # A window lapsed unused, or the deadline ended without being met (termination, reassignment).
+    CLOSED = "closed"
 
 
 class Rating(StrEnum):
@@ -169,5 +178,10 @@ DEPARTMENT_FOR_CATEGORY: dict[Category, str] = {
 
 DEPARTMENTS: tuple[str, ...] = tuple(sorted(set(DEPARTMENT_FOR_CATEGORY.values())))
 
+# The bureau itself as a handling unit: the Supervision and Review Office decides the reviews and re-reviews
+# that fall to the provincial government (of a department's opinion, or of a department's review), doing the
+# routine work of its Review Commission (DOMAIN.md). It has an inbox, a unit key and gives feedback like any.
+REVIEW_OFFICE_UNIT = "office-supervision"
+
 # Every unit that can be transferred or assigned a matter, and so has an inbox topic.
-UNITS: tuple[str, ...] = (*CITIES.keys(), *DEPARTMENTS)
+UNITS: tuple[str, ...] = (*CITIES.keys(), *DEPARTMENTS, REVIEW_OFFICE_UNIT)

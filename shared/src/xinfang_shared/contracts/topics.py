@@ -91,9 +91,10 @@ MATTERS_RATED = Topic(
 UNITS_FEEDBACK = Topic(
     name="units.feedback.v1",
     model=events.UnitFeedback,
-    description="What a unit did with a matter (received, accepted, objected, concluded, ...)",
+    description="What a unit did with a matter (received, accepted, objected, concluded, ...); routing validates"
+    " it and publishes what it changed on matters.status.v1, which everyone else reads",
     producers=("unit systems",),
-    consumers=("routing", "supervision", "stats"),
+    consumers=("routing",),
     has_dlq=True,
 )
 FEEDBACK_REJECTED = Topic(
@@ -114,9 +115,9 @@ MATTERS_STATUS = Topic(
 DEADLINES_EVENTS = Topic(
     name="deadlines.events.v1",
     model=events.DeadlineEvent,
-    description="Statutory deadlines set, warned, missed, met, extended, paused, resumed, escalated",
+    description="Statutory deadlines set, warned, missed, met, extended, paused, resumed, escalated, closed",
     producers=("supervision",),
-    consumers=("notify", "stats", "units", "intake"),
+    consumers=("notify", "stats", "intake", "routing", "unit systems"),
     has_dlq=True,
 )
 STATS_ALERTS = Topic(
@@ -132,7 +133,8 @@ UNIT_INBOXES = {
     unit: Topic(
         name=unit_inbox_topic(unit),
         model=events.UnitInboxMessage,
-        description=f"Matters transferred or assigned to {unit}, and supervision orders; read by that unit only",
+        description=f"Matters transferred or assigned to {unit}, supervision orders, and withdrawals of matters"
+        " reassigned elsewhere; read by that unit only",
         producers=("routing", "supervision"),
         consumers=(unit,),
     )
@@ -154,6 +156,9 @@ CONTRACT_TOPICS: tuple[Topic, ...] = (
 )
 
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in CONTRACT_TOPICS}
+
+# The services of this cluster; every other producer or consumer named above is a system outside it.
+SERVICES: tuple[str, ...] = ("intake", "routing", "supervision", "notify", "stats")
 
 
 def topics_to_create() -> dict[str, int]:
