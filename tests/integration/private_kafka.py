@@ -3,33 +3,20 @@ stop and restart Kafka without disturbing the shared one."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.processes import terminate
+from tests.integration.processes import free_port, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBS = ROOT / ".local" / "kafka" / "libs"
 
 
-def _free_port_pair() -> int:
-    """A port p such that p and p + 1 (the controller) are both free now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise RuntimeError("no free port pair")
-
-
 class PrivateKafka:
     def __init__(self, home: Path, port: int | None = None) -> None:
         self.home = home
-        self.port = port or _free_port_pair()
+        self.port = port or free_port(consecutive=2)  # the broker's and its controller's
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "kafka.log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +24,26 @@ from xinfang_shared.contracts.topics import BY_NAME
 from xinfang_shared.db import migrate_dsn
 
 
-def free_port() -> int:
+def free_port(consecutive: int = 1) -> int:
+    """A port (the first of `consecutive` ones) free now, below the kernel's ephemeral range: a port from that
+    range can be taken by any outgoing connection before the service binds it, or while a test has it stopped
+    to restart it on the same port (the bind then fails, "Address already in use")."""
+    low, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(max(1025, low - 12_000), low - consecutive)
+        if all(_bindable(p) for p in range(port, port + consecutive)):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
