@@ -17,5 +17,7 @@ ensure CHANNEL_API_KEY "$(secret)"
 ensure OPERATOR_API_KEY "$(secret)"
 ensure PERSONAL_DATA_KEY "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
 ensure PERSONAL_DATA_HASH_KEY "$(secret)"
+ensure SMS_ACCESS_KEY "$(secret)"
+ensure SMS_RECEIPT_TOKEN "$(secret)"
 units="$(cd "$ROOT" && uv run --frozen python -c 'from xinfang_shared.contracts.reference import UNITS; print(" ".join(UNITS))')"
 for unit in $units; do ensure "UNIT_API_KEY_${unit//-/_}" "$(secret)"; done

@@ -17,6 +17,8 @@ PG_PORT="${PG_PORT:-5432}"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
 SERVICES=(intake routing supervision notify stats)
 declare -A SERVICE_PORTS=([intake]=8001 [routing]=8002 [supervision]=8003 [notify]=8004 [stats]=8005)
+SMTP_PORT=1025
+SMS_PORT=8010
 
 say() { printf '\033[1m[xinfang]\033[0m %s\n' "$*"; }
 die() { printf '\033[31m[xinfang] %s\033[0m\n' "$*" >&2; exit 1; }

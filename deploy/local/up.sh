@@ -15,7 +15,8 @@ cat <<INFO
     intake       http://127.0.0.1:8001   /health /metrics /docs
     routing      http://127.0.0.1:8002
     supervision  http://127.0.0.1:8003   clock: ${SUPERVISION_CLOCK:-real}$( [[ "${SUPERVISION_CLOCK:-}" == controlled ]] && echo ' (POST /v1/admin/clock/advance)')
-    notify       http://127.0.0.1:8004
+    notify       http://127.0.0.1:8004   mail it sent: .local/mail/*.eml, SMS: .local/sms/*.json
+    SMTP server  127.0.0.1:$SMTP_PORT       SMS gateway http://127.0.0.1:$SMS_PORT
     stats        http://127.0.0.1:8005
     credentials  $LOCAL/credentials.env
     logs         make logs   (files in $LOGS)

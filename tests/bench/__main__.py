@@ -54,6 +54,7 @@ import orjson
 
 from . import http_bench as http
 from . import kafka_bench as kafka
+from . import notify_bench as notify
 from . import routing_bench as routing
 from . import supervision_bench as supervision
 from .common import (
@@ -101,6 +102,7 @@ class Options:
     n_http: int
     n_routing: int
     n_deadlines: int
+    n_notices: int
     warmup: int
     concurrency: int
     ceiling_n: int
@@ -117,7 +119,7 @@ class Options:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["http", "kafka", "routing", "supervision", "all"], default="all")
+    parser.add_argument("--only", choices=["http", "kafka", "routing", "supervision", "notify", "all"], default="all")
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
     parser.add_argument(
@@ -126,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--n-deadlines", type=int, default=100_000, help="open deadlines for the supervision scheduler passes"
     )
+    parser.add_argument("--n-notices", type=int, default=2_000, help="receipts notify sends (half e-mail, half SMS)")
     parser.add_argument("--warmup", type=int, default=300, help="POSTs before the measured ones")
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
     parser.add_argument("--ceiling-n", type=int, default=3_000, help="requests per client-ceiling run")
@@ -153,6 +156,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         n_http=a.n_http,
         n_routing=a.n_routing,
         n_deadlines=a.n_deadlines,
+        n_notices=a.n_notices,
         warmup=a.warmup,
         concurrency=a.concurrency,
         ceiling_n=a.ceiling_n,
@@ -198,6 +202,7 @@ class Bench:
     figures: list[Figure] = field(default_factory=list)
     routing_figures: list[Figure] = field(default_factory=list)
     supervision_figures: list[Figure] = field(default_factory=list)
+    notify_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
     baseline_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -238,6 +243,8 @@ class Bench:
                 await self._routing(routing_events, baseline)
             if self.opts.only in ("supervision", "all"):
                 await self._supervision()
+            if self.opts.only in ("notify", "all"):
+                await self._notify()
         finally:
             for group in self.groups:
                 with contextlib.suppress(Exception):
@@ -578,6 +585,18 @@ class Bench:
             await db.drop()
             progress(f"dropped {db.name}")
 
+    async def _notify(self) -> None:
+        db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_notify")
+        await db.create()
+        try:
+            await self._settle("notify sending")
+            figures, notes = await notify.measure(db.dsn, self.bootstrap, self.workdir, self.opts.n_notices)
+            self.notify_figures += figures
+            self.notes += notes
+        finally:
+            await db.drop()
+            progress(f"dropped {db.name}")
+
     def report(self) -> None:
         intake_ran = self.intake.proc is not None
         if self.figures:
@@ -590,6 +609,10 @@ class Bench:
             print_table(
                 "supervision scheduler (ratios to a plain UPDATE of the same rows in this run)",
                 self.supervision_figures,
+            )
+        if self.notify_figures:
+            print_table(
+                "notify sending (ratio: e-mail to a raw aiosmtplib loop to the same server)", self.notify_figures
             )
         for name, use, n in self.cpu:
             print_cpu(name, use, n)

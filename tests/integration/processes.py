@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -382,3 +383,34 @@ def mutate(data: Any, valid: dict[str, Any], *, most_valid: float = 0.3) -> tupl
 def json_bytes(value: Any) -> bytes:
     """JSON as a client may send it: lone surrogates as \\uXXXX escapes (ensure_ascii), NaN/huge floats kept."""
     return json.dumps(value, ensure_ascii=True).encode()
+
+
+async def start_standin(
+    script: str, port: int, folder: Path, log: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """One of the local stack's stand-ins (deploy/local/mail_sink.py, sms_gateway.py) as a process of its own,
+    on `port`, keeping what it receives in `folder`; returns once it listens."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/python"),
+                str(ROOT / "deploy/local" / script),
+                *("--port", str(port), "--dir", str(folder)),
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ | (env or {}),
+        )
+
+    async def listening() -> bool:
+        assert proc.poll() is None, f"{script} exited; see {log}"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    await eventually(listening, timeout=30)
+    return proc

@@ -191,7 +191,11 @@ async def test_one_source_of_truth_for_the_respond_by_times_and_a_reassigned_uni
     await eventually(lambda: bool(cluster.inbox("city-5103", matter["matter_id"])))
     # The former unit's acceptance deadline ended unmet: closed (not met, not overdue), then set for the new one.
     await eventually(lambda: _states(cluster, matter["matter_id"], "acceptance")[-2:] == ["closed", "set"])
-    assert (await cluster.look_up(matter["tracking_code"]))["unit"] == "city-5103"
+
+    async def shown_at_the_new_unit() -> bool:
+        return (await cluster.look_up(matter["tracking_code"]))["unit"] == "city-5103"
+
+    await eventually(shown_at_the_new_unit, timeout=30)
 
 
 async def test_a_concluded_re_review_terminates_the_chain_and_the_same_facts_are_not_accepted_again(

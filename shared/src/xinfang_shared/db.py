@@ -37,7 +37,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
+    """`settings`: more PostgreSQL settings for every connection of the pool (say, synchronous_commit)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -46,6 +49,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
         server_settings={
             "search_path": f"{quote_ident(schema)},public",
             "application_name": f"xinfang-{schema}",
+            **(settings or {}),
         },
     )
     assert pool is not None

@@ -1,23 +1,154 @@
-"""The notify service: wiring of its subscribers and HTTP routes."""
+"""The notify service: registrations, routings, lifecycle changes, deadline events and surge alerts in;
+e-mail, SMS and unit inbox reminders out, each (matter, notice, recipient) once.
+
+Each topic is read in batches: one transaction per batch plans the notices (rules.py) with the inbox records,
+so redelivery plans nothing twice; the senders (sender.py) send what is planned, on their own."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import asyncpg
 from fastapi import FastAPI
 
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS
-from xinfang_shared.service import Service
-from xinfang_shared.skeleton import log_receipts
+from xinfang_shared import inbox
+from xinfang_shared.batching import EventBatches
+from xinfang_shared.contracts.events import (
+    DeadlineEvent,
+    Event,
+    MatterRegistered,
+    MatterRouted,
+    MatterStatusChanged,
+    StatsAlert,
+)
+from xinfang_shared.contracts.topics import (
+    DEADLINES_EVENTS,
+    MATTERS_REGISTERED,
+    MATTERS_ROUTED,
+    MATTERS_STATUS,
+    STATS_ALERTS,
+)
+from xinfang_shared.db import create_pool
+from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.personal import PersonalDataVault
+from xinfang_shared.service import Late, Service
 
+from . import store
+from .api import build_router
+from .channels import Email, Sms
+from .registry import Contacts, load_notices
+from .render import Renderer
+from .rules import Planned, Rules
+from .sender import Sender
 from .settings import NotifySettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+E = TypeVar("E", bound=Event)
+
+
+class State:
+    def __init__(self, pool: asyncpg.Pool, rules: Rules, vault: PersonalDataVault, sender: Sender) -> None:
+        self.pool = pool
+        self.rules = rules
+        self.vault = vault
+        self.sender = sender
 
 
 def create_service(settings: NotifySettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang notify")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "notify" in t.consumers])
+    late: Late[State] = Late("notify")
+    tasks: list[asyncio.Task[None]] = []
+    pools: list[asyncpg.Pool] = []
+    # Checked at start-up: a notice table or contact registry that does not load stops the service.
+    table, contacts = load_notices(settings.notices_file), Contacts.load(settings.contacts_file)
+
+    @service.on_start
+    async def open_state(svc: Service) -> None:
+        vault = PersonalDataVault.from_settings(settings)
+        # The senders' bookkeeping: its writes need not wait for the WAL's flush (sender.py says why).
+        sends = await create_pool(
+            settings.database_url,
+            settings.db_schema,
+            max_size=settings.senders + 1,
+            settings={"synchronous_commit": "off"},
+        )
+        pools.append(sends)
+        sender = Sender(
+            settings,
+            sends,
+            vault,
+            contacts,
+            Renderer(),
+            Email(settings.smtp_url, settings.smtp_from, settings.smtp_timeout_s),
+            Sms(
+                settings.sms_gateway_url,
+                settings.sms_sign_name,
+                settings.sms_access_key.get_secret_value(),
+                settings.sms_timeout_s,
+            ),
+            svc.limit("senders:compose"),
+            svc.metrics,
+        )
+        late.state = State(svc.pool, Rules(table, DeadlineRules.load(settings.deadline_rules_file)), vault, sender)
+        tasks.append(asyncio.create_task(sender.run(), name="notify-senders"))
+
+    @service.on_stop
+    async def stop_senders(_: Service) -> None:
+        if late.state is not None:
+            late.state.sender.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 15)
+        if late.state is not None:
+            await late.state.sender.sms.close()
+        for pool in pools:
+            await pool.close()
+
+    def consume(
+        topic: str, model: type[E], plan: Callable[[asyncpg.Connection, State, E], Awaitable[list[Planned]]]
+    ) -> None:
+        consumer = f"{topic}:notify"
+
+        async def handle(events: list[E]) -> int:
+            state = late()
+            async with state.pool.acquire() as conn, conn.transaction():
+                fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=topic)
+                planned = [p for e in events if e.event_id in fresh for p in await plan(conn, state, e)]
+                await store.plan(conn, planned)
+            return len(fresh)
+
+        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
+        service.batch_subscriber(topic, consumer=consumer, max_records=500)(batches.take)
+
+    async def registered(conn: asyncpg.Connection, state: State, e: MatterRegistered) -> list[Planned]:
+        await store.save_matter(conn, e, state.vault)
+        return state.rules.registered(e)
+
+    async def routed(_: asyncpg.Connection, state: State, e: MatterRouted) -> list[Planned]:
+        return state.rules.routed(e)
+
+    async def status(_: asyncpg.Connection, state: State, e: MatterStatusChanged) -> list[Planned]:
+        return state.rules.status(e)
+
+    async def deadline(_: asyncpg.Connection, state: State, e: DeadlineEvent) -> list[Planned]:
+        return state.rules.deadline(e)
+
+    async def alert(_: asyncpg.Connection, state: State, e: StatsAlert) -> list[Planned]:
+        return state.rules.alert(e)
+
+    consume(MATTERS_REGISTERED.name, MatterRegistered, registered)
+    consume(MATTERS_ROUTED.name, MatterRouted, routed)
+    consume(MATTERS_STATUS.name, MatterStatusChanged, status)
+    consume(DEADLINES_EVENTS.name, DeadlineEvent, deadline)
+    consume(STATS_ALERTS.name, StatsAlert, alert)
+
+    service.api.include_router(
+        build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value())
+    )
     return service
 
 

@@ -407,6 +407,7 @@ class Router:
             opinion=opinion,
             extension_days=extension_days,
             office=Office(office) if office else None,
+            reason=reason,
         )
         await outbox.enqueue(conn, MATTERS_STATUS.name, event, key=str(matter_id))
 

@@ -111,7 +111,7 @@ class Ledger:
             event.office.value if event.office else None,
         )
         if event.action == "extension-requested":
-            await self.extend(conn, matter, unit, event.extension_days or 0, at)
+            await self.extend(conn, matter, unit, event.extension_days or 0, at, reason=event.reason)
             return
         if event.action == "received":
             return
@@ -157,7 +157,14 @@ class Ledger:
     # ---- extension, pause, resume ---------------------------------------------------------------------
 
     async def extend(
-        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, at: datetime
+        self,
+        conn: asyncpg.Connection,
+        matter: uuid.UUID,
+        unit: str | None,
+        days: int,
+        at: datetime,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Grant the unit's extension of the running handling deadline, or refuse it on
         units.feedback.rejected.v1 with the reason."""
@@ -190,7 +197,17 @@ class Ledger:
             next_at,
             days,
         )
-        await self._publish(conn, matter, deadline, DeadlineState.EXTENDED, due, row["unit"], at, row["round"] + 1)
+        await self._publish(
+            conn,
+            matter,
+            deadline,
+            DeadlineState.EXTENDED,
+            due,
+            row["unit"],
+            at,
+            row["round"] + 1,
+            extension=(days, reason),
+        )
 
     def _extension_problem(self, row: Any, days: int, at: datetime) -> str | None:
         if row is None:
@@ -410,6 +427,7 @@ class Ledger:
         on_time: bool | None = None,
         detail: str | None = None,
         window: bool = False,
+        extension: tuple[int, str | None] | None = None,
     ) -> None:
         await _history(conn, matter, deadline, round_, state.value, due, unit, at, detail)
         office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
@@ -423,6 +441,8 @@ class Ledger:
             office=Office(office) if office else None,
             on_time=on_time,
             window=window,
+            extension_days=extension[0] if extension else None,
+            reason=extension[1] if extension else None,
         )
         await outbox.enqueue(conn, DEADLINES_EVENTS.name, event, key=str(matter))
 

@@ -223,6 +223,10 @@ class MatterStatusChanged(Event):
         description="With action extension-requested: the days the unit asked for (supervision grants or refuses)",
     )
     office: Office | None = Field(default=None, description="The office responsible for the matter, once routed")
+    # Free text a unit wrote: may name people, so it is treated as personal data (shown to the petitioner only).
+    reason: str | None = _personal(
+        "Why, where the change has a reason: the unit's (not accepted, an extension asked)", default=None
+    )
 
 
 class MatterRated(Event):
@@ -236,9 +240,10 @@ class MatterRated(Event):
 class UnitInboxMessage(Event):
     """What a unit's system receives on units.<unit>.inbox.v1."""
 
-    type: Literal["transfer", "assign", "supervision-order", "withdrawal"] = Field(
-        description="transfer (转送) or assign (交办) a matter, a supervision order (督办) on an overdue one, or"
-        " withdrawal: the matter was reassigned to another unit and is no longer this unit's"
+    type: Literal["transfer", "assign", "supervision-order", "withdrawal", "reminder"] = Field(
+        description="transfer (转送) or assign (交办) a matter, a supervision order (督办) on an overdue one,"
+        " withdrawal: the matter was reassigned to another unit and is no longer this unit's, or reminder: a"
+        " deadline of the unit's is due soon or passed (notify's notice, for units told through their inbox)"
     )
     matter_id: uuid.UUID
     unit: str
@@ -292,9 +297,16 @@ class DeadlineEvent(Event):
         description="A window someone may use (the objection window, a petitioner's window to request a review),"
         " not a duty: never overdue, and in no on-time figure",
     )
+    extension_days: int | None = Field(default=None, description="With state extended: the days granted")
+    reason: str | None = _personal("With state extended: the unit's reason for it", default=None)
 
 
 class StatsAlert(Event):
+    alert_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4, description="The alert; its open and closed events share it"
+    )
+    state: Literal["open", "closed"] = Field(default="open", description="open: a surge began; closed: it is over")
+    method: str = Field(default="", description="How the baseline and the test were made")
     region_code: str | None = None
     category: Category | None = None
     window: str = Field(description="ISO 8601 duration of the window observed, e.g. PT1H")

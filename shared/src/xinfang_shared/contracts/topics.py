@@ -69,7 +69,7 @@ MATTERS_REGISTERED = Topic(
     model=events.MatterRegistered,
     description="A registered matter with its tracking code and repeat marks",
     producers=("intake",),
-    consumers=("routing", "supervision", "stats"),
+    consumers=("routing", "supervision", "notify", "stats"),
     has_dlq=True,
 )
 MATTERS_ROUTED = Topic(
@@ -133,9 +133,9 @@ UNIT_INBOXES = {
     unit: Topic(
         name=unit_inbox_topic(unit),
         model=events.UnitInboxMessage,
-        description=f"Matters transferred or assigned to {unit}, supervision orders, and withdrawals of matters"
-        " reassigned elsewhere; read by that unit only",
-        producers=("routing", "supervision"),
+        description=f"Matters transferred or assigned to {unit}, supervision orders, withdrawals of matters"
+        " reassigned elsewhere, and reminders of its deadlines; read by that unit only",
+        producers=("routing", "supervision", "notify"),
         consumers=(unit,),
     )
     for unit in UNITS

@@ -1,5 +1,6 @@
-"""Schemathesis against the stand-in services' own OpenAPI documents (notify and stats: /health, /metrics and
-the consumers' admin routes today), sent to the real processes: never a 5xx, never an error in their logs."""
+"""Schemathesis against notify's and stats' own OpenAPI documents (notify's notifications, retries and SMS
+receipts; stats is a stand-in today: /health, /metrics and the consumers' admin routes), sent to the real
+processes: never a 5xx, never an error in their logs."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ MIGRATIONS = {"notify": NOTIFY_MIGRATIONS, "stats": STATS_MIGRATIONS}
 
 
 @pytest.fixture(scope="module", params=sorted(MIGRATIONS))
-async def standin(
+async def small_service(
     request: pytest.FixtureRequest, stack: dict[str, str], bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ServiceProcess]:
     service: str = request.param
@@ -44,13 +45,13 @@ async def standin(
             process.stop()
 
 
-def test_the_stand_in_api_answers_no_5xx(standin: ServiceProcess) -> None:
+def test_the_api_answers_no_5xx(small_service: ServiceProcess) -> None:
     statuses = fuzz_openapi(
-        f"http://127.0.0.1:{standin.port}",
+        f"http://127.0.0.1:{small_service.port}",
         headers=lambda _: {"Authorization": f"Bearer {OPERATOR_KEY}"},
         expect_paths={"/health", "/metrics", "/v1/admin/consumers"},
         max_examples=30,
     )
-    print(f"{standin.service}: schemathesis answers by operation and status:", by_operation(statuses))
+    print(f"{small_service.service}: schemathesis answers by operation and status:", by_operation(statuses))
     assert sum(statuses.values()) >= 2 and all(code < 500 for _, code in statuses)
-    assert not log_errors(standin.log), log_errors(standin.log)[:3]
+    assert not log_errors(small_service.log), log_errors(small_service.log)[:3]

@@ -1,0 +1,148 @@
+"""How notices leave: e-mail over SMTP (aiosmtplib) and SMS through an HTTP gateway modelled on Alibaba Cloud's
+SendSms (PhoneNumbers, SignName, TemplateCode, TemplateParam, OutId). Each send carries the notice's own key
+(Message-ID, OutId), so a resend after a crash is the same message to whoever de-duplicates.
+
+A failure says whether it is permanent (a bad address, a 5xx from SMTP, a refused request): the notice fails at
+once with the reason; or transient (a 4xx from SMTP, the gateway down or slow, a timeout): it is retried.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import httpx
+import orjson
+
+MESSAGE_ID_DOMAIN = "xinfang.sc.gov.example"
+# Gateway answers that mean "not now" rather than "never" (SendSms error codes).
+SMS_TRANSIENT_CODES = frozenset(
+    {"isv.BUSINESS_LIMIT_CONTROL", "isp.SYSTEM_ERROR", "isv.DAY_LIMIT_CONTROL", "Throttling"}
+)
+
+
+@dataclass
+class SendFailed(Exception):
+    reason: str
+    permanent: bool
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def message_id(key: uuid.UUID) -> str:
+    return f"<{key}@{MESSAGE_ID_DOMAIN}>"
+
+
+class Email:
+    def __init__(self, url: str, sender: str, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"SMTP_URL must be smtp://host:port or smtps://host:port, not {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.tls = parts.scheme == "smtps"
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.sender = sender
+        self.timeout_s = timeout_s
+
+    def message(self, key: uuid.UUID, to: str, subject: str, body: str) -> EmailMessage:
+        """UTF-8 text; non-ASCII headers as RFC 2047 encoded words (the SMTP policy writes them so)."""
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = self.sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = message_id(key)
+        msg.set_content(body, charset="utf-8")
+        return msg
+
+    async def send(self, key: uuid.UUID, to: str, subject: str, body: str) -> str:
+        """The server's answer on acceptance; raises SendFailed."""
+        try:
+            _, answer = await aiosmtplib.send(
+                self.message(key, to, subject, body),
+                hostname=self.host,
+                port=self.port,
+                use_tls=self.tls,
+                start_tls=False if not self.tls else None,
+                username=self.username,
+                password=self.password,
+                timeout=self.timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0] if exc.recipients else None
+            code = refused.code if refused else 550
+            raise SendFailed(
+                f"recipient refused: {code} {refused.message if refused else ''}".strip(), code >= 500
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SendFailed(f"SMTP {exc.code}: {exc.message}", exc.code >= 500) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise SendFailed(f"SMTP server unreachable or slow: {type(exc).__name__}", False) from None
+        return str(answer)
+
+
+class Sms:
+    def __init__(self, url: str, sign_name: str, access_key: str, timeout_s: float) -> None:
+        self.url = url.rstrip("/")
+        self.sign_name = sign_name
+        self.access_key = access_key
+        self.client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def request(self, key: uuid.UUID, phone: str, template: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "PhoneNumbers": phone,
+            "SignName": self.sign_name,
+            "TemplateCode": template,
+            "TemplateParam": orjson.dumps(params).decode(),
+            # The provider does not de-duplicate (its docs say so): our key travels with the request and comes
+            # back with the delivery receipt.
+            "OutId": key.hex,
+        }
+
+    async def send(self, key: uuid.UUID, phone: str, template: str, params: dict[str, Any]) -> str:
+        """The gateway's BizId; raises SendFailed."""
+        try:
+            response = await self.client.post(
+                f"{self.url}/v1/sms/send",
+                json=self.request(key, phone, template, params),
+                headers={"Authorization": f"Bearer {self.access_key}"},
+            )
+        except httpx.HTTPError as exc:
+            raise SendFailed(f"SMS gateway unreachable or slow: {type(exc).__name__}", False) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise SendFailed(f"SMS gateway answered {response.status_code}", False)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise SendFailed(f"SMS gateway answered {response.status_code} without JSON", False) from None
+        code = str(answer.get("Code", ""))
+        if response.status_code >= 400 or code != "OK":
+            message = str(answer.get("Message", ""))[:200]
+            raise SendFailed(
+                f"SMS gateway refused it: {code or response.status_code} {message}", code not in SMS_TRANSIENT_CODES
+            )
+        return str(answer.get("BizId", ""))
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_phone(phone: str) -> str:
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if len(digits) < 7:
+        return "***"
+    return f"{digits[:3]}****{digits[-4:]}"

@@ -1,0 +1,187 @@
+"""Notify's SQL: what it keeps of matters, the notices planned, claimed, sent and failed.
+
+Planning runs inside the consumer's transaction (with the inbox record), so an event plans its notices once;
+the unique key (matter, notice, recipient, about) makes a notice once whatever event or redelivery plans it
+again. A sender claims due notices with FOR UPDATE SKIP LOCKED and a lease; every later write about a claimed
+notice names the attempt it claimed (a fencing token), so a sender whose lease lapsed cannot overwrite what
+another has done since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from xinfang_shared.contracts.events import MatterRegistered
+from xinfang_shared.personal import PersonalDataVault
+
+from .rules import Planned
+
+DUE = ("pending", "held")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A notice a sender holds, with what it needs to compose it (the matter's row, when notify has it)."""
+
+    id: int
+    key: uuid.UUID
+    matter_id: uuid.UUID
+    notice: str
+    recipient_kind: str
+    recipient: str
+    urgent: bool
+    params: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    matter: Any | None  # the matters row (tracking code, language, sealed contact, ...), or None
+    claimed_at: float = 0.0  # the event loop's time when it was claimed (how much of the lease is left)
+
+
+async def save_matter(conn: asyncpg.Connection, e: MatterRegistered, vault: PersonalDataVault) -> None:
+    contact = {"email": e.petitioner.email, "phone": e.petitioner.phone}
+    await conn.execute(
+        "INSERT INTO matters (matter_id, tracking_code, language, contact, by_email, headcount, visit_place,"
+        " visit_unusual, registered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (matter_id) DO NOTHING",
+        e.matter_id,
+        e.tracking_code,
+        e.language.value,
+        vault.seal(contact),
+        bool(e.petitioner.email),
+        e.headcount,
+        e.visit.place.value if e.visit else None,
+        bool(e.visit and e.visit.unusual),
+        e.registered_at,
+    )
+
+
+async def plan(conn: asyncpg.Connection, planned: Sequence[Planned]) -> int:
+    """Insert the notices not planned before; returns how many are new."""
+    if not planned:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO notifications (key, matter_id, notice, recipient_kind, recipient, about, urgent, params)"
+        " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::bool[], $8::jsonb[]) ON CONFLICT DO NOTHING RETURNING id",
+        [p.key for p in planned],
+        [p.matter_id for p in planned],
+        [p.notice.value for p in planned],
+        [p.recipient_kind.value for p in planned],
+        [p.recipient for p in planned],
+        [p.about for p in planned],
+        [p.urgent for p in planned],
+        [p.params for p in planned],
+    )
+    return len(rows)
+
+
+async def claim(pool: asyncpg.Pool, limit: int, lease: timedelta) -> list[Claimed]:
+    rows = await pool.fetch(
+        "WITH due AS (SELECT id FROM notifications WHERE status = ANY($1) AND next_attempt_at <= now()"
+        " AND (lease_until IS NULL OR lease_until < now()) ORDER BY urgent DESC, next_attempt_at LIMIT $2"
+        " FOR UPDATE SKIP LOCKED)"
+        " UPDATE notifications n SET lease_until = now() + $3::interval, attempts = n.attempts + 1,"
+        " updated_at = now() FROM due WHERE n.id = due.id"
+        " RETURNING n.id, n.key, n.matter_id, n.notice, n.recipient_kind, n.recipient, n.urgent, n.params,"
+        " n.attempts, n.created_at",
+        list(DUE),
+        limit,
+        lease,
+    )
+    if not rows:
+        return []
+    matters = {
+        r["matter_id"]: r
+        for r in await pool.fetch("SELECT * FROM matters WHERE matter_id = ANY($1)", [r["matter_id"] for r in rows])
+    }
+    now = asyncio.get_running_loop().time()
+    return [Claimed(**dict(r), matter=matters.get(r["matter_id"]), claimed_at=now) for r in rows]
+
+
+async def renew(pool: asyncpg.Pool, n: Claimed, lease: timedelta) -> bool:
+    """Just before sending: the claim is still this sender's (its lease has not lapsed and nobody claimed the
+    notice since), and it holds for another `lease`. A claim that lapsed while the batch was being worked
+    through is given up, so two senders never send one notice at once."""
+    held = await pool.fetchval(
+        "UPDATE notifications SET lease_until = now() + $3::interval WHERE id = $1 AND attempts = $2"
+        " AND lease_until > now() RETURNING true",
+        n.id,
+        n.attempts,
+        lease,
+    )
+    return bool(held)
+
+
+async def tracking_code(pool: asyncpg.Pool, matter_id: uuid.UUID) -> str | None:
+    code: str | None = await pool.fetchval("SELECT tracking_code FROM matters WHERE matter_id = $1", matter_id)
+    return code
+
+
+async def sent(
+    conn: asyncpg.Connection | asyncpg.Pool, n: Claimed, channel: str, masked: str, provider_id: str
+) -> bool:
+    done = await conn.fetchval(
+        "UPDATE notifications SET status = 'sent', channel = $3, address_masked = $4, provider_id = $5,"
+        " sent_at = now(), lease_until = NULL, last_error = NULL, updated_at = now()"
+        " WHERE id = $1 AND attempts = $2 RETURNING true",
+        n.id,
+        n.attempts,
+        channel,
+        masked,
+        provider_id[:500],
+    )
+    return bool(done)
+
+
+async def failed(pool: asyncpg.Pool, n: Claimed, reason: str, *, channel: str | None, masked: str | None) -> None:
+    """Failed for good: the reason is shown in the list, and an operator may send it again."""
+    await pool.execute(
+        "UPDATE notifications SET status = 'failed', dead_lettered = true, last_error = $3, channel = $4,"
+        " address_masked = $5, lease_until = NULL, updated_at = now() WHERE id = $1 AND attempts = $2",
+        n.id,
+        n.attempts,
+        reason[:1000],
+        channel,
+        masked,
+    )
+
+
+async def later(
+    pool: asyncpg.Pool,
+    n: Claimed,
+    at: datetime,
+    *,
+    status: str = "pending",
+    reason: str | None = None,
+    counts: bool = True,
+) -> None:
+    """Try again at `at` (held: waiting out quiet hours). An attempt that did not count is given back."""
+    await pool.execute(
+        "UPDATE notifications SET status = $3, next_attempt_at = $4, last_error = COALESCE($5, last_error),"
+        " lease_until = NULL, attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END, updated_at = now()"
+        " WHERE id = $1 AND attempts = $2",
+        n.id,
+        n.attempts,
+        status,
+        at,
+        reason,
+        counts,
+    )
+
+
+async def receipt(pool: asyncpg.Pool, key: uuid.UUID, delivered: bool, detail: str) -> bool:
+    """A delivery receipt for the SMS sent with this key (OutId)."""
+    done = await pool.fetchval(
+        "UPDATE notifications SET status = $2, last_error = CASE WHEN $2 = 'undelivered' THEN $3 ELSE last_error"
+        " END, updated_at = now() WHERE key = $1 AND status IN ('sent', 'delivered', 'undelivered') RETURNING true",
+        key,
+        "delivered" if delivered else "undelivered",
+        detail[:500],
+    )
+    return bool(done)

@@ -1,0 +1,277 @@
+"""Notify without a broker or a database: which event gives which notice to whom, that every notice renders in
+both languages from what the sender gives it (StrictUndefined: nothing missing), the e-mail's MIME, masking,
+and quiet hours."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import random
+import uuid
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests import factories
+from xinfang_notify.channels import Email, mask_email, mask_phone, message_id
+from xinfang_notify.registry import Contacts, Notice, RecipientKind, load_notices
+from xinfang_notify.render import Renderer
+from xinfang_notify.rules import Planned, Rules
+from xinfang_notify.sender import Sender
+from xinfang_notify.settings import NotifySettings
+from xinfang_notify.store import Claimed
+from xinfang_shared.contracts.events import (
+    DeadlineEvent,
+    MatterRegistered,
+    MatterRouted,
+    MatterStatusChanged,
+    Opinion,
+    StatsAlert,
+    Submission,
+)
+from xinfang_shared.contracts.reference import Language
+from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.dlq_limit import DeadLetterLimit
+from xinfang_shared.periods import period_end
+from xinfang_shared.workdays import CHINA
+
+SETTINGS = NotifySettings(_env_file=None, environment="test")  # type: ignore[call-arg]
+RULES = Rules(load_notices(SETTINGS.notices_file), DeadlineRules.default())
+CONTACTS = Contacts.load(SETTINGS.contacts_file)
+AT = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+MATTER = uuid.uuid4()
+
+
+def _registered(**overrides: Any) -> MatterRegistered:
+    body = factories.submission(random.Random(3), **overrides)
+    return MatterRegistered(
+        matter_id=MATTER,
+        tracking_code="ABCD-EFGH-JKMN-PQRS",
+        registered_at=AT,
+        **dict(Submission.model_validate(body)),
+    )
+
+
+def _status(status: str, **fields: Any) -> MatterStatusChanged:
+    fields.setdefault("unit", "city-5101")
+    fields.setdefault("previous_status", None)
+    return MatterStatusChanged(matter_id=MATTER, status=status, at=AT, **fields)
+
+
+def _deadline(state: str, **fields: Any) -> DeadlineEvent:
+    fields.setdefault("unit", "city-5101")
+    fields.setdefault("deadline", "acceptance")
+    return DeadlineEvent(matter_id=MATTER, state=state, due_at=AT + timedelta(days=15), at=AT, **fields)
+
+
+def _only(planned: list[Planned]) -> Planned:
+    assert len(planned) == 1, planned
+    return planned[0]
+
+
+# --- who gets which notice ---------------------------------------------------------------------------
+
+
+def test_a_registration_gives_a_receipt_and_a_repeat_gives_repeat_instead() -> None:
+    assert _only(RULES.registered(_registered())).notice == Notice.RECEIPT
+    duplicate = _registered().model_copy(update={"duplicate_of": uuid.uuid4()})
+    repeat = _only(RULES.registered(duplicate))
+    assert (repeat.notice, repeat.params["repeat"]) == (Notice.REPEAT, "duplicate")
+    again = _only(RULES.registered(_registered().model_copy(update={"not_accepted_again": True})))
+    assert (again.notice, again.params["repeat"]) == (Notice.REPEAT, "not-accepted-again")
+    assert again.recipient == "petitioner"
+
+
+def test_status_changes_tell_the_petitioner_each_step() -> None:
+    first = _only(RULES.status(_status("transferred")))
+    other = _only(RULES.status(_status("transferred", unit="city-5103")))
+    assert first.notice == other.notice == Notice.TRANSFERRED and first.key != other.key, "a new unit is news"
+    assert _only(RULES.status(_status("accepted", action="accepted"))).notice == Notice.ACCEPTED
+    refused = _only(RULES.status(_status("not-accepted", action="not-accepted", reason="不属于信访事项")))
+    assert (refused.notice, refused.params["reason"]) == (Notice.NOT_ACCEPTED, "不属于信访事项")
+    assert RULES.status(_status("objected")) == []
+
+
+def test_an_opinion_says_until_when_a_review_may_be_asked_and_the_re_review_is_final() -> None:
+    opinion = Opinion(result="explain", text="已答复")
+    handled = _only(RULES.status(_status("concluded", opinion=opinion)))
+    assert handled.params["request_until"] == period_end(AT, 30).isoformat()
+    final = _only(RULES.status(_status("re-review-concluded", opinion=opinion)))
+    assert final.params["request_until"] is None and final.params["level"] == "re-review"
+    # The chain's end is told once: on the re-review that ends it, not on every matter terminated with it.
+    assert _only(RULES.status(_status("terminated", previous_status="re-review-concluded"))).notice == Notice.TERMINATED
+    assert RULES.status(_status("terminated", previous_status="re-review-requested")) == []
+
+
+def test_deadlines_urge_the_unit_never_for_a_window_and_escalate_to_supervision() -> None:
+    soon = _only(RULES.deadline(_deadline("due-soon")))
+    assert (soon.notice, soon.recipient_kind, soon.recipient) == (Notice.DUE_SOON, RecipientKind.UNIT, "city-5101")
+    assert RULES.deadline(_deadline("closed", window=True)) == []
+    assert RULES.deadline(_deadline("due-soon", deadline="objection", window=True)) == []
+    escalated = _only(RULES.deadline(_deadline("escalated")))
+    assert (escalated.recipient_kind, escalated.recipient) == (RecipientKind.OFFICE, "supervision")
+    extended = _only(RULES.deadline(_deadline("extended", extension_days=20, reason="需现场核查")))
+    assert (extended.recipient, extended.params["days"], extended.params["reason"]) == ("petitioner", 20, "需现场核查")
+    assert RULES.deadline(_deadline("met", on_time=True)) == []
+
+
+def test_a_special_visit_and_a_surge_go_to_guidance_urgently() -> None:
+    routed = MatterRouted(
+        matter_id=MATTER,
+        office="guidance",
+        unit="city-5101",
+        category="labor",
+        category_inferred=False,
+        rule="office-4-special-visit",
+        routed_at=AT,
+    )
+    urgent = _only(RULES.routed(routed))
+    assert (urgent.notice, urgent.recipient, urgent.urgent) == (Notice.URGENT_VISIT, "guidance", True)
+    assert RULES.routed(routed.model_copy(update={"office": "reception", "rule": "office-5-visit"})) == []
+    alert = StatsAlert(region_code="5134", window="PT1H", observed=60, baseline=4.2, at=AT, method="negative binomial")
+    surge = _only(RULES.alert(alert))
+    assert (surge.notice, surge.recipient, surge.urgent) == (Notice.SURGE, "guidance", True)
+    assert surge.matter_id == alert.alert_id
+    assert RULES.alert(alert.model_copy(update={"state": "closed"})) == []
+
+
+def test_the_key_is_one_per_matter_notice_recipient_and_about() -> None:
+    a = _only(RULES.registered(_registered()))
+    assert a.key == _only(RULES.registered(_registered())).key, "the same notice again has the same key"
+    assert message_id(a.key) == f"<{a.key}@xinfang.sc.gov.example>"
+
+
+# --- every notice renders, in both languages, from what the sender gives it ------------------------------
+
+
+class _Vault:
+    def open(self, sealed: bytes) -> object:
+        return {"email": "zhang@example.org", "phone": "13812345678"}
+
+
+def _sender() -> Sender:
+    return Sender(
+        SETTINGS,
+        None,  # type: ignore[arg-type]  # no notice below needs the database to compose
+        _Vault(),  # type: ignore[arg-type]
+        CONTACTS,
+        Renderer(),
+        Email(SETTINGS.smtp_url, SETTINGS.smtp_from, 5),
+        None,  # type: ignore[arg-type]
+        DeadLetterLimit("compose"),
+        CollectorRegistry(),
+    )
+
+
+def _claimed(p: Planned, language: Language) -> Claimed:
+    matter = {
+        "tracking_code": "ABCD-EFGH-JKMN-PQRS",
+        "language": language.value,
+        "contact": b"sealed",
+        "by_email": True,
+        "headcount": 60,
+        "visit_place": "beijing",
+        "visit_unusual": True,
+        "registered_at": AT,
+    }
+    params = {k: v for k, v in p.params.items()}
+    params.pop("earlier_id", None)
+    return Claimed(
+        0, p.key, p.matter_id, p.notice.value, p.recipient_kind.value, p.recipient, p.urgent, params, 1, AT, matter
+    )
+
+
+def _every_notice() -> list[Planned]:
+    opinion = Opinion(result="not-support", text="经核查，诉求缺乏依据。")
+    alert = StatsAlert(region_code="5134", category="labor", window="PT1H", observed=60, baseline=4.2, at=AT)
+    routed = MatterRouted(
+        matter_id=MATTER,
+        office="guidance",
+        unit=None,
+        category="labor",
+        category_inferred=False,
+        rule="office-4-special-visit",
+        routed_at=AT,
+    )
+    planned = [
+        *RULES.registered(_registered()),
+        *RULES.registered(_registered().model_copy(update={"not_accepted_again": True})),
+        *RULES.routed(routed),
+        *RULES.status(_status("transferred")),
+        *RULES.status(_status("in-review", action="accepted", unit="dept-human-resources")),
+        *RULES.status(_status("not-accepted", reason="不属于本单位职责")),
+        *RULES.status(_status("concluded", opinion=opinion)),
+        *RULES.status(_status("review-concluded", opinion=opinion)),
+        *RULES.status(_status("re-review-concluded", opinion=opinion, unit="office-supervision")),
+        *RULES.status(_status("terminated", previous_status="re-review-concluded")),
+        *RULES.deadline(_deadline("extended", deadline="handling", extension_days=20, reason="需要现场核查")),
+        *RULES.deadline(_deadline("due-soon", office="letters-2")),
+        *RULES.deadline(_deadline("overdue", office="letters-2")),
+        *RULES.deadline(_deadline("escalated", office="letters-2")),
+        *RULES.alert(alert),
+    ]
+    assert {p.notice for p in planned} == set(Notice), "every notice of the contract is planned by some event"
+    return planned
+
+
+@pytest.mark.parametrize("language", list(Language))
+async def test_every_notice_renders_in_both_languages(language: Language) -> None:
+    sender = _sender()
+    for planned in _every_notice():
+        subject, body = await sender._compose(_claimed(planned, language), language)
+        assert subject and body.strip(), planned.notice
+        if planned.recipient_kind == RecipientKind.PETITIONER:
+            assert "ABCD-EFGH-JKMN-PQRS" in subject + body
+        for secret in ("zhang@example.org", "13812345678", "测试人"):
+            assert secret not in subject + body, "a notice never holds anyone's personal data"
+        if planned.notice == Notice.OPINION and planned.params["request_until"]:
+            ends = datetime.fromisoformat(planned.params["request_until"])
+            last_day = (ends - timedelta(seconds=1)).astimezone(CHINA)
+            assert str(last_day.day) in body, "the review window's last day is shown"
+    english = (await sender._compose(_claimed(_every_notice()[0], Language.EN), Language.EN))[1]
+    chinese = (await sender._compose(_claimed(_every_notice()[0], Language.ZH_CN), Language.ZH_CN))[1]
+    assert "Tracking code" in english and "查询码" in chinese
+
+
+def test_a_template_that_names_what_it_is_not_given_fails_instead_of_printing_nothing() -> None:
+    with pytest.raises(Exception, match="tracking_code"):
+        Renderer().render("receipt", Language.ZH_CN, {"registered_at": AT.isoformat(), "lookup_url": "x"})
+
+
+# --- e-mail, masking, quiet hours --------------------------------------------------------------------
+
+
+def test_the_email_is_utf8_with_an_encoded_subject_and_the_notice_key_as_message_id() -> None:
+    key = uuid.uuid4()
+    smtp = Email(SETTINGS.smtp_url, SETTINGS.smtp_from, 5)
+    message = smtp.message(key, "zhang@example.org", "您的信访事项已登记", "正文：测试\n")
+    raw = message.as_bytes()
+    assert b"=?utf-8?" in raw.split(b"\r\n\r\n")[0], "the subject is an RFC 2047 encoded word"
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == "您的信访事项已登记" and parsed["Message-ID"] == f"<{key}@xinfang.sc.gov.example>"
+    assert parsed.get_content().replace("\r\n", "\n") == "正文：测试\n" and parsed.get_content_charset() == "utf-8"
+
+
+def test_addresses_are_masked() -> None:
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("+86 138-1234-5678") == "861****5678"
+    assert mask_email("zhang.san@example.org") == "z***@example.org"
+
+
+def test_quiet_hours_hold_until_their_end_in_beijing_time() -> None:
+    sender = _sender()
+    night = datetime(2026, 11, 20, 22, 30, tzinfo=CHINA)
+    assert sender.quiet_until(night) == datetime(2026, 11, 21, 8, 0, tzinfo=CHINA)
+    assert sender.quiet_until(datetime(2026, 11, 21, 7, 59, tzinfo=CHINA)) == datetime(2026, 11, 21, 8, 0, tzinfo=CHINA)
+    assert sender.quiet_until(datetime(2026, 11, 21, 8, 0, tzinfo=CHINA)) is None
+    assert sender.quiet_until(datetime(2026, 11, 21, 12, 0, tzinfo=CHINA)) is None
+    sender.settings = NotifySettings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        quiet_hours_start=time(12),
+        quiet_hours_end=time(13),
+    )
+    noon = datetime(2026, 11, 21, 12, 30, tzinfo=CHINA)
+    assert sender.quiet_until(noon) == datetime(2026, 11, 21, 13, 0, tzinfo=CHINA)
