@@ -7,6 +7,10 @@ apt_packages=()
 command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || apt_packages+=(maven)
 command -v kcat >/dev/null || apt_packages+=(kcat)
+# The dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's Chromium through Playwright
+# (no browser download), and the page needs a CJK font to show its Chinese.
+command -v chromium >/dev/null || apt_packages+=(chromium)
+dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "ok installed" || apt_packages+=(fonts-noto-cjk)
 if ((${#apt_packages[@]})); then
   [[ $EUID -eq 0 ]] || die "missing ${apt_packages[*]}: run as root once, or install them"
   say "installing ${apt_packages[*]} from Debian's packages"
@@ -47,4 +51,23 @@ if [[ ! -f "$stamp" ]]; then
       || die "npm ci failed in tools/contract-check; see $LOGS/npm.log"
     touch "$stamp"
   fi
+fi
+
+# The stats dashboard's chart library and map (tools/dashboard: Apache ECharts, and ECharts 4.9 for its Sichuan
+# city boundaries), exactly as package-lock.json pins them, copied into the stats service's static files (no
+# CDN: a government intranet reaches none). npm ci is skipped while node_modules matches, as above; the copy
+# (tools/dashboard/vendor.cjs, which checks versions and the map) is made every time.
+dashboard="$ROOT/tools/dashboard"
+stamp="$dashboard/node_modules/.installed-$(cat "$dashboard/package.json" "$dashboard/package-lock.json" | sha1sum | cut -c1-12)"
+if ! command -v npm >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  say "Node.js 20+ with npm not found: the stats dashboard gets no charts (tests/integration/test_dashboard.py fails)"
+else
+  if [[ ! -f "$stamp" ]]; then
+    say "installing the dashboard's npm packages (npm ci in tools/dashboard)"
+    (cd "$dashboard" && npm ci --ignore-scripts --no-audit --no-fund) >"$LOGS/npm-dashboard.log" 2>&1 \
+      || die "npm ci failed in tools/dashboard; see $LOGS/npm-dashboard.log"
+    touch "$stamp"
+  fi
+  node "$dashboard/vendor.cjs" "$ROOT/services/stats/src/xinfang_stats/static/vendor" >>"$LOGS/npm-dashboard.log" 2>&1 \
+    || die "could not copy the dashboard's vendor files; see $LOGS/npm-dashboard.log"
 fi

@@ -1,6 +1,7 @@
 """`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, and routing throughput with one
 and two instances, each with its ratio to a baseline of the same path measured in the same run; supervision's
-scheduler against a plain UPDATE. Prints; asserts nothing.
+scheduler against a plain UPDATE; notify's sending against raw SMTP; stats' folding against a plain upsert and
+its summary over a million facts (stats_bench.py). Prints; asserts nothing.
 
 Baselines, like with like (each a separate process, as the service is, measured just before it):
 - HTTP: the same load generator, concurrency and payloads against the smallest ASGI app (http_baseline.py:
@@ -56,6 +57,7 @@ from . import http_bench as http
 from . import kafka_bench as kafka
 from . import notify_bench as notify
 from . import routing_bench as routing
+from . import stats_bench as stats
 from . import supervision_bench as supervision
 from .common import (
     CpuMeter,
@@ -103,6 +105,8 @@ class Options:
     n_routing: int
     n_deadlines: int
     n_notices: int
+    n_stats_matters: int
+    n_facts: int
     warmup: int
     concurrency: int
     ceiling_n: int
@@ -119,7 +123,9 @@ class Options:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["http", "kafka", "routing", "supervision", "notify", "all"], default="all")
+    parser.add_argument(
+        "--only", choices=["http", "kafka", "routing", "supervision", "notify", "stats", "all"], default="all"
+    )
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
     parser.add_argument(
@@ -129,6 +135,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--n-deadlines", type=int, default=100_000, help="open deadlines for the supervision scheduler passes"
     )
     parser.add_argument("--n-notices", type=int, default=2_000, help="receipts notify sends (half e-mail, half SMS)")
+    parser.add_argument(
+        "--n-stats-matters", type=int, default=20_000, help="matters (3 events each) stats folds through Kafka"
+    )
+    parser.add_argument("--n-facts", type=int, default=1_000_000, help="fact rows the summary's latency is taken on")
     parser.add_argument("--warmup", type=int, default=300, help="POSTs before the measured ones")
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
     parser.add_argument("--ceiling-n", type=int, default=3_000, help="requests per client-ceiling run")
@@ -157,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         n_routing=a.n_routing,
         n_deadlines=a.n_deadlines,
         n_notices=a.n_notices,
+        n_stats_matters=a.n_stats_matters,
+        n_facts=a.n_facts,
         warmup=a.warmup,
         concurrency=a.concurrency,
         ceiling_n=a.ceiling_n,
@@ -203,6 +215,7 @@ class Bench:
     routing_figures: list[Figure] = field(default_factory=list)
     supervision_figures: list[Figure] = field(default_factory=list)
     notify_figures: list[Figure] = field(default_factory=list)
+    stats_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
     baseline_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -245,6 +258,8 @@ class Bench:
                 await self._supervision()
             if self.opts.only in ("notify", "all"):
                 await self._notify()
+            if self.opts.only in ("stats", "all"):
+                await self._stats()
         finally:
             for group in self.groups:
                 with contextlib.suppress(Exception):
@@ -597,6 +612,20 @@ class Bench:
             await db.drop()
             progress(f"dropped {db.name}")
 
+    async def _stats(self) -> None:
+        db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_stats")
+        await db.create()
+        try:
+            await self._settle("stats folding")
+            figures, notes = await stats.measure(
+                db.dsn, self.bootstrap, self.workdir, self.opts.n_stats_matters, self.opts.n_facts, self.opts.seed
+            )
+            self.stats_figures += figures
+            self.notes += notes
+        finally:
+            await db.drop()
+            progress(f"dropped {db.name}")
+
     def report(self) -> None:
         intake_ran = self.intake.proc is not None
         if self.figures:
@@ -613,6 +642,11 @@ class Bench:
         if self.notify_figures:
             print_table(
                 "notify sending (ratio: e-mail to a raw aiosmtplib loop to the same server)", self.notify_figures
+            )
+        if self.stats_figures:
+            print_table(
+                "stats (ratios: folding to a plain INSERT … ON CONFLICT, the summary to count(*) of its rows)",
+                self.stats_figures,
             )
         for name, use, n in self.cpu:
             print_cpu(name, use, n)

@@ -27,27 +27,16 @@ from pydantic import SecretStr
 
 from tests import factories
 from tests.integration.conftest import eventually
-from tests.integration.kafka_tools import consumed_by, start_group_at_end
+from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import free_port, start_standin, terminate
 from tests.personal_data import People, capture_logs, log_leaks
-from xinfang_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
-from xinfang_intake.app import create_asgi
-from xinfang_intake.settings import IntakeSettings
-from xinfang_notify.app import MIGRATIONS as NOTIFY_MIGRATIONS
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.settings import NotifySettings
-from xinfang_routing.app import MIGRATIONS as ROUTING_MIGRATIONS
-from xinfang_routing.app import create_service as create_routing
-from xinfang_routing.settings import RoutingSettings
 from xinfang_shared.contracts.reference import DeadlineType
-from xinfang_shared.db import migrate_dsn
 from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.periods import period_last_day
 from xinfang_shared.service import Service
 from xinfang_shared.workdays import CHINA
-from xinfang_supervision.app import MIGRATIONS as SUPERVISION_MIGRATIONS
-from xinfang_supervision.app import create_service as create_supervision
-from xinfang_supervision.settings import SupervisionSettings
 
 RUN = uuid.uuid4().hex[:8]
 CHANNEL_KEY, OPERATOR = f"notify-channel-{RUN}", f"notify-operator-{RUN}"
@@ -154,44 +143,11 @@ async def pipeline(database: str, bootstrap: str, tmp_path_factory: pytest.TempP
     )
     quiet_from = datetime.now(CHINA) - timedelta(minutes=1)
     quiet_until = datetime.now(CHINA) + QUIET_FOR
-    common: dict[str, Any] = {
-        "database_url": database,
-        "kafka_bootstrap_servers": bootstrap,
-        "operator_api_key": SecretStr(OPERATOR),
-        "outbox_poll_interval_s": 0.2,
-        "_env_file": None,
-    }
-    groups = {name: f"test-notify-{name}-{RUN}" for name in ("intake", "routing", "supervision", "notify")}
-    for name, group in groups.items():
-        await start_group_at_end(bootstrap, group, consumed_by(name))
-    for schema, folder in (
-        ("intake", INTAKE_MIGRATIONS),
-        ("routing", ROUTING_MIGRATIONS),
-        ("supervision", SUPERVISION_MIGRATIONS),
-        ("notify", NOTIFY_MIGRATIONS),
-    ):
-        await migrate_dsn(database, schema, folder)
+    common = common_settings(database, bootstrap, OPERATOR)
+    groups = await prepare(database, bootstrap, f"test-notify-{RUN}", (*UPSTREAM, "notify"))
     with capture_logs() as logs:
-        intake, _ = create_asgi(
-            IntakeSettings(
-                kafka_group_id=groups["intake"],
-                channel_api_key=SecretStr(CHANNEL_KEY),
-                public_rate_limit_per_minute=10**6,
-                public_rate_limit_burst=10**6,
-                **common,
-            ),
-            fast_path=False,
-        )
-        routing = create_routing(
-            RoutingSettings(
-                kafka_group_id=groups["routing"],
-                unit_api_keys={u: SecretStr(k) for u, k in UNIT_KEYS.items()},
-                **common,
-            )
-        )
-        supervision = create_supervision(
-            SupervisionSettings(kafka_group_id=groups["supervision"], supervision_clock="controlled", **common)
-        )
+        services = upstream(groups, common, channel_key=CHANNEL_KEY, unit_keys=UNIT_KEYS)
+        intake, routing, supervision = services["intake"], services["routing"], services["supervision"]
         notify_settings = NotifySettings(
             kafka_group_id=groups["notify"],
             http_port=notify_port,

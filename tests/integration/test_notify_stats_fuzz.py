@@ -1,6 +1,6 @@
 """Schemathesis against notify's and stats' own OpenAPI documents (notify's notifications, retries and SMS
-receipts; stats is a stand-in today: /health, /metrics and the consumers' admin routes), sent to the real
-processes: never a 5xx, never an error in their logs."""
+receipts; stats' summary, time series, units, alerts and hot terms; both their consumers' admin routes), sent to
+the real processes: never a 5xx, never an error in their logs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from xinfang_stats.app import MIGRATIONS as STATS_MIGRATIONS
 
 OPERATOR_KEY = "fuzz-operator-" + uuid.uuid4().hex
 MIGRATIONS = {"notify": NOTIFY_MIGRATIONS, "stats": STATS_MIGRATIONS}
+COMMON_PATHS = {"/health", "/metrics", "/v1/admin/consumers"}
+PATHS = {
+    "notify": COMMON_PATHS | {"/v1/notifications", "/v1/sms/receipts"},
+    "stats": COMMON_PATHS | {f"/v1/stats/{p}" for p in ("summary", "timeseries", "units", "alerts", "hot-terms")},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MIGRATIONS))
@@ -49,7 +54,7 @@ def test_the_api_answers_no_5xx(small_service: ServiceProcess) -> None:
     statuses = fuzz_openapi(
         f"http://127.0.0.1:{small_service.port}",
         headers=lambda _: {"Authorization": f"Bearer {OPERATOR_KEY}"},
-        expect_paths={"/health", "/metrics", "/v1/admin/consumers"},
+        expect_paths=PATHS[small_service.service],
         max_examples=30,
     )
     print(f"{small_service.service}: schemathesis answers by operation and status:", by_operation(statuses))

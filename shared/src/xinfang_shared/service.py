@@ -78,6 +78,22 @@ def error_response(code: int, detail: str, errors: list[FieldError]) -> JSONResp
     return JSONResponse(ErrorList(detail=detail, errors=errors).model_dump(mode="json"), status_code=code)
 
 
+class FieldRefused(Exception):
+    """Raised by a route whose request is well-formed but asks for what cannot be given (dates the wrong way
+    round, a span too long): answered 422 naming the field, like any invalid request."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+async def _refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FieldRefused)
+    errors = [FieldError(field=exc.field, message=exc.message)]
+    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request is invalid", errors)
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The key of an `Authorization: Bearer <key>` header's value, or None."""
     scheme, _, key = (authorization or "").partition(" ")
@@ -220,6 +236,7 @@ class Service:
         )
         self.api.add_exception_handler(RequestValidationError, _validation_errors)
         self.api.add_exception_handler(StarletteHTTPException, _http_errors)
+        self.api.add_exception_handler(FieldRefused, _refused)
         self.api.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])

@@ -129,6 +129,12 @@ class WorkingCalendar:
             return False
         return day.weekday() < 5
 
+    def is_holiday(self, day: date) -> bool:
+        """Whether `day` is a day off of a statutory holiday period (a weekend day inside one included); False for
+        a year the calendar does not cover."""
+        entry = self._years.get(day.year)
+        return entry is not None and day in entry.holidays
+
     def add_working_days(self, start: datetime, days: int) -> datetime:
         """The same time of day `days` working days after `start` (counted in China's time zone).
 

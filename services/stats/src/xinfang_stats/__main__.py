@@ -1,3 +1,5 @@
+import sys
+
 from xinfang_shared.cli import run
 
 from .app import MIGRATIONS
@@ -5,6 +7,11 @@ from .settings import StatsSettings
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["rebuild"]:
+        from .rebuild import main as rebuild
+
+        rebuild(sys.argv[2:])
+        return
     run(settings=StatsSettings(), app="xinfang_stats.app:create_app", migrations=MIGRATIONS)
 
 

@@ -1,23 +1,76 @@
-"""The stats service: wiring of its subscribers and HTTP routes."""
+"""The stats service: every event topic in, folded into one fact row per matter and hourly counts (fold.py);
+the figures the bureau owes over HTTP (api.py) and on the dashboard at `/`; surge alerts on stats.alerts.v1
+(watch.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS
-from xinfang_shared.service import Service
-from xinfang_shared.skeleton import log_receipts
+from xinfang_shared.batching import EventBatches
+from xinfang_shared.contracts.events import Event
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.service import Late, Service
 
+from . import fold
+from .api import build_router
+from .dashboard import mount_dashboard
 from .settings import StatsSettings
+from .watch import SurgeWatch, mark_folded
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def create_service(settings: StatsSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang stats")
-    log_receipts(service, [t for t in CONTRACT_TOPICS if "stats" in t.consumers])
+    late: Late[asyncpg.Pool] = Late("stats")
+    tasks: list[asyncio.Task[None]] = []
+    watches: list[SurgeWatch] = []
+
+    @service.on_start
+    async def open_state(svc: Service) -> None:
+        late.state = svc.pool
+        watch = SurgeWatch(settings, svc.pool, svc.metrics)
+        watches.append(watch)
+        tasks.append(asyncio.create_task(watch.run(), name="surge-watch"))
+
+    @service.on_stop
+    async def stop_watch(_: Service) -> None:
+        for watch in watches:
+            watch.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 15)
+
+    def consume(topic: str, model: type[Event], apply: fold.Fold) -> None:
+        consumer = f"{topic}:stats"
+
+        async def handle(events: list[Event]) -> int:
+            return await fold.fold_events(late(), topic, apply, events)
+
+        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
+        take = batches.take
+        if topic == MATTERS_REGISTERED.name:
+
+            async def take(records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+                handled = await batches.take(records)
+                await mark_folded(late(), records)  # the surge watch's event time (watch.py)
+                return handled
+
+        service.batch_subscriber(topic, consumer=consumer, max_records=1000)(take)
+
+    for topic, model, apply in fold.FOLDS:
+        consume(topic, model, apply)
+
+    service.api.include_router(build_router(service, late))
+    mount_dashboard(service.api)
     return service
 
 
