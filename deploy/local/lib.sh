@@ -22,6 +22,7 @@ SMS_PORT=8010
 
 say() { printf '\033[1m[xinfang]\033[0m %s\n' "$*"; }
 die() { printf '\033[31m[xinfang] %s\033[0m\n' "$*" >&2; exit 1; }
+warn() { printf '\033[33m[xinfang] warning: %s\033[0m\n' "$*" >&2; }
 
 # port_open PORT: true when something listens on 127.0.0.1:PORT
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -51,4 +52,39 @@ load_credentials() {
     source "$LOCAL/credentials.env"
     set +a
   fi
+}
+
+# Scale-out (`make up ROUTING=3 NOTIFY=2`; variables INTAKE ROUTING SUPERVISION NOTIFY STATS, default 1):
+# instance k of a service listens on its contract port + 100*(k-1) (routing 8002, 8102, 8202; nothing else of
+# the stack is on those: the SMS gateway 8010, SMTP 1025, Kafka 9092/9093, PostgreSQL 5432) and is named <svc>-k
+# for its log and pid files (.local/log/routing-2.log, .local/run/routing-2.pid); instance 1 keeps the bare name.
+# Every instance of a service is in its consumer group (default xinfang-<service>), so Kafka splits the partitions.
+INSTANCE_PORT_STEP=100
+MAX_INSTANCES=20
+
+# instance_count SVC: how many instances `make up` runs of SVC (its upper-case variable; empty or unset: 1)
+instance_count() {
+  local var="${1^^}" n
+  n="${!var:-1}"
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] && ((n <= MAX_INSTANCES)) || die "$var=$n: want a whole number from 1 to $MAX_INSTANCES"
+  echo "$n"
+}
+
+# instance_name SVC K: routing (K = 1), routing-2, routing-3, ...
+instance_name() { if (($2 == 1)); then echo "$1"; else echo "$1-$2"; fi; }
+
+# instance_port SVC K: the contract port for K = 1, then + INSTANCE_PORT_STEP per instance
+instance_port() { echo $((${SERVICE_PORTS[$1]} + INSTANCE_PORT_STEP * ($2 - 1))); }
+
+# instance_numbers SVC: the instance numbers that have a pid file, ascending (one a line)
+instance_numbers() {
+  local svc="$1" file k
+  local -a found=()
+  if [[ -f "$RUN/$svc.pid" ]]; then found+=(1); fi
+  for file in "$RUN/$svc"-*.pid; do
+    k="${file##*/"$svc"-}"
+    k="${k%.pid}"
+    if [[ -f "$file" && "$k" =~ ^[1-9][0-9]*$ ]]; then found+=("$k"); fi
+  done
+  if ((${#found[@]} > 0)); then printf '%s\n' "${found[@]}" | sort -n; fi
 }

@@ -71,5 +71,10 @@ case "${1:-status}" in
       as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null && say "PostgreSQL stopped"
     fi ;;
   status) as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1 && echo "postgres: running" || { echo "postgres: stopped"; exit 3; } ;;
-  *) die "usage: postgres.sh start|stop|status" ;;
+  # A crash and recovery, for `make chaos`: every backend killed at once (no checkpoint), then started again.
+  crash-restart)
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null || true
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOCAL/postgres/server.log" -w -t 60 start >/dev/null \
+      || die "PostgreSQL did not start again; see $LOCAL/postgres/server.log" ;;
+  *) die "usage: postgres.sh start|stop|status|crash-restart" ;;
 esac

@@ -2,6 +2,8 @@
 # The five services as background processes (logs in .local/log, pids in .local/run), and before them the
 # stand-ins notify sends through: the SMTP server (127.0.0.1:1025, .local/mail/) and the SMS gateway
 # (127.0.0.1:8010, .local/sms/). Usage: services.sh start|stop|status|migrate
+# `start` runs as many instances of each service as INTAKE, ROUTING, SUPERVISION, NOTIFY, STATS ask (default 1;
+# ports, names and consumer group: lib.sh, instance_port) and stops the instances above those numbers.
 source "$(dirname "$0")/lib.sh"
 load_credentials
 
@@ -27,42 +29,76 @@ start_standin() {
   done
 }
 
+# start_instance SVC K: instance K of SVC in the background, on its port (HTTP_PORT), unless it runs already
+start_instance() {
+  local svc="$1" k="$2" name port pidfile
+  name="$(instance_name "$svc" "$k")"
+  port="$(instance_port "$svc" "$k")"
+  pidfile="$RUN/$name.pid"
+  if pid_alive "$pidfile"; then return 0; fi
+  port_open "$port" && die "port $port (for $name) is taken by a process we did not start"
+  HTTP_PORT="$port" setsid nohup "$ROOT/.venv/bin/xinfang-$svc" serve >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
 start() {
+  local -A count=()
+  local svc k
+  for svc in "${SERVICES[@]}"; do count[$svc]="$(instance_count "$svc")"; done
   start_standin mail "$SMTP_PORT" "$ROOT/deploy/local/mail_sink.py" --port "$SMTP_PORT" --dir "$LOCAL/mail"
   start_standin sms "$SMS_PORT" "$ROOT/deploy/local/sms_gateway.py" --port "$SMS_PORT" --dir "$LOCAL/sms" \
     --receipts-url "http://127.0.0.1:${SERVICE_PORTS[notify]}/v1/sms/receipts"
+  # Fewer asked than run: the extra instances leave (their partitions go to the others at the next rebalance).
   for svc in "${SERVICES[@]}"; do
-    local pidfile="$RUN/$svc.pid" port="${SERVICE_PORTS[$svc]}"
-    if pid_alive "$pidfile"; then continue; fi
-    port_open "$port" && die "port $port (for $svc) is taken by a process we did not start"
-    setsid nohup "$ROOT/.venv/bin/xinfang-$svc" serve >>"$LOGS/$svc.log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
-  done
-  local deadline=$((SECONDS + 120))
-  for svc in "${SERVICES[@]}"; do
-    local port="${SERVICE_PORTS[$svc]}"
-    until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" == 200 ]]; do
-      pid_alive "$RUN/$svc.pid" || die "$svc exited during start-up; see $LOGS/$svc.log"
-      ((SECONDS < deadline)) || die "$svc is not healthy after 120 s; see $LOGS/$svc.log"
-      sleep 0.25
+    for k in $(instance_numbers "$svc"); do
+      ((k > count[$svc])) || continue
+      stop_pid "$RUN/$(instance_name "$svc" "$k").pid" "$(instance_name "$svc" "$k") (:$(instance_port "$svc" "$k"))"
     done
   done
-  say "all services healthy"
+  for svc in "${SERVICES[@]}"; do
+    for ((k = 1; k <= count[$svc]; k++)); do start_instance "$svc" "$k"; done
+  done
+  local deadline=$((SECONDS + 120)) name port total=0
+  for svc in "${SERVICES[@]}"; do
+    for ((k = 1; k <= count[$svc]; k++)); do
+      name="$(instance_name "$svc" "$k")"
+      port="$(instance_port "$svc" "$k")"
+      until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" == 200 ]]; do
+        pid_alive "$RUN/$name.pid" || die "$name exited during start-up; see $LOGS/$name.log"
+        ((SECONDS < deadline)) || die "$name is not healthy after 120 s; see $LOGS/$name.log"
+        sleep 0.25
+      done
+      total=$((total + 1))
+    done
+  done
+  if ((total == ${#SERVICES[@]})); then say "all services healthy"; else say "all services healthy ($total instances)"; fi
 }
 
 stop() {
-  for svc in "${SERVICES[@]}"; do stop_pid "$RUN/$svc.pid" "$svc"; done
+  local svc k
+  for svc in "${SERVICES[@]}"; do
+    for k in $(instance_numbers "$svc" | sort -rn); do
+      stop_pid "$RUN/$(instance_name "$svc" "$k").pid" "$(instance_name "$svc" "$k")"
+    done
+  done
   for standin in sms mail; do stop_pid "$RUN/$standin.pid" "$standin stand-in"; done
 }
 
+# Every instance with a pid file (and instance 1 of each service in any case), with its port.
 status() {
-  local rc=0
+  local rc=0 svc k name pidfile
   for svc in "${SERVICES[@]}"; do
-    if pid_alive "$RUN/$svc.pid"; then
-      echo "$svc: running (pid $(cat "$RUN/$svc.pid")) http://127.0.0.1:${SERVICE_PORTS[$svc]}"
-    else
-      echo "$svc: stopped"; rc=3
-    fi
+    for k in $( (echo 1; instance_numbers "$svc") | sort -nu); do
+      name="$(instance_name "$svc" "$k")"
+      pidfile="$RUN/$name.pid"
+      if pid_alive "$pidfile"; then
+        echo "$name: running (pid $(cat "$pidfile")) http://127.0.0.1:$(instance_port "$svc" "$k")"
+      elif [[ -f "$pidfile" ]]; then
+        echo "$name: stopped (stale pid file $pidfile; make up or make down clears it)"; rc=3
+      else
+        echo "$name: stopped"; rc=3
+      fi
+    done
   done
   for standin in mail sms; do
     if pid_alive "$RUN/$standin.pid"; then echo "$standin stand-in: running"; else echo "$standin stand-in: stopped"; rc=3; fi

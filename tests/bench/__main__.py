@@ -1,7 +1,8 @@
 """`make bench` / `python -m tests.bench`: intake throughput, HTTP and Kafka, and routing throughput with one
 and two instances, each with its ratio to a baseline of the same path measured in the same run; supervision's
 scheduler against a plain UPDATE; notify's sending against raw SMTP; stats' folding against a plain upsert and
-its summary over a million facts (stats_bench.py). Prints; asserts nothing.
+its summary over a million facts (stats_bench.py); then the whole cluster end to end against raw aiokafka
+(e2e_bench.py). Prints; asserts nothing.
 
 Baselines, like with like (each a separate process, as the service is, measured just before it):
 - HTTP: the same load generator, concurrency and payloads against the smallest ASGI app (http_baseline.py:
@@ -23,14 +24,11 @@ group is Stable with the partitions spread over every instance, the bench produc
 (half of them without a category, so routing infers it) and times first send → the last matters.routed.v1
 event of the routing under test about them (matched by key, and by routed_at against the bench database).
 
-Caveat: the topics are the shared v1 topics (the services have no topic prefix), so a running `make up`
-stack consumes the bench's traffic too (its intake registers the Kafka submissions in its own database;
-routing, supervision, notify and stats process every matter registered), which takes CPU from the
-benchmark; the CPU tables show how much. For clean numbers run it with the stack down (`make down`).
-Another routing on those topics (a stack's, or another session's integration tests) routes the bench's
-matters too, in its own group and database: its matters.routed.v1 events are told apart from those of the
-routing under test, but not its CPU. Records others publish to matters.registered.v1 reach the routing under
-test as well; what it dead-letters of the bench's matters because of them is counted and reported.
+Topics: the bench runs in a namespace of its own on the broker (`bench-<hex>.` + each contract topic, the
+services under test started with that TOPIC_PREFIX, common.NAMESPACE), created at the start and deleted at
+the end: a `make up` stack never sees the bench's matters, before, during or after it, and the bench's
+figures never count the stack's. A running stack still competes for the CPU (the CPU tables show how much):
+for clean numbers run it with the stack down (`make down`).
 """
 
 from __future__ import annotations
@@ -53,6 +51,10 @@ from typing import TypeVar
 
 import orjson
 
+from xinfang_shared.contracts.topics import topics_to_create
+from xinfang_shared.kafka_admin import delete_topics, ensure_topics
+
+from . import e2e_bench as e2e
 from . import http_bench as http
 from . import kafka_bench as kafka
 from . import notify_bench as notify
@@ -60,6 +62,7 @@ from . import routing_bench as routing
 from . import stats_bench as stats
 from . import supervision_bench as supervision
 from .common import (
+    NAMESPACE,
     CpuMeter,
     CpuUse,
     Figure,
@@ -119,12 +122,13 @@ class Options:
     settle_max_s: float
     http_max_s: float
     profile_intake: bool
+    e2e: e2e.Options
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=["http", "kafka", "routing", "supervision", "notify", "stats", "all"], default="all"
+        "--only", choices=["http", "kafka", "routing", "supervision", "notify", "stats", "e2e", "all"], default="all"
     )
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
@@ -159,6 +163,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="run intake under cProfile and print where its CPU went (slows it: figures not representative)",
     )
+    parser.add_argument("--e2e-seconds", type=float, default=300.0, help="end to end: the saturation phase's length")
+    parser.add_argument("--e2e-in-flight", type=int, default=3_000, help="end to end: matters offered, not done")
+    parser.add_argument("--e2e-burst", type=int, default=50_000, help="end to end: the burst's matters")
+    parser.add_argument(
+        "--e2e-instances", default="", help="end to end: instances per service, e.g. routing=2,notify=2 (default 1)"
+    )
     a = parser.parse_args(argv)
     return Options(
         only=a.only,
@@ -181,6 +191,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         settle_max_s=a.settle_max_s,
         http_max_s=a.http_max_s,
         profile_intake=a.profile_intake,
+        e2e=e2e.Options(
+            seconds=a.e2e_seconds,
+            in_flight=a.e2e_in_flight,
+            burst=a.e2e_burst,
+            instances=e2e.parse_instances(a.e2e_instances),
+            seed=a.seed,
+        ),
     )
 
 
@@ -216,6 +233,7 @@ class Bench:
     supervision_figures: list[Figure] = field(default_factory=list)
     notify_figures: list[Figure] = field(default_factory=list)
     stats_figures: list[Figure] = field(default_factory=list)
+    e2e_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
     baseline_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -260,6 +278,8 @@ class Bench:
                 await self._notify()
             if self.opts.only in ("stats", "all"):
                 await self._stats()
+            if self.opts.only in ("e2e", "all"):
+                await self._e2e()
         finally:
             for group in self.groups:
                 with contextlib.suppress(Exception):
@@ -626,6 +646,20 @@ class Bench:
             await db.drop()
             progress(f"dropped {db.name}")
 
+    async def _e2e(self) -> None:
+        db = BenchDatabase(self.admin_dsn, f"xinfang_bench_{self.run_id}_e2e")
+        await db.create()
+        try:
+            await self._settle("the whole cluster end to end")
+            result = await e2e.measure(db.dsn, self.bootstrap, self.workdir, self.opts.e2e, progress)
+            self.e2e_figures += result.figures
+            self.notes += result.notes + [f"end to end saved: {path}" for path in result.saved]
+            if result.cpu is not None:
+                self.cpu.append(("the end-to-end saturation phase (per matter done)", result.cpu, result.cpu_n))
+        finally:
+            await db.drop()
+            progress(f"dropped {db.name}")
+
     def report(self) -> None:
         intake_ran = self.intake.proc is not None
         if self.figures:
@@ -648,6 +682,8 @@ class Bench:
                 "stats (ratios: folding to a plain INSERT … ON CONFLICT, the summary to count(*) of its rows)",
                 self.stats_figures,
             )
+        if self.e2e_figures:
+            print_table("the whole cluster end to end (ratio: to raw aiokafka produce→consume)", self.e2e_figures)
         for name, use, n in self.cpu:
             print_cpu(name, use, n)
         print()
@@ -705,8 +741,8 @@ def _header(opts: Options, loop: str, bootstrap: str, stack_up: list[int]) -> li
     ]
     if stack_up:
         lines.append(
-            f"WARNING: a make-up stack answers on ports {stack_up}: it consumes the bench's topics too and"
-            " competes for the CPU (see the CPU tables); `make down` first for clean numbers"
+            f"WARNING: a make-up stack answers on ports {stack_up}: it competes for the CPU (see the CPU"
+            " tables); `make down` first for clean numbers"
         )
     return lines
 
@@ -734,9 +770,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     bench = Bench(opts, creds["DATABASE_URL"], bootstrap, workdir)
+    namespace = {NAMESPACE + name: partitions for name, partitions in topics_to_create().items()}
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(bench.run(kafka_payloads, http_payloads, routing_events))
+            runner.run(ensure_topics(bootstrap, namespace))
+            progress(f"topics in the bench's namespace {NAMESPACE!r} created (deleted at the end)")
+            try:
+                runner.run(bench.run(kafka_payloads, http_payloads, routing_events))
+            finally:
+                runner.run(delete_topics(bootstrap, list(namespace)))
     finally:
         print("\n".join(["", *header]))
         bench.report()

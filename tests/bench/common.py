@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,15 @@ from tests import factories
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = ROOT / ".local" / "credentials.env"
 _TICKS = os.sysconf("SC_CLK_TCK")
+# The bench's own namespace on the broker (the services' TOPIC_PREFIX): every topic it and the services under test
+# use is `<namespace><contract name>`, created at the start and deleted at the end, so a `make up` stack never
+# reads the bench's matters (and the bench never reads the stack's).
+NAMESPACE = os.environ.get("BENCH_TOPIC_PREFIX") or f"bench-{secrets.token_hex(3)}."
+
+
+def topic(name: str) -> str:
+    """The bench's name of the contract topic `name`."""
+    return NAMESPACE + name
 
 
 def credentials() -> dict[str, str]:

@@ -18,10 +18,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED
 
-from .common import Payload
+from .common import Payload, topic
 
-CHANNEL_TOPIC = CHANNEL_SUBMITTED[Channel.LETTER].name
-REGISTERED_TOPIC = MATTERS_REGISTERED.name
+CHANNEL_TOPIC = topic(CHANNEL_SUBMITTED[Channel.LETTER].name)
+REGISTERED_TOPIC = topic(MATTERS_REGISTERED.name)
 
 # external_id → {matter_id → when it was first seen}
 Arrivals = dict[str, dict[str, float]]

@@ -35,7 +35,7 @@ from xinfang_shared.contracts.topics import BY_NAME, MATTERS_REGISTERED
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_shared.workdays import CHINA
 
-from .common import ROOT, Figure, free_port
+from .common import ROOT, Figure, free_port, topic
 from .service import ServiceProcess, start_group_at_end
 
 SENDERS = 4
@@ -55,7 +55,7 @@ def _registered(i: int, run: str) -> bytes:
     return event.model_dump_json().encode()
 
 
-def _standin(script: str, port: int, folder: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def standin(script: str, port: int, folder: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [
@@ -70,7 +70,7 @@ def _standin(script: str, port: int, folder: Path, log: Path, *args: str) -> sub
         )
 
 
-async def _listening(port: int, timeout_s: float = 30) -> None:
+async def listening(port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -116,9 +116,9 @@ async def measure(db_dsn: str, bootstrap: str, workdir: Path, n: int) -> tuple[l
     quiet_for = timedelta(seconds=max(30, n // 40))  # long enough for the e-mail to go first
     quiet_until = datetime.now(CHINA) + quiet_for
     stand_ins = [
-        _standin("mail_sink.py", mail_port, mail_dir, home / "mail.log"),
-        _standin("mail_sink.py", raw_port, raw_dir, home / "raw.log"),
-        _standin(
+        standin("mail_sink.py", mail_port, mail_dir, home / "mail.log"),
+        standin("mail_sink.py", raw_port, raw_dir, home / "raw.log"),
+        standin(
             "sms_gateway.py",
             sms_port,
             sms_dir,
@@ -154,16 +154,16 @@ async def measure(db_dsn: str, bootstrap: str, workdir: Path, n: int) -> tuple[l
     notes: list[str] = []
     try:
         for port in (mail_port, raw_port, sms_port):
-            await _listening(port)
+            await listening(port)
         notify.migrate()
-        await start_group_at_end(bootstrap, group, [t.name for t in BY_NAME.values() if "notify" in t.consumers])
+        await start_group_at_end(bootstrap, group, [topic(t.name) for t in BY_NAME.values() if "notify" in t.consumers])
         notify.start()
         await notify.wait_healthy()
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await producer.start()
         try:
             for i in range(n):
-                await producer.send(MATTERS_REGISTERED.name, _registered(i, run), key=uuid.uuid4().bytes)
+                await producer.send(topic(MATTERS_REGISTERED.name), _registered(i, run), key=uuid.uuid4().bytes)
             await producer.flush()
         finally:
             await producer.stop()

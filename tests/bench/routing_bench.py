@@ -26,12 +26,12 @@ from xinfang_shared.contracts.reference import Category
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED
 from xinfang_shared.tracking import new_tracking_code
 
-from .common import Payload
+from .common import Payload, topic
 from .kafka_bench import RoundTrip, _partitions, _wait, produce
 
-REGISTERED_TOPIC = MATTERS_REGISTERED.name
-ROUTED_TOPIC = MATTERS_ROUTED.name
-DLQ_TOPIC = MATTERS_REGISTERED.dlq
+REGISTERED_TOPIC = topic(MATTERS_REGISTERED.name)
+ROUTED_TOPIC = topic(MATTERS_ROUTED.name)
+DLQ_TOPIC = topic(MATTERS_REGISTERED.dlq)
 
 # matter_id → {routed_at of a matters.routed.v1 event about it → when that event was first seen}
 RoutedArrivals = dict[str, dict[datetime, float]]

@@ -33,20 +33,20 @@ from xinfang_shared.contracts.topics import (
     UNITS_FEEDBACK,
 )
 
-from .common import ROOT
+from .common import NAMESPACE, ROOT, topic
 from .kafka_baseline import consumer_args
 
 INTAKE_BIN = ROOT / ".venv" / "bin" / "xinfang-intake"
 ROUTING_BIN = ROOT / ".venv" / "bin" / "xinfang-routing"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 # Everything intake subscribes to (app.py): its consumer group starts at these topics' current ends.
-INTAKE_TOPICS = [t.name for t in CHANNEL_SUBMITTED.values()] + [
-    MATTERS_STATUS.name,
-    MATTERS_ROUTED.name,
-    DEADLINES_EVENTS.name,
+INTAKE_TOPICS = [topic(t.name) for t in CHANNEL_SUBMITTED.values()] + [
+    topic(MATTERS_STATUS.name),
+    topic(MATTERS_ROUTED.name),
+    topic(DEADLINES_EVENTS.name),
 ]
 # Everything routing subscribes to (its app.py).
-ROUTING_TOPICS = [MATTERS_REGISTERED.name, UNITS_FEEDBACK.name]
+ROUTING_TOPICS = [topic(MATTERS_REGISTERED.name), topic(UNITS_FEEDBACK.name)]
 
 
 # ----------------------------------------------------------------------------------------------- database
@@ -255,6 +255,7 @@ class ServiceProcess:
             "HTTP_PORT": str(port),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "KAFKA_GROUP_ID": group_id,
+            "TOPIC_PREFIX": NAMESPACE,
             "LOG_LEVEL": "WARNING",
             "ENVIRONMENT": "local",
             **(env or {}),

@@ -45,6 +45,7 @@ from xinfang_stats import figures, fold
 from xinfang_stats.app import MIGRATIONS
 
 from .common import ROOT, Figure, free_port
+from .common import topic as namespaced
 from .service import ServiceProcess, start_group_at_end
 
 REGIONS = [unit.removeprefix("city-") + "01" for unit in CITIES]
@@ -123,7 +124,7 @@ async def _through_the_service(db_dsn: str, bootstrap: str, workdir: Path, event
         log_path=home / "stats.log",
     )
     stats.migrate()
-    await start_group_at_end(bootstrap, group, [t for t, _, _ in fold.FOLDS])
+    await start_group_at_end(bootstrap, group, [namespaced(t) for t, _, _ in fold.FOLDS])
     stats.start()
     pool = await create_pool(db_dsn, "stats", min_size=1, max_size=2)
     try:
@@ -134,11 +135,11 @@ async def _through_the_service(db_dsn: str, bootstrap: str, workdir: Path, event
         started = time.perf_counter()
         try:
             for topic, event in events:
-                await producer.send(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
+                value, key = event.model_dump_json().encode(), str(event.matter_id).encode()
+                await producer.send(namespaced(topic), value, key=key)
             await producer.flush()
         finally:
             await producer.stop()
-        # Others may publish on the shared topics meanwhile: only the bench's own events are counted.
         ids = [event.event_id for _, event in events]
         wanted = len(events)
         while await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])", ids) < wanted:

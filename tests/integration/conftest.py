@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,14 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Producer
+
+from xinfang_shared.contracts.topics import topics_to_create
+from xinfang_shared.kafka_admin import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = ROOT / ".local" / "credentials.env"
+WARM_UP = "test.warm-up.v1"  # the broker is ready once an idempotent producer's record to it is acknowledged
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,17 +51,44 @@ def _credentials() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
-    """Kafka and PostgreSQL up (starting them if needed); returns the local credentials."""
+    """PostgreSQL (and the stack's Kafka) up, starting them if needed; returns the local credentials."""
     if not (_port_open(9092) and _port_open(5432) and CREDENTIALS.exists()):
         subprocess.run(["bash", str(ROOT / "deploy/local/infra.sh"), "up"], check=True)
-    creds = _credentials()
-    os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", creds["KAFKA_BOOTSTRAP_SERVERS"])
-    return creds
+    return _credentials()
+
+
+def _idempotent_producer_acknowledged(bootstrap: str) -> None:
+    """Waits until the broker acknowledges an idempotent producer: a fresh broker answers "coordinator load in
+    progress" to the first ones for a while, and the tests' time limits are for the services, not for that."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "message.timeout.ms": 120_000}
+    )
+    failed: list[Any] = []
+    producer.produce(WARM_UP, b"warm-up", on_delivery=lambda error, _: failed.append(error) if error else None)
+    assert producer.flush(130) == 0 and not failed, f"the tests' Kafka broker does not acknowledge: {failed}"
 
 
 @pytest.fixture(scope="session")
-def bootstrap(stack: dict[str, str]) -> str:
-    return stack["KAFKA_BOOTSTRAP_SERVERS"]
+def bootstrap(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tests' own Kafka broker: a private one for the session (the stack's jars, other ports, its data in a
+    temporary folder), with every registry topic created, so no test leaves a record on the topics a
+    `make up` stack reads. TEST_KAFKA_BOOTSTRAP_SERVERS names a broker to use instead (its topics created)."""
+    from tests.integration.private_kafka import PrivateKafka  # here: it imports this module
+
+    given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    kafka = None if given else PrivateKafka(tmp_path_factory.mktemp("kafka"), heap="1g")
+    if kafka is not None:
+        kafka.start()
+    address = given or (kafka.bootstrap if kafka else "")
+    asyncio.run(ensure_topics(address, topics_to_create() | {WARM_UP: 1}))
+    _idempotent_producer_acknowledged(address)
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = address  # for the processes the tests start
+    try:
+        yield address
+    finally:
+        if kafka is not None:
+            kafka.stop()
+            shutil.rmtree(kafka.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ LIBS = ROOT / ".local" / "kafka" / "libs"
 
 
 class PrivateKafka:
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, heap: str = "512m") -> None:
         self.home = home
+        self.heap = heap
         self.port = port or free_port(consecutive=2)  # the broker's and its controller's
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -86,7 +87,7 @@ class PrivateKafka:
             self.proc = subprocess.Popen(
                 [
                     "java",
-                    "-Xmx512m",
+                    f"-Xmx{self.heap}",
                     f"-Dlog4j2.configurationFile={self.log4j}",
                     "-cp",
                     f"{LIBS}/*",

@@ -277,6 +277,15 @@ async def test_every_figure_equals_the_submitted_set_and_the_rebuild_equals_live
         assert response.status_code in (200, 202), response.text
         ratings[answer["matter_id"]] = rating
 
+    # Supervision has taken in what the units did (it reads matters.status.v1 in its own time): else the clock's
+    # jump could overtake a conclusion still on its way, and a matter concluded on time would go overdue.
+    def units_heard() -> bool:
+        met = {(e["matter_id"], e["deadline"]) for e in cluster.events(DEADLINES_EVENTS.name) if e["state"] == "met"}
+        return all((a["matter_id"], "handling") in met for a in concluded) and all(
+            (a["matter_id"], "acceptance") in met for a in refused + accepted
+        )
+
+    await eventually(units_heard, timeout=60)
     # Twenty days on: acceptance deadlines of the idle ones (and the office queues' routing ones) go overdue.
     response = await cluster.supervision.post("/v1/admin/clock/advance", json={"seconds": 20 * 86400})
     assert response.status_code == 200, response.text

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's promise, checked with tools that are not ours: `make up` on this clone gives a Kafka broker
 # with every registry topic at its partitions (kcat -L), one PostgreSQL schema per service, five healthy
-# services; a second `make up` is a no-op; `make down` leaves nothing running. Prints the timings.
+# services; a second `make up` is a no-op; scaling out and back in works (scale.sh: `make up ROUTING=2`, then
+# `make up`); `make down` leaves nothing running. Prints the timings.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
@@ -33,6 +34,8 @@ say "five services answer /health 200; one schema per service"
 t1=$SECONDS
 make up >"$LOGS/smoke-up-2.log" 2>&1 || die "second make up failed"
 second=$((SECONDS - t1))
+
+bash tests/smoke/scale.sh
 
 make down >"$LOGS/smoke-down.log" 2>&1 || { cat "$LOGS/smoke-down.log"; die "make down failed"; }
 left="$(pgrep -af "$ROOT/.venv/bin/xinfang-|$KAFKA_HOME/libs|$PG_DATA" || true)"

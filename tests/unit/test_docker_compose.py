@@ -117,16 +117,31 @@ def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
+EDGE = "edge"
+
+
 def port_problems(compose: Compose, ports: Mapping[str, int]) -> list[str]:
+    """Each service scalable (`--scale`: no host port, no container_name) and serving its CONTRACT port; the
+    edge proxy publishing exactly those ports on the host and forwarding each to its service."""
     problems = []
     services = compose.get("services", {})
+    edge = services.get(EDGE)
+    if edge is None:
+        problems.append(f"{EDGE}: not in docker-compose.yml")
+    elif sorted(published_ports(edge)) != sorted((port, port) for port in ports.values()):
+        problems.append(f"{EDGE}: publishes {published_ports(edge)}, want exactly the contract ports")
+    content = str(((compose.get("configs") or {}).get("edge-nginx") or {}).get("content", ""))
     for name, port in ports.items():
         if name not in services:
             problems.append(f"{name}: not in docker-compose.yml")
             continue
         service = services[name]
-        if published_ports(service) != [(port, port)]:
-            problems.append(f"{name}: publishes {published_ports(service)}, want exactly [({port}, {port})]")
+        if any(host is not None for host, _ in published_ports(service)):
+            problems.append(f"{name}: publishes {published_ports(service)}, a host port (cannot be scaled)")
+        if "container_name" in service:
+            problems.append(f"{name}: has a container_name (cannot be scaled)")
+        if f"listen {port};" not in content or f"{name}:{port};" not in content:
+            problems.append(f"{name}: the edge does not forward {port} to {name}:{port}")
         env_port = service_env(service).get("HTTP_PORT")
         if env_port is not None and int(env_port) != port:
             problems.append(f"{name}: HTTP_PORT={env_port}, want {port}")
@@ -533,6 +548,8 @@ BREAKAGES: list[tuple[str, Callable[[Compose], None], str]] = [
     ),
     ("wrong host port", _set("services.intake.ports", ["18001:8001"]), "publishes"),
     ("extra port", _set("services.stats.ports", ["8005:8005", "9000:9000"]), "publishes"),
+    ("fixed container name", _set("services.routing.container_name", "routing"), "container_name"),
+    ("edge port missing", _set("services.edge.ports", ["8001:8001"]), "edge: publishes"),
     ("wrong HTTP_PORT", _set("services.notify.environment.HTTP_PORT", "8000"), "HTTP_PORT=8000"),
     ("service missing", _set("services.supervision", _DELETE), "supervision: not in"),
     ("wrong SERVICE arg", _set("services.intake.build.args.SERVICE", "routing"), "SERVICE=routing"),

@@ -2,12 +2,20 @@
 and a relay moves it to Kafka.
 
 `enqueue` stores the event with the current W3C trace context in its headers, so the trace continues from
-the request or message that caused it even though the relay sends it later. Every instance runs a relay;
-one at a time holds the schema's advisory lock and publishes, in id order, so the events of a matter reach
-Kafka in the order they were written (the others take over when it stops). It sends a batch (acks=all),
-waits for every acknowledgement, then deletes the rows in the same transaction. If Kafka is unreachable the
-transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon as rows arrive, and a
-slow poll covers a lost notification.
+the request or message that caused it even though the relay sends it later. Every instance runs a relay, and
+they share the work by key: each row falls, by its key, in one of 64 buckets (the `shard` column of shared
+migration 0002, a NULL key in bucket 0), and the buckets are split into `shards` lock groups (bucket b in group
+b % shards), one advisory lock each. A relay goes round the groups, starting one further each pass so that two
+relays do not keep meeting on the same one; for each group whose lock it gets it publishes the group's oldest
+rows, in id order, in one transaction; a group another relay holds it leaves to that relay and looks at again
+on its next pass. The rows of a key are always in one group, and only the holder of its lock publishes them,
+so the events of a matter reach Kafka in the order they were written, whichever instance sends them; the
+events of different keys are not ordered. With `shards=1` there is one lock for the schema, as before.
+
+Each transaction sends one group's batch (acks=all), waits for every acknowledgement, then deletes the rows.
+If Kafka is unreachable the transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon
+as rows arrive, and a slow poll covers a lost notification and a group another relay stopped holding.
+`topic_prefix` is put before each row's topic when it is produced; rows keep the logical name.
 
 The relay's producer is librdkafka (confluent-kafka), not aiokafka: it encodes, partitions and sends in C on
 its own threads, off the service's event loop, which aiokafka did in Python for every event (a fifth of
@@ -19,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +44,10 @@ from pydantic import BaseModel
 from .db import quote_ident
 
 log = logging.getLogger(__name__)
+
+# How many buckets shared migration 0002 spreads the keys over; `shards` can split them into at most this many
+# lock groups.
+BUCKETS = 64
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,11 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         metrics: CollectorRegistry | None = None,
+        shards: int = 1,
+        topic_prefix: str = "",
     ) -> None:
+        if not 1 <= shards <= BUCKETS:
+            raise ValueError(f"shards must be between 1 and {BUCKETS}, not {shards}")
         self.pool = pool
         self.dsn = dsn
         self.schema = schema
@@ -96,6 +114,24 @@ class OutboxRelay:
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        self.shards = shards
+        self.topic_prefix = topic_prefix
+        table = f"{quote_ident(schema)}.outbox"
+        columns = "id, topic, key, value, headers"
+        if shards == 1:
+            # The lock and the query of the relay before sharding, so the two exclude each other.
+            self._locks = [f"outbox:{schema}"]
+            self._select = f"SELECT {columns} FROM {table} ORDER BY id LIMIT $1 FOR UPDATE"
+            self._buckets: list[list[int]] = [[]]
+        else:
+            self._locks = [f"outbox:{schema}:{group}/{shards}" for group in range(shards)]
+            self._select = (
+                f"SELECT {columns} FROM {table} WHERE shard = ANY($2::smallint[]) ORDER BY id LIMIT $1 FOR UPDATE"
+            )
+            self._buckets = [bucket_group(shards, group) for group in range(shards)]
+        self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
+        # The group each pass starts from: random, so relays started together seldom begin on the same one.
+        self.next_group = random.randrange(shards)
         self._wake = asyncio.Event()
         self._stopping = False
         # Since when (loop time) and why publishing keeps failing; None while it works. /health reports it: a
@@ -129,12 +165,15 @@ class OutboxRelay:
                         await listener.add_listener(self.channel, self._on_notify)
                     if self._producer is None:
                         self._producer = self._new_producer()
-                    sent = await self.publish_batch()
+                    # Cleared before the pass: rows that arrive while it runs wake the relay again at once.
+                    self._wake.clear()
+                    _, more = await self.publish_pass()
                     failures = 0
                     self.failing = None
-                    if sent == self.batch_size:
+                    if more:
                         continue
-                    self._wake.clear()
+                    # Nothing more of ours, or only groups another relay holds: wait for new rows, or the poll
+                    # (which also retries the groups of a relay that has since stopped). No busy loop.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 except (
@@ -195,22 +234,40 @@ class OutboxRelay:
                 producer.purge()
                 await asyncio.to_thread(producer.flush, 5)
 
-    async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many rows were published (0 when the outbox is empty)."""
+    async def publish_pass(self) -> tuple[int, bool]:
+        """One round of the lock groups, publishing one batch of each group this relay can lock; returns how
+        many rows it published and whether a group filled its batch (more may be waiting)."""
         producer = self._producer
         assert producer is not None
-        table = f"{quote_ident(self.schema)}.outbox"
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One relay per schema publishes at a time (the others stand by): two relays sending neighbouring
-            # batches at once could let a matter's later event overtake its earlier one on the topic.
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{self.schema}"):
-                return 0
-            rows = await conn.fetch(
-                f"SELECT id, topic, key, value, headers FROM {table} ORDER BY id LIMIT $1 FOR UPDATE",
-                self.batch_size,
-            )
+        first = self.next_group
+        self.next_group = (first + 1) % self.shards
+        sent = 0
+        more = False
+        skipped = False
+        async with self.pool.acquire() as conn:
+            for i in range(self.shards):
+                n = await self._publish_group(conn, producer, (first + i) % self.shards)
+                if n is None:
+                    skipped = True
+                    continue
+                sent += n
+                more = more or n == self.batch_size
+        if not sent and not skipped:
+            self.backlog.set(0)
+        return sent, more
+
+    async def _publish_group(self, conn: asyncpg.Connection, producer: Producer, group: int) -> int | None:
+        """Publish one batch of `group` in one transaction; None when another relay holds the group."""
+        async with conn.transaction():
+            # Only the holder of a group's lock publishes its rows (the others leave it be): two relays sending
+            # neighbouring batches of a group at once could let a matter's later event overtake its earlier one.
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", self._locks[group]):
+                return None
+            if self.shards == 1:
+                rows = await conn.fetch(self._select, self.batch_size)
+            else:
+                rows = await conn.fetch(self._select, self.batch_size, self._buckets[group])
             if not rows:
-                self.backlog.set(0)
                 return 0
             # Delivery reports arrive on flush's thread; they only record failures.
             failed: list[DeliveryError] = []
@@ -219,9 +276,10 @@ class OutboxRelay:
                 if error is not None:
                     failed.append(error)
 
+            prefix = self.topic_prefix
             for r in rows:
                 producer.produce(
-                    r["topic"],
+                    prefix + r["topic"],
                     value=r["value"],
                     key=r["key"],
                     headers=list(r["headers"].items()),
@@ -232,6 +290,16 @@ class OutboxRelay:
             if failed or unsent:
                 reason = failed[0].str() if failed else "not acknowledged in 60 s"
                 raise PublishFailed(f"{len(failed) or unsent} of {len(rows)} events: {reason}")
-            await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+            await conn.execute(self._delete, [r["id"] for r in rows])
         self.published.inc(len(rows))
         return len(rows)
+
+
+def bucket_of(key: bytes | None) -> int:
+    """The bucket of a key, as the `shard` column computes it (shared migration 0002)."""
+    return 0 if key is None else hashlib.sha256(key).digest()[0] % BUCKETS
+
+
+def bucket_group(shards: int, group: int) -> list[int]:
+    """The buckets of lock group `group` when the buckets are split into `shards` groups."""
+    return list(range(group, BUCKETS, shards))

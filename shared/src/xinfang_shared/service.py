@@ -266,12 +266,14 @@ class Service:
     def subscriber(
         self, *topics: str, consumer: str | None = None, **options: Any
     ) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
-        """`broker.subscriber` with this service's consumer group, reading from the earliest offset when the
-        group is new (so nothing published before the first deployment is skipped), under a dead-letter limit
-        named `consumer` (default: its title, or its topics)."""
+        """`broker.subscriber` of the contract's `topics` in this service's namespace (TOPIC_PREFIX), with its
+        consumer group, reading from the earliest offset when the group is new (so nothing published before the
+        first deployment is skipped), under a dead-letter limit named `consumer` (default: its title, or its
+        topics)."""
         options.setdefault("group_id", self.settings.consumer_group)
         options.setdefault("auto_offset_reset", "earliest")
         name = consumer or options.get("title") or ",".join(topics)
+        topics = tuple(self.settings.topic(t) for t in topics)  # handlers see the namespaced names
         options.setdefault("title", name)
         self.halts.limit(name, topics)
         subscriber: Any = self.broker.subscriber(*topics, **options)
@@ -319,7 +321,9 @@ class Service:
             bootstrap_servers=s.kafka_bootstrap_servers,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
+            shards=s.outbox_shards,
             metrics=self.metrics,
+            topic_prefix=s.topic_prefix,
         )
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
         # Halts stored by an earlier run (or another instance) hold before the first record is read.

@@ -42,6 +42,15 @@ class ServiceSettings(BaseSettings):
     kafka_group_id: str | None = Field(
         default=None, description="Consumer group; default xinfang-<service> (all instances of a service share it)"
     )
+    topic_prefix: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^([a-z0-9][a-z0-9._-]*[._-])?$",
+        description="A namespace on the broker: every topic this service reads or writes, and its consumer group"
+        " (unless KAFKA_GROUP_ID names one), is named with this prefix (`bench-1a2b.matters.registered.v1`), so"
+        " a benchmark or a chaos run on a shared broker never touches the topics a `make up` stack reads."
+        " Empty: the contract's names.",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -86,6 +95,13 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = 1000
     outbox_poll_interval_s: float = 1.0
+    outbox_shards: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Lock groups the outbox relay splits the keys into: up to this many instances publish at once"
+        " (each key still by one at a time, in order); 1 = one relay of the service publishes at a time",
+    )
 
     @property
     def db_schema(self) -> str:
@@ -94,7 +110,12 @@ class ServiceSettings(BaseSettings):
 
     @property
     def consumer_group(self) -> str:
-        return self.kafka_group_id or f"xinfang-{self.service_name}"
+        """KAFKA_GROUP_ID as given, or xinfang-<service> in this service's namespace (topic_prefix)."""
+        return self.kafka_group_id or f"{self.topic_prefix}xinfang-{self.service_name}"
+
+    def topic(self, name: str) -> str:
+        """The broker's name of the contract topic `name` in this service's namespace (topic_prefix)."""
+        return self.topic_prefix + name
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> ServiceSettings:

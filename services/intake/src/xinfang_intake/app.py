@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
-from xinfang_shared.batching import Coalescer
-from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged, Submission
+from xinfang_shared.batching import Coalescer, EventBatches
+from xinfang_shared.contracts.events import DeadlineEvent, Event, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.deadlines import DeadlineRules
@@ -24,6 +26,10 @@ from .registration import Registrar
 from .settings import IntakeSettings
 from .state import IntakeState
 from .submissions import FastPath
+
+E = TypeVar("E", bound=Event)
+# The consumers' names (as before: halts are kept by them).
+TRACKED = {MATTERS_STATUS.name: "status", MATTERS_ROUTED.name: "routing", DEADLINES_EVENTS.name: "deadlines"}
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CHANNEL_CONSUMER = "channel topics:register"
@@ -79,17 +85,21 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
     async def take_submissions(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
         await late().intake.take_records(records)
 
-    @service.subscriber(MATTERS_STATUS.name, title=f"{MATTERS_STATUS.name}:track status")
-    async def track_status(event: MatterStatusChanged) -> None:
-        await lifecycle.apply_status(late().pool, event)
+    def track(topic: str, model: type[E], apply: Callable[[asyncpg.Connection, list[E]], Awaitable[None]]) -> None:
+        """What intake learns back (lifecycle.py), a batch at a time; a bad event is dead-lettered alone."""
+        consumer = f"{topic}:track {TRACKED[topic]}"
 
-    @service.subscriber(MATTERS_ROUTED.name, title=f"{MATTERS_ROUTED.name}:track routing")
-    async def track_routing(event: MatterRouted) -> None:
-        await lifecycle.apply_routed(late().pool, event)
+        async def handle(events: list[E]) -> int:
+            async with late().pool.acquire() as conn, conn.transaction():
+                await apply(conn, events)
+            return len(events)
 
-    @service.subscriber(DEADLINES_EVENTS.name, title=f"{DEADLINES_EVENTS.name}:track deadlines")
-    async def track_deadlines(event: DeadlineEvent) -> None:
-        await lifecycle.apply_deadline(late().pool, event)
+        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
+        service.batch_subscriber(topic, consumer=consumer, max_records=500)(batches.take)
+
+    track(MATTERS_STATUS.name, MatterStatusChanged, lifecycle.apply_status)
+    track(MATTERS_ROUTED.name, MatterRouted, lifecycle.apply_routed)
+    track(DEADLINES_EVENTS.name, DeadlineEvent, lifecycle.apply_deadline)
 
     service.api.include_router(build_router(late, settings))
     service.document_schemas(Submission)

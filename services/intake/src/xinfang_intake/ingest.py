@@ -28,7 +28,6 @@ from .validation import Invalid, parse, validate
 
 log = logging.getLogger(__name__)
 
-CHANNEL_OF_TOPIC = {topic.name: channel for channel, topic in CHANNEL_SUBMITTED.items()}
 RAW_LIMIT = 64 * 1024
 # Namespace of the ids given to source positions (topic, partition, offset) in the inbox.
 _POSITIONS = uuid.UUID("6f0f8f4e-3c1a-4c8e-9a57-8d7f2b1e4a10")
@@ -47,6 +46,8 @@ class Intake:
         self.pool = pool
         self.limit = limit  # of the channel topics' consumer
         self.skew = timedelta(seconds=settings.submitted_at_skew_s)
+        # By the broker's name of each channel topic (in the service's namespace).
+        self.channel_of = {settings.topic(t.name): channel for channel, t in CHANNEL_SUBMITTED.items()}
 
     def validated(self, raw: bytes, *, topic_channel: Channel | None = None) -> Submission:
         """Parse and validate one submission, from a channel topic or an HTTP body; raises Invalid."""
@@ -82,7 +83,7 @@ class Intake:
         checked: list[_Checked] = []
         for record in records:
             try:
-                submission = self.validated(record.value or b"", topic_channel=CHANNEL_OF_TOPIC[record.topic])
+                submission = self.validated(record.value or b"", topic_channel=self.channel_of[record.topic])
                 checked.append(_Checked(record, self.registrar.prepare(submission)))
             except Invalid as exc:
                 checked.append(_Checked(record, exc.errors))
@@ -124,11 +125,11 @@ class Intake:
             fresh = await inbox.first_time_many(conn, positions, source="channel-topics")
             new = [positions[pid] for pid in positions if pid in fresh]
             valid = [(c.record, c.item) for c in new if isinstance(c.item, Prepared)]
-            rejected = [_rejection(c.record, c.item) for c in new if isinstance(c.item, list)]
+            rejected = [_rejection(c.record, c.item, self.channel_of) for c in new if isinstance(c.item, list)]
             outcomes = await self.registrar.register(conn, [p for _, p in valid], now=utc_now())
             for (record, _), outcome in zip(valid, outcomes, strict=True):
                 if outcome.result in (Result.CONFLICT, Result.REFUSED):
-                    rejected.append(_rejection(record, outcome.errors))
+                    rejected.append(_rejection(record, outcome.errors, self.channel_of))
             await outbox.enqueue_many(
                 conn, [outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r) for r in rejected]
             )
@@ -143,7 +144,9 @@ class Intake:
         positions = {position_id(record): (record, error) for record, error in failures}
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await inbox.first_time_many(conn, positions, source="channel-topics")
-            rejected = [_rejection(r, [unstorable(e)]) for pid, (r, e) in positions.items() if pid in fresh]
+            rejected = [
+                _rejection(r, [unstorable(e)], self.channel_of) for pid, (r, e) in positions.items() if pid in fresh
+            ]
             await outbox.enqueue_many(
                 conn, [outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r) for r in rejected]
             )
@@ -180,7 +183,9 @@ def unstorable(error: BaseException) -> FieldError:
     )
 
 
-def _rejection(record: ConsumerRecord[Any, Any], errors: list[FieldError]) -> SubmissionRejected:
+def _rejection(
+    record: ConsumerRecord[Any, Any], errors: list[FieldError], channel_of: dict[str, Channel]
+) -> SubmissionRejected:
     raw: bytes = record.value or b""
     external_id = record.key.decode("utf-8", "replace")[:128] if record.key else None
     with contextlib.suppress(ValueError):
@@ -188,7 +193,7 @@ def _rejection(record: ConsumerRecord[Any, Any], errors: list[FieldError]) -> Su
         if isinstance(body, dict) and isinstance(body.get("external_id"), str):
             external_id = body["external_id"][:128]
     return SubmissionRejected(
-        channel=CHANNEL_OF_TOPIC[record.topic].value,
+        channel=channel_of[record.topic].value,
         external_id=external_id,
         errors=errors,
         raw=raw[:RAW_LIMIT].decode("utf-8", "replace"),

@@ -1,11 +1,14 @@
 """What intake learns back about the matters it registered, for the petitioner look-up and for repeats:
 status (and the opinion) from matters.status.v1, office and unit from matters.routed.v1, deadlines from
-deadlines.events.v1. Each update is guarded by its event time, so a redelivered or late event changes
-nothing: the consumers are idempotent without an inbox. (A matter is routed again after an objection or a
+deadlines.events.v1, a batch of each at a time in one transaction (in the batch's order). Each update is guarded
+by its event time, so a redelivered or late event changes nothing: the consumers are idempotent without an
+inbox. (A matter is routed again after an objection or a
 reassignment: the unit then comes with the status change, and an old routing redelivered late cannot undo
 it.)"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -14,43 +17,40 @@ from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterS
 from .registration import CONCLUDED
 
 
-async def apply_status(pool: asyncpg.Pool, event: MatterStatusChanged) -> None:
-    await pool.execute(
+async def apply_status(conn: asyncpg.Connection, events: Sequence[MatterStatusChanged]) -> None:
+    await conn.executemany(
         "UPDATE matters SET status = $2, status_at = $3, unit = $4,"
         " opinion = coalesce($5, opinion),"
         " concluded_at = CASE WHEN $6 THEN $3 ELSE concluded_at END"
         " WHERE matter_id = $1 AND status_at <= $3",
-        event.matter_id,
-        event.status.value,
-        event.at,
-        event.unit,
-        event.opinion.model_dump(mode="json") if event.opinion else None,
-        event.status in CONCLUDED,
+        [
+            (
+                e.matter_id,
+                e.status.value,
+                e.at,
+                e.unit,
+                e.opinion.model_dump(mode="json") if e.opinion else None,
+                e.status in CONCLUDED,
+            )
+            for e in events
+        ],
     )
 
 
-async def apply_routed(pool: asyncpg.Pool, event: MatterRouted) -> None:
-    await pool.execute(
+async def apply_routed(conn: asyncpg.Connection, events: Sequence[MatterRouted]) -> None:
+    await conn.executemany(
         # The unit only if no later status change (a re-route, a reassignment) was applied already.
         "UPDATE matters SET office = $2, unit = CASE WHEN status_at <= $5 THEN $3 ELSE unit END, category = $4,"
         " routed_at = $5 WHERE matter_id = $1 AND (routed_at IS NULL OR routed_at < $5)",
-        event.matter_id,
-        event.office.value,
-        event.unit,
-        event.category.value,
-        event.routed_at,
+        [(e.matter_id, e.office.value, e.unit, e.category.value, e.routed_at) for e in events],
     )
 
 
-async def apply_deadline(pool: asyncpg.Pool, event: DeadlineEvent) -> None:
-    await pool.execute(
+async def apply_deadline(conn: asyncpg.Connection, events: Sequence[DeadlineEvent]) -> None:
+    await conn.executemany(
         "INSERT INTO matter_deadlines (matter_id, deadline, state, due_at, at)"
         " SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM matters WHERE matter_id = $1)"
         " ON CONFLICT (matter_id, deadline) DO UPDATE SET state = excluded.state, due_at = excluded.due_at,"
         " at = excluded.at WHERE matter_deadlines.at <= excluded.at",
-        event.matter_id,
-        event.deadline.value,
-        event.state.value,
-        event.due_at,
-        event.at,
+        [(e.matter_id, e.deadline.value, e.state.value, e.due_at, e.at) for e in events],
     )

@@ -83,7 +83,7 @@ def create_service(settings: NotifySettings) -> Service:
             vault,
             contacts,
             Renderer(),
-            Email(settings.smtp_url, settings.smtp_from, settings.smtp_timeout_s),
+            Email(settings.smtp_url, settings.smtp_from, settings.smtp_timeout_s, keep=settings.senders),
             Sms(
                 settings.sms_gateway_url,
                 settings.sms_sign_name,
@@ -105,6 +105,7 @@ def create_service(settings: NotifySettings) -> Service:
                 await asyncio.wait_for(task, 15)
         if late.state is not None:
             await late.state.sender.sms.close()
+            await late.state.sender.email.close()
         for pool in pools:
             await pool.close()
 

@@ -41,7 +41,12 @@ def message_id(key: uuid.UUID) -> str:
 
 
 class Email:
-    def __init__(self, url: str, sender: str, timeout_s: float) -> None:
+    """Sends over connections it keeps open between messages (one per sender at a time, at most `keep` idle):
+    a connection per message would cost its TCP handshake, banner, EHLO and QUIT each time, which is most of
+    what a message costs both ends. A connection is dropped after any failure, and a reused one the server
+    closed meanwhile is replaced once, at once, before the message counts as failed."""
+
+    def __init__(self, url: str, sender: str, timeout_s: float, keep: int = 8) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"SMTP_URL must be smtp://host:port or smtps://host:port, not {url!r}")
@@ -52,6 +57,11 @@ class Email:
         self.password = unquote(parts.password) if parts.password else None
         self.sender = sender
         self.timeout_s = timeout_s
+        self.keep = keep
+        # EHLO names the sending domain: aiosmtplib would otherwise look up this host's FQDN (a blocking DNS
+        # call) for every connection.
+        self.helo = sender.rpartition("@")[2].strip("> ") or "localhost"
+        self._idle: list[aiosmtplib.SMTP] = []
 
     def message(self, key: uuid.UUID, to: str, subject: str, body: str) -> EmailMessage:
         """UTF-8 text; non-ASCII headers as RFC 2047 encoded words (the SMTP policy writes them so)."""
@@ -64,19 +74,38 @@ class Email:
         msg.set_content(body, charset="utf-8")
         return msg
 
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            use_tls=self.tls,
+            start_tls=False if not self.tls else None,
+            username=self.username,
+            password=self.password,
+            timeout=self.timeout_s,
+            local_hostname=self.helo,
+        )
+        await smtp.connect()
+        return smtp
+
     async def send(self, key: uuid.UUID, to: str, subject: str, body: str) -> str:
         """The server's answer on acceptance; raises SendFailed."""
+        msg = self.message(key, to, subject, body)
+        smtp: aiosmtplib.SMTP | None = None
         try:
-            _, answer = await aiosmtplib.send(
-                self.message(key, to, subject, body),
-                hostname=self.host,
-                port=self.port,
-                use_tls=self.tls,
-                start_tls=False if not self.tls else None,
-                username=self.username,
-                password=self.password,
-                timeout=self.timeout_s,
-            )
+            while self._idle and smtp is None:
+                candidate = self._idle.pop()
+                smtp = candidate if candidate.is_connected else None
+            if smtp is not None:
+                try:
+                    _, answer = await smtp.send_message(msg)
+                except aiosmtplib.SMTPServerDisconnected:
+                    smtp = None  # closed while idle: once more on a new connection
+                else:
+                    return self._kept(smtp, answer)
+            smtp = await self._connect()
+            _, answer = await smtp.send_message(msg)
+            return self._kept(smtp, answer)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
             code = refused.code if refused else 550
@@ -87,7 +116,24 @@ class Email:
             raise SendFailed(f"SMTP {exc.code}: {exc.message}", exc.code >= 500) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise SendFailed(f"SMTP server unreachable or slow: {type(exc).__name__}", False) from None
+        finally:
+            if smtp is not None and smtp not in self._idle:
+                smtp.close()  # failed on it: its state is unknown
+
+    def _kept(self, smtp: aiosmtplib.SMTP, answer: str) -> str:
+        if len(self._idle) < self.keep:
+            self._idle.append(smtp)
+        else:
+            smtp.close()
         return str(answer)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()
 
 
 class Sms:

@@ -167,16 +167,18 @@ async def rebuild(
     await consumer.start()
     try:
         snapshot_at = utc_now()
-        ends = await _ends(consumer, [topic for topic, _, _ in fold.FOLDS])
+        ends = await _ends(consumer, [settings.topic(topic) for topic, _, _ in fold.FOLDS])
         for topic, model, apply in fold.FOLDS:
             result.records[topic], result.skipped[topic] = 0, 0
-            async for batch in _read_topic(consumer, topic, ends, out, batch_size, since):
+            async for batch in _read_topic(consumer, settings.topic(topic), ends, out, batch_size, since):
                 result.skipped[topic] += await _fold_batch(pool, topic, model, apply, batch)
                 result.records[topic] += len(batch)
                 if topic == MATTERS_REGISTERED.name:
                     await mark_folded(pool, batch)
         # Everything up to the snapshot is folded: the watch sees the topic as it was then.
-        snapshot = {tp.partition: (0, end) for tp, end in ends.items() if tp.topic == MATTERS_REGISTERED.name}
+        snapshot = {
+            tp.partition: (0, end) for tp, end in ends.items() if tp.topic == settings.topic(MATTERS_REGISTERED.name)
+        }
         watch = SurgeWatch(settings, pool, metrics=None)
         result.surges = await watch.round(snapshot_at, extent=snapshot)
         await pool.execute("DELETE FROM outbox")  # the live service published these alerts

@@ -95,18 +95,19 @@ async def watermark(conn: asyncpg.Connection, extent: Extent, now: datetime) -> 
 class Registrations:
     """The partitions of matters.registered.v1 and their offsets, from Kafka (a consumer outside any group)."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str = REGISTERED) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
         self._started = False
+        self.topic = topic  # the broker's name (in the service's namespace)
 
     async def extent(self) -> Extent:
         if not self._started:
             await self._consumer.start()
             self._started = True
         await self._consumer._client.force_metadata_update()
-        partitions = [TopicPartition(REGISTERED, p) for p in self._consumer.partitions_for_topic(REGISTERED) or ()]
+        partitions = [TopicPartition(self.topic, p) for p in self._consumer.partitions_for_topic(self.topic) or ()]
         if not partitions:
-            raise RuntimeError(f"{REGISTERED} has no partitions (is the topic created?)")
+            raise RuntimeError(f"{self.topic} has no partitions (is the topic created?)")
         firsts = await self._consumer.beginning_offsets(partitions)
         ends = await self._consumer.end_offsets(partitions)
         return {tp.partition: (firsts[tp], ends[tp]) for tp in partitions}
@@ -155,7 +156,7 @@ class SurgeWatch:
     def __init__(self, settings: StatsSettings, pool: asyncpg.Pool, metrics: CollectorRegistry | None) -> None:
         self.settings = settings
         self.pool = pool
-        self.registrations = Registrations(settings.kafka_bootstrap_servers)
+        self.registrations = Registrations(settings.kafka_bootstrap_servers, settings.topic(REGISTERED))
         calendar = WorkingCalendar.default()
         self.detector = SurgeDetector(calendar.is_holiday, is_working_day=calendar.is_working_day)
         self._stopping = asyncio.Event()

@@ -1,0 +1,642 @@
+"""End to end: the whole cluster (intake → routing → supervision → notify → stats) as separate processes on the
+real broker and one fresh database, with the SMTP server and the SMS gateway stand-ins, in the bench's topic
+namespace. A matter counts as done once it is registered (intake), routed (routing), has its deadlines
+(supervision), its receipt was accepted by the SMTP server or the gateway (notify) and stats counted it.
+
+Phases, each after the last has drained:
+1. saturation (`seconds`): a load generator keeps `in_flight` matters offered but not done (a closed loop, so
+   the backlog stays bounded and the rate is what the cluster sustains, not what Kafka can buffer). Matters of
+   all four channels, most on the channel topics, one in five over HTTP. The sustained rate is the done count's
+   slope over the phase after its first fifth (warm-up); CPU per matter per process group over the same window.
+2. half load (`seconds` / 2, open loop at half the sustained rate): intake→routed (routing's transferred_at minus
+   intake's registered_at) and intake→receipt (notify's sent_at minus registered_at), p50/p95/p99 over every
+   matter of the phase (exact order statistics of all samples; nothing averaged).
+3. burst (`burst` matters produced at once on the channel topics): the time until every matter is done and every
+   consumer group's lag is zero.
+4. baseline: the same submissions' bytes produced to one topic and consumed back with plain aiokafka.
+
+A timeline (offered, done per stage, total consumer lag, once a second) is saved as JSON and drawn as a PNG."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests import factories
+from xinfang_shared.contracts.topics import BY_NAME, CHANNEL_SUBMITTED
+from xinfang_shared.kafka_admin import ensure_topics
+
+from .common import NAMESPACE, ROOT, CpuMeter, CpuUse, Figure, cpu_between, free_port, topic
+from .notify_bench import SENDERS, listening, standin
+from .service import ServiceProcess, stop_all
+
+SERVICES = ("intake", "routing", "supervision", "notify", "stats")
+CHANNELS = ("letter", "visit", "online", "mailbox")
+HTTP_SHARE = 0.2  # of the matters offered over HTTP; the rest on the channel topics
+TARGET = 1_000.0  # matters/s end to end (issue 12)
+STAGES = ("registered", "routed", "deadlines", "receipt", "counted")
+# A repeat (the same petitioner and facts again: rare in generated data, but possible) is routed nowhere, has no
+# deadlines and gets a `repeat` notice instead of a receipt: it counts as through those stages.
+STAGE_COUNTS = """
+WITH repeats AS (SELECT count(*) AS n FROM intake.matters WHERE duplicate_of IS NOT NULL)
+SELECT (SELECT count(*) FROM intake.matters) AS registered,
+       (SELECT count(*) FROM routing.matters WHERE office IS NOT NULL) + (SELECT n FROM repeats) AS routed,
+       (SELECT count(DISTINCT matter_id) FROM supervision.deadlines) + (SELECT n FROM repeats) AS deadlines,
+       (SELECT count(*) FROM notify.notifications
+         WHERE notice IN ('receipt', 'repeat') AND status IN ('sent', 'delivered')) AS receipt,
+       (SELECT count(*) FROM stats.facts WHERE registered_at IS NOT NULL) AS counted
+"""
+# Every matter, one row, once it went through every stage (checked at the end, exactly, per matter).
+DONE_EXACTLY = """
+SELECT count(*) FROM intake.matters m
+  JOIN stats.facts f ON f.matter_id = m.matter_id AND f.registered_at IS NOT NULL
+ WHERE (m.duplicate_of IS NOT NULL OR EXISTS (
+          SELECT 1 FROM routing.matters r WHERE r.matter_id = m.matter_id AND r.office IS NOT NULL))
+   AND (m.duplicate_of IS NOT NULL OR EXISTS (SELECT 1 FROM supervision.deadlines d WHERE d.matter_id = m.matter_id))
+   AND EXISTS (SELECT 1 FROM notify.notifications n WHERE n.matter_id = m.matter_id
+                AND n.notice IN ('receipt', 'repeat') AND n.status IN ('sent', 'delivered'))
+"""
+LATENCIES = """
+SELECT extract(epoch FROM r.transferred_at - m.registered_at) AS routed_s,
+       extract(epoch FROM n.sent_at - m.registered_at) AS receipt_s
+  FROM intake.matters m
+  JOIN routing.matters r ON r.matter_id = m.matter_id
+  LEFT JOIN notify.notifications n ON n.matter_id = m.matter_id AND n.notice = 'receipt'
+ WHERE m.external_id = ANY($1::text[])
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 300.0
+    in_flight: int = 3_000
+    burst: int = 50_000
+    instances: dict[str, int] = field(default_factory=dict)
+    seed: int = 20251202
+
+
+def parse_instances(text: str) -> dict[str, int]:
+    """`routing=2,notify=2` → {"routing": 2, "notify": 2}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--e2e-instances: {part!r} is not <service>=<n> (services: {', '.join(SERVICES)})")
+        out[name] = int(count)
+    return out
+
+
+def submission(rng: random.Random, i: int) -> dict[str, Any]:
+    """A valid submission of channel `CHANNELS[i % 4]`, its own petitioner (no repeats), half with an e-mail
+    (receipt by e-mail) and half without (by SMS)."""
+    channel = CHANNELS[i % len(CHANNELS)]
+    body = factories.submission(rng, channel=channel)
+    body["petitioner"]["id_number"] = factories.id_number(rng)
+    if i % 2:
+        body["petitioner"]["email"] = f"p{i}-{secrets.token_hex(3)}@example.org"
+    if channel == "visit":
+        body["visit"] = {"place": "chengdu"}
+    if channel == "mailbox":
+        body["mailbox"] = "governor" if i % 8 == 3 else "secretary"
+    return body
+
+
+# ------------------------------------------------------------------------------------------------ the cluster
+
+
+@dataclass
+class Cluster:
+    dsn: str
+    bootstrap: str
+    channel_key: str
+    processes: list[ServiceProcess]
+    standins: list[Any]
+    groups: dict[str, str]  # service → consumer group
+    home: Path  # logs, and what the SMTP server (mail/) and the gateway (sms/) kept
+
+    @property
+    def intake(self) -> ServiceProcess:
+        return next(p for p in self.processes if p.name.startswith("intake"))
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            process.check_alive()
+
+    def pids(self) -> dict[int, str]:
+        """The processes of the cluster by CPU group: each service's instances, and the two stand-ins."""
+        named = {p.pid: p.name.split(" ")[0] for p in self.processes if p.pid}
+        named |= dict(
+            zip((p.pid for p in self.standins), ("SMTP server (stand-in)", "SMS gateway (stand-in)"), strict=True)
+        )
+        return named
+
+
+async def start_cluster(dsn: str, bootstrap: str, workdir: Path, opts: Options) -> Cluster:
+    run = uuid.uuid4().hex[:8]
+    home = workdir / f"e2e-{run}"
+    home.mkdir(parents=True, exist_ok=True)
+    mail_port, sms_port = free_port(18_501), free_port(18_502)
+    ports = iter(range(18_510, 18_600))
+    notify_port = free_port(next(ports))
+    standins = [
+        standin("mail_sink.py", mail_port, home / "mail", home / "mail.log"),
+        standin(
+            "sms_gateway.py",
+            sms_port,
+            home / "sms",
+            home / "sms.log",
+            "--receipts-url",
+            f"http://127.0.0.1:{notify_port}/v1/sms/receipts",
+        ),
+    ]
+    for port in (mail_port, sms_port):
+        await listening(port)
+    channel_key = secrets.token_urlsafe(16)
+    extra: dict[str, dict[str, str]] = {
+        "intake": {"CHANNEL_API_KEY": channel_key},
+        "notify": {
+            "SMTP_URL": f"smtp://127.0.0.1:{mail_port}",
+            "SMS_GATEWAY_URL": f"http://127.0.0.1:{sms_port}",
+            "SMS_ACCESS_KEY": "bench",
+            "SMS_RECEIPT_TOKEN": "bench",
+            "QUIET_HOURS_START": "00:00",  # equal: no quiet hours (receipts are timed)
+            "QUIET_HOURS_END": "00:00",
+            "SENDERS": str(SENDERS),
+            "EMAIL_PER_S": "100000",
+            "SMS_PER_S": "100000",
+        },
+    }
+    groups = {name: f"bench-e2e-{name}-{run}" for name in SERVICES}
+    processes: list[ServiceProcess] = []
+    for name in SERVICES:
+        for k in range(opts.instances.get(name, 1)):
+            port = notify_port if (name, k) == ("notify", 0) else free_port(next(ports))
+            processes.append(
+                ServiceProcess(
+                    name=f"{name} :{port}",
+                    binary=ROOT / f".venv/bin/xinfang-{name}",
+                    dsn=dsn,
+                    port=port,
+                    group_id=groups[name],
+                    bootstrap=bootstrap,
+                    log_path=home / f"{name}-{k + 1}.log",
+                    env=extra.get(name),
+                )
+            )
+    for process in {p.binary: p for p in processes}.values():
+        await asyncio.to_thread(process.migrate)
+    for process in processes:
+        process.start()
+    cluster = Cluster(dsn, bootstrap, channel_key, processes, standins, groups, home)
+    try:
+        await asyncio.gather(*(p.wait_healthy(120) for p in processes))
+        await asyncio.sleep(5)  # the consumer groups settle
+    except BaseException:
+        stop_cluster(cluster)
+        raise
+    return cluster
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    stop_all(cluster.processes)
+    for proc in cluster.standins:
+        proc.terminate()
+        with contextlib.suppress(Exception):
+            proc.wait(10)
+
+
+# ------------------------------------------------------------------------------------------- watching it
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the bench's start
+    offered: int
+    stages: dict[str, int]
+    lag: int
+
+    @property
+    def done(self) -> int:
+        return min(self.stages.values())
+
+
+class Watch:
+    """Once a second: what was offered, how many are through each stage, and the consumer groups' total lag."""
+
+    def __init__(self, cluster: Cluster, pool: asyncpg.Pool) -> None:
+        self.cluster, self.pool = cluster, pool
+        self.t0 = time.perf_counter()
+        self.offered = 0
+        self.samples: list[Sample] = []
+        self.by_service: dict[str, int] = {}  # the lag of each service's group, at the last sample
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        self.ends = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None, enable_auto_commit=False)
+        self._topics = {
+            group: [topic(t.name) for t in BY_NAME.values() if service in t.consumers]
+            for service, group in cluster.groups.items()
+        }
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.ends.start()
+
+    async def stop(self) -> None:
+        await self.admin.close()
+        await self.ends.stop()
+
+    async def lag(self) -> int:
+        total = 0
+        wanted = [
+            TopicPartition(name, p)
+            for names in self._topics.values()
+            for name in names
+            for p in self.ends.partitions_for_topic(name) or ()
+        ]
+        ends = await self.ends.end_offsets(list(set(wanted))) if wanted else {}
+        by_group: dict[str, int] = {}
+        for group, names in self._topics.items():
+            committed = await self.admin.list_consumer_group_offsets(group)
+            behind = 0
+            for tp, end in ends.items():
+                if tp.topic in names:
+                    meta = committed.get(tp)
+                    behind += end - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+            by_group[group.split("-")[2]] = behind
+            total += behind
+        self.by_service = by_group
+        return total
+
+    async def sample(self) -> Sample:
+        row = await self.pool.fetchrow(STAGE_COUNTS)
+        assert row is not None
+        try:
+            lag = await self.lag()
+        except Exception:
+            lag = -1
+        s = Sample(time.perf_counter() - self.t0, self.offered, {k: int(row[k]) for k in STAGES}, lag)
+        self.samples.append(s)
+        return s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ends._client.force_metadata_update()  # partitions of the namespace's topics
+        while not stop.is_set():
+            self.cluster.check_alive()
+            await self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def until_drained(self, what: str, timeout_s: float, progress: Callable[[str], None]) -> float:
+        """Seconds until every offered matter is done and the lag is zero."""
+        began = time.perf_counter()
+        shown = 0.0
+        while True:
+            self.cluster.check_alive()
+            s = await self.sample()
+            if s.done >= self.offered and s.lag == 0:
+                return time.perf_counter() - began
+            if time.perf_counter() - began > timeout_s:
+                raise TimeoutError(f"{what}: not drained in {timeout_s:.0f} s: {s}")
+            if time.perf_counter() - shown > 10:
+                shown = time.perf_counter()
+                progress(
+                    f"{what}: {s.done:,}/{self.offered:,} done, lag {s.lag:,} {self.by_service}, stages {s.stages}"
+                )
+            await asyncio.sleep(1.0)
+
+
+# ------------------------------------------------------------------------------------------------ the load
+
+
+class Load:
+    """Offers submissions: on their channel's topic (aiokafka) or over HTTP, as the channel systems do."""
+
+    def __init__(self, cluster: Cluster, watch: Watch, seed: int) -> None:
+        self.cluster, self.watch = cluster, watch
+        self.rng = random.Random(seed)
+        self.i = 0
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5, max_batch_size=256_000
+        )
+        self.http = httpx.AsyncClient(
+            base_url=cluster.intake.base_url,
+            headers={"Authorization": f"Bearer {cluster.channel_key}", "Content-Type": "application/json"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=32),
+        )
+        self.http_failures = 0
+        self.refusals: Counter[str] = Counter()
+        self.acked: set[str] = set()  # external ids Kafka acknowledged or intake answered 200/202
+        self._http_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._http_tasks, return_exceptions=True)
+        await self.producer.stop()
+        await self.http.aclose()
+
+    async def offer(self, n: int, *, http: bool = True) -> list[str]:
+        """Offer `n` matters; answers their external ids."""
+        ids: list[str] = []
+        for _ in range(n):
+            body = submission(self.rng, self.i)
+            self.i += 1
+            ids.append(body["external_id"])
+            raw = orjson.dumps(body)
+            if http and self.rng.random() < HTTP_SHARE:
+                task = asyncio.create_task(self._post(body["external_id"], raw))
+                self._http_tasks.add(task)
+                task.add_done_callback(self._http_tasks.discard)
+            else:
+                name = topic(CHANNEL_SUBMITTED[next(c for c in CHANNEL_SUBMITTED if c.value == body["channel"])].name)
+                sent = await self.producer.send(name, raw, key=body["external_id"].encode())
+                sent.add_done_callback(self._acked_by_kafka(body["external_id"]))
+            self.watch.offered += 1
+        return ids
+
+    def _acked_by_kafka(self, external_id: str) -> Callable[[asyncio.Future[Any]], None]:
+        def done(sent: asyncio.Future[Any]) -> None:
+            if not sent.cancelled() and sent.exception() is None:
+                self.acked.add(external_id)
+
+        return done
+
+    async def _post(self, external_id: str, raw: bytes) -> None:
+        try:
+            response = await self.http.post("/v1/submissions", content=raw)
+        except httpx.HTTPError as exc:
+            self._refused(type(exc).__name__)
+            return
+        if response.status_code in (200, 202):
+            self.acked.add(external_id)
+        else:
+            self._refused(f"{response.status_code} {response.text[:300]}")
+
+    def _refused(self, why: str) -> None:
+        """An offer intake did not take: not a matter the cluster owes anything for."""
+        self.http_failures += 1
+        self.refusals[why] += 1
+        self.watch.offered -= 1
+
+    async def flush(self) -> None:
+        await self.producer.flush()
+        await asyncio.gather(*self._http_tasks, return_exceptions=True)
+
+
+async def closed_loop(load: Load, watch: Watch, seconds: float, in_flight: int) -> None:
+    """Keep about `in_flight` matters offered and not done, for `seconds`."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        done = watch.samples[-1].done if watch.samples else 0
+        room = in_flight - (watch.offered - done)
+        if room > 0:
+            await load.offer(min(room, 500))
+            await load.producer.flush()
+        await asyncio.sleep(0.1)
+
+
+async def open_loop(load: Load, rate: float, seconds: float) -> list[str]:
+    """Offer `rate` matters a second for `seconds` (in 50 ms slices); answers their external ids."""
+    ids: list[str] = []
+    began = time.perf_counter()
+    while (now := time.perf_counter()) - began < seconds:
+        due = int(rate * (now - began)) - len(ids)
+        if due > 0:
+            ids += await load.offer(due)
+        await asyncio.sleep(0.05)
+    await load.flush()
+    return ids
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile of all the samples (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))] if ordered else float("nan")
+
+
+async def raw_baseline(bootstrap: str, payloads: list[bytes]) -> float:
+    """Messages/s: the same bytes produced to one topic of 6 partitions and consumed back by plain aiokafka."""
+    name = topic(f"bench.e2e-raw.{uuid.uuid4().hex[:6]}")
+    await ensure_topics(bootstrap, {name: 6})
+    consumer = AIOKafkaConsumer(
+        name, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256_000)
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        began = time.perf_counter()
+
+        async def produce() -> None:
+            for i, value in enumerate(payloads):
+                await producer.send(name, value, key=str(i).encode())
+            await producer.flush()
+
+        sending = asyncio.create_task(produce())
+        seen = 0
+        while seen < len(payloads):
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                seen += len(records)
+        await sending
+        return len(payloads) / (time.perf_counter() - began)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([name])
+        await admin.close()
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Result:
+    figures: list[Figure]
+    notes: list[str]
+    cpu: CpuUse | None
+    cpu_n: int
+    saved: list[Path]
+
+
+async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progress: Callable[[str], None]) -> Result:
+    cluster = await start_cluster(dsn, bootstrap, workdir, opts)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    watch = Watch(cluster, pool)
+    await watch.start()
+    load = Load(cluster, watch, opts.seed)
+    await load.start()
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch.run(stop))
+    figures: list[Figure] = []
+    notes: list[str] = [
+        f"end to end: {', '.join(f'{p.name}' for p in cluster.processes)}; namespace {NAMESPACE!r}; logs in"
+        f" {cluster.processes[0].log_path.parent}"
+    ]
+    cpu: CpuUse | None = None
+    cpu_n = 0
+    try:
+        # 1. saturation
+        progress(f"e2e saturation: {opts.seconds:.0f} s, {opts.in_flight:,} matters in flight")
+        meter = CpuMeter(cluster.pids())
+        warm = opts.seconds / 5
+        began = time.perf_counter()
+        saturating = asyncio.create_task(closed_loop(load, watch, opts.seconds, opts.in_flight))
+        await asyncio.sleep(warm)
+        first = await watch.sample()
+        before = meter.snapshot()
+        await saturating
+        last = await watch.sample()
+        after = meter.snapshot()
+        window = last.t - first.t
+        sustained = (last.done - first.done) / window if window > 0 else 0.0
+        cpu, cpu_n = cpu_between(before, after), last.done - first.done
+        progress(f"e2e saturation: {sustained:,.0f} matters/s sustained; draining")
+        await load.flush()
+        await watch.until_drained("e2e saturation drain", max(300.0, opts.in_flight / 5), progress)
+        progress(f"e2e saturation phase took {time.perf_counter() - began:.0f} s")
+
+        # 2. half load
+        half = max(1.0, sustained / 2)
+        progress(f"e2e half load: {half:,.0f} matters/s for {opts.seconds / 2:.0f} s")
+        ids = await open_loop(load, half, opts.seconds / 2)
+        await watch.until_drained("e2e half-load drain", 300.0, progress)
+        rows = await pool.fetch(LATENCIES, ids)
+        routed = [float(r["routed_s"]) * 1000 for r in rows if r["routed_s"] is not None]
+        receipt = [float(r["receipt_s"]) * 1000 for r in rows if r["receipt_s"] is not None]
+
+        # 3. burst
+        progress(f"e2e burst: {opts.burst:,} matters at once on the channel topics")
+        await load.offer(opts.burst, http=False)
+        await load.producer.flush()
+        burst_s = await watch.until_drained("e2e burst", max(600.0, opts.burst / 20), progress)
+        exact = await pool.fetchval(DONE_EXACTLY)
+
+        # 4. the raw baseline, with the same bytes
+        rng = random.Random(opts.seed + 1)
+        raw_rate = await raw_baseline(bootstrap, [orjson.dumps(submission(rng, i)) for i in range(20_000)])
+
+        ratio = sustained / raw_rate if raw_rate else None
+        figures += [
+            Figure(
+                "end-to-end matters/s sustained",
+                sustained,
+                "matters/s",
+                ratio,
+                TARGET,
+                f"closed loop, {opts.in_flight:,} in flight, over {window:.0f} s after {warm:.0f} s of warm-up; a"
+                " matter is done once registered, routed, its deadlines set, its receipt accepted by the SMTP"
+                " server or the gateway, and counted by stats; ratio to raw aiokafka produce→consume",
+            ),
+            Figure("raw aiokafka produce→consume (same payloads)", raw_rate, "msg/s"),
+        ]
+        for label, values in (("intake→routed", routed), ("intake→receipt", receipt)):
+            for q in (0.50, 0.95, 0.99):
+                figures.append(
+                    Figure(
+                        f"{label} p{round(q * 100)} at half load",
+                        percentile(values, q),
+                        "ms",
+                        note=f"{len(values):,} matters at {half:,.0f}/s" if q == 0.50 else "",
+                    )
+                )
+        figures.append(
+            Figure(
+                f"burst of {opts.burst:,}: lag back to zero and all done",
+                burst_s,
+                "s",
+                note=f"{opts.burst / burst_s:,.0f} matters/s drained; target ≤ 60 s",
+            )
+        )
+        figures.append(
+            Figure(
+                "matters done, checked per matter",
+                float(exact),
+                "matters",
+                note=f"of {watch.offered:,} offered and taken ({load.http_failures} HTTP offers refused or failed:"
+                f" {dict(load.refusals.most_common(3))})"
+                + (" — all of them" if exact == watch.offered else " — MISSING SOME"),
+            )
+        )
+        line = f"end-to-end: {sustained:,.0f} matters/s ({ratio or 0:.3f} x raw aiokafka)"
+        notes.append(line)
+        print(line)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await watching
+        await load.stop()
+        await watch.stop()
+        await pool.close()
+        stop_cluster(cluster)
+    saved = save(workdir, watch.samples, figures)
+    return Result(figures, notes, cpu, cpu_n, saved)
+
+
+def save(workdir: Path, samples: list[Sample], figures: list[Figure]) -> list[Path]:
+    """The timeline and the figures as JSON, and a PNG of throughput and lag over time (in .local/bench/)."""
+    out = ROOT / ".local" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    data = {
+        "figures": [f.__dict__ for f in figures],
+        "samples": [{"t": s.t, "offered": s.offered, "lag": s.lag, **s.stages} for s in samples],
+    }
+    path = out / f"e2e-{stamp}.json"
+    path.write_text(json.dumps(data, indent=1))
+    saved = [path]
+    with contextlib.suppress(ImportError):
+        saved.append(_chart(samples, out / f"e2e-{stamp}.png"))
+    return saved
+
+
+def _chart(samples: list[Sample], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s.t for s in samples]
+    rate = [0.0] + [(b.done - a.done) / (b.t - a.t) if b.t > a.t else 0.0 for a, b in itertools.pairwise(samples)]
+    offered = [0.0] + [
+        (b.offered - a.offered) / (b.t - a.t) if b.t > a.t else 0.0 for a, b in itertools.pairwise(samples)
+    ]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    top.plot(t, offered, label="offered /s", alpha=0.5)
+    top.plot(t, rate, label="done end to end /s")
+    top.set_ylabel("matters/s")
+    top.legend()
+    top.grid(alpha=0.3)
+    bottom.plot(t, [max(0, s.lag) for s in samples], color="tab:red", label="consumer lag (all groups)")
+    bottom.plot(t, [s.offered - s.done for s in samples], color="tab:gray", label="offered, not done")
+    bottom.set_xlabel("seconds")
+    bottom.set_ylabel("records / matters")
+    bottom.legend()
+    bottom.grid(alpha=0.3)
+    fig.suptitle("xinfang end to end: throughput and lag")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
