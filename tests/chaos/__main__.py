@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.policy import default as email_policy
@@ -48,12 +49,12 @@ from aiokafka.errors import KafkaError
 from tests.bench.common import NAMESPACE, ROOT, credentials, topic
 from tests.bench.e2e_bench import Cluster, Load, Options, Watch, open_loop, start_cluster, stop_cluster
 from tests.bench.service import BenchDatabase, ServiceProcess
+from tests.chaos import crash_points, network
 from tests.integration.private_kafka import PrivateKafka
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS, topics_to_create
 from xinfang_shared.kafka_admin import ensure_topics
 
 SERVICES = ("intake", "routing", "supervision", "notify", "stats")
-FAULTS = (*(f"kill-{s}" for s in SERVICES), "kill-kafka", "stop-kafka", "crash-postgres")
 
 
 def say(message: str) -> None:
@@ -88,47 +89,75 @@ class Chaos:
     async def healthy(self) -> None:
         await asyncio.gather(*(p.wait_healthy(180) for p in self.cluster.processes))
 
-    async def inject(self, fault: str, stop_s: float) -> None:
+    async def inject(self, fault: str, opts: argparse.Namespace) -> None:
         at = time.perf_counter() - self.t0
         offered = self.watch.offered
-        note = ""
         began = time.perf_counter()
-        if fault.startswith("kill-") and fault != "kill-kafka":
-            victim = self.instances(fault.removeprefix("kill-"))[0]
-            assert victim.proc is not None
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(10)
-            note = f"pid {victim.pid} SIGKILL, started again"
-            victim.start()
-        elif fault == "kill-kafka":
-            assert self.kafka.proc is not None
-            self.kafka.proc.send_signal(signal.SIGKILL)
-            self.kafka.proc.wait(30)
-            self.kafka.proc = None
-            await asyncio.sleep(2)
-            took = await asyncio.to_thread(self.kafka.start, 120.0)
-            note = f"broker SIGKILL, restarted on its data in {took:.1f} s"
-        elif fault == "stop-kafka":
-            assert self.kafka.proc is not None
-            os.kill(self.kafka.proc.pid, signal.SIGSTOP)
-            await asyncio.sleep(stop_s)
-            os.kill(self.kafka.proc.pid, signal.SIGCONT)
-            note = f"broker SIGSTOP for {stop_s:.0f} s, then SIGCONT"
-        elif fault == "crash-postgres":
-            result = await asyncio.to_thread(
-                subprocess.run,
-                ["bash", str(ROOT / "deploy/local/postgres.sh"), "crash-restart"],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"postgres crash-restart failed: {result.stderr}")
-            note = "pg_ctl stop -m immediate, then start (crash recovery)"
-        else:
-            raise ValueError(f"no such fault {fault!r} (faults: {', '.join(FAULTS)})")
+        action = ALL_FAULTS.get(fault)
+        if action is None:
+            raise ValueError(f"no such fault {fault!r} (faults: {', '.join(ALL_FAULTS)})")
+        note = await action(self, opts)
         await self.healthy()
         self.injected.append(Injected(fault, at, time.perf_counter() - began, offered, note))
         say(f"{fault}: {note}; healthy again after {time.perf_counter() - began:.1f} s")
+
+
+Fault = Callable[[Chaos, argparse.Namespace], Awaitable[str]]
+
+
+def kill_service(service: str) -> Fault:
+    async def kill(chaos: Chaos, _: argparse.Namespace) -> str:
+        victim = chaos.instances(service)[0]
+        assert victim.proc is not None
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        note = f"pid {victim.pid} SIGKILL, started again"
+        victim.start()
+        return note
+
+    return kill
+
+
+async def kill_kafka(chaos: Chaos, _: argparse.Namespace) -> str:
+    assert chaos.kafka.proc is not None
+    chaos.kafka.proc.send_signal(signal.SIGKILL)
+    chaos.kafka.proc.wait(30)
+    chaos.kafka.proc = None
+    await asyncio.sleep(2)
+    took = await asyncio.to_thread(chaos.kafka.start, 120.0)
+    return f"broker SIGKILL, restarted on its data in {took:.1f} s"
+
+
+async def stop_kafka(chaos: Chaos, opts: argparse.Namespace) -> str:
+    assert chaos.kafka.proc is not None
+    os.kill(chaos.kafka.proc.pid, signal.SIGSTOP)
+    await asyncio.sleep(opts.stop_s)
+    os.kill(chaos.kafka.proc.pid, signal.SIGCONT)
+    return f"broker SIGSTOP for {opts.stop_s:.0f} s, then SIGCONT"
+
+
+async def crash_postgres(chaos: Chaos, _: argparse.Namespace) -> str:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", str(ROOT / "deploy/local/postgres.sh"), "crash-restart"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"postgres crash-restart failed: {result.stderr}")
+    return "pg_ctl stop -m immediate, then start (crash recovery)"
+
+
+# Each fault: its name, and what injects it (returning how, for the table); the run injects them in this order.
+ALL_FAULTS: dict[str, Fault] = {
+    **{f"kill-{s}": kill_service(s) for s in SERVICES},
+    "kill-kafka": kill_kafka,
+    "stop-kafka": stop_kafka,
+    "crash-postgres": crash_postgres,
+    **network.FAULTS,
+    **crash_points.FAULTS,
+}
+FAULTS = tuple(ALL_FAULTS)
 
 
 async def steady(load: Load, rate: float, stop: asyncio.Event) -> None:
@@ -276,7 +305,7 @@ async def run(opts: argparse.Namespace) -> bool:
         try:
             await asyncio.sleep(opts.pause_s)
             for fault in opts.faults:
-                await chaos.inject(fault, opts.stop_s)
+                await chaos.inject(fault, opts)
                 await asyncio.sleep(opts.pause_s)
         finally:
             stop.set()
