@@ -51,6 +51,7 @@ from typing import TypeVar
 
 import orjson
 
+from tests.integration.processes import free_port
 from xinfang_shared.contracts.topics import topics_to_create
 from xinfang_shared.kafka_admin import delete_topics, ensure_topics
 
@@ -69,7 +70,6 @@ from .common import (
     Payload,
     cpu_between,
     credentials,
-    free_port,
     machine_idle_fraction,
     payloads,
     print_cpu,
@@ -114,8 +114,6 @@ class Options:
     concurrency: int
     ceiling_n: int
     seed: int
-    port: int
-    routing_port: int
     bootstrap: str
     loop: str
     client: str
@@ -147,10 +145,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
     parser.add_argument("--ceiling-n", type=int, default=3_000, help="requests per client-ceiling run")
     parser.add_argument("--seed", type=int, default=20_240_601)
-    parser.add_argument("--port", type=int, default=18_101, help="intake's HTTP port (another if taken)")
-    parser.add_argument(
-        "--routing-port", type=int, default=18_201, help="first routing instance's HTTP port (the next for the second)"
-    )
     parser.add_argument("--bootstrap", default=None, help="Kafka (default: KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the client's loop")
     parser.add_argument(
@@ -183,8 +177,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
         concurrency=a.concurrency,
         ceiling_n=a.ceiling_n,
         seed=a.seed,
-        port=a.port,
-        routing_port=a.routing_port,
         bootstrap=a.bootstrap or "",
         loop=a.loop,
         client=a.client,
@@ -246,7 +238,7 @@ class Bench:
         self.intake_group = f"bench-intake-{self.run_id}"
         self.intake = IntakeProcess(
             dsn=self.db.dsn,
-            port=free_port(self.opts.port),
+            port=free_port(),
             group_id=self.intake_group,
             api_key=self.api_key,
             bootstrap=self.bootstrap,
@@ -343,7 +335,7 @@ class Bench:
         """The same client, concurrency, payloads and time limit against the minimal ASGI app."""
         c = self.opts.concurrency
         warm, measured = payloads_[: self.opts.warmup], payloads_[self.opts.warmup :]
-        server = HttpBaselineProcess(port=free_port(self.intake.port + 1), log_path=self.workdir / "http-baseline.log")
+        server = HttpBaselineProcess(port=free_port(), log_path=self.workdir / "http-baseline.log")
         self.baseline_processes.append(server)
         server.start()
         previous = self._meter_also(server, "HTTP baseline server")
@@ -543,9 +535,8 @@ class Bench:
             self.notes.append(
                 f"routing ({label})'s group started at the topics' ends, skipping {skipped:,} older records"
             )
-            port = self.opts.routing_port
             for i in range(instances):
-                port = free_port(port) if i == 0 else free_port(port + 1)
+                port = free_port()
                 processes.append(
                     RoutingProcess(
                         dsn=db.dsn,

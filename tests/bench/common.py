@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,16 +36,6 @@ def credentials() -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip().strip("'\"")
     return values
-
-
-def free_port(preferred: int) -> int:
-    """`preferred` when nothing listens there, else any free port."""
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", preferred)) != 0:
-            return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------- payloads

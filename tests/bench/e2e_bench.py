@@ -40,10 +40,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests import factories
+from tests.integration.processes import free_port
 from xinfang_shared.contracts.topics import BY_NAME, CHANNEL_SUBMITTED
 from xinfang_shared.kafka_admin import ensure_topics
 
-from .common import NAMESPACE, ROOT, CpuMeter, CpuUse, Figure, cpu_between, free_port, topic
+from .common import NAMESPACE, ROOT, CpuMeter, CpuUse, Figure, cpu_between, topic
 from .notify_bench import SENDERS, listening, standin
 from .service import ServiceProcess, stop_all
 
@@ -148,13 +149,15 @@ class Cluster:
         return named
 
 
-async def start_cluster(dsn: str, bootstrap: str, workdir: Path, opts: Options) -> Cluster:
+async def start_cluster(
+    dsn: str, bootstrap: str, workdir: Path, opts: Options, *, services_bootstrap: str | None = None
+) -> Cluster:
+    """The cluster on `bootstrap`; its services alone on `services_bootstrap` when given (the same broker
+    through a proxy, for the chaos run's network faults), the load, Watch and checks staying on `bootstrap`."""
     run = uuid.uuid4().hex[:8]
     home = workdir / f"e2e-{run}"
     home.mkdir(parents=True, exist_ok=True)
-    mail_port, sms_port = free_port(18_501), free_port(18_502)
-    ports = iter(range(18_510, 18_600))
-    notify_port = free_port(next(ports))
+    mail_port, sms_port, notify_port = free_port(), free_port(), free_port()
     standins = [
         standin("mail_sink.py", mail_port, home / "mail", home / "mail.log"),
         standin(
@@ -187,7 +190,7 @@ async def start_cluster(dsn: str, bootstrap: str, workdir: Path, opts: Options) 
     processes: list[ServiceProcess] = []
     for name in SERVICES:
         for k in range(opts.instances.get(name, 1)):
-            port = notify_port if (name, k) == ("notify", 0) else free_port(next(ports))
+            port = notify_port if (name, k) == ("notify", 0) else free_port()
             processes.append(
                 ServiceProcess(
                     name=f"{name} :{port}",
@@ -195,7 +198,7 @@ async def start_cluster(dsn: str, bootstrap: str, workdir: Path, opts: Options) 
                     dsn=dsn,
                     port=port,
                     group_id=groups[name],
-                    bootstrap=bootstrap,
+                    bootstrap=services_bootstrap or bootstrap,
                     log_path=home / f"{name}-{k + 1}.log",
                     env=extra.get(name),
                 )
@@ -235,6 +238,39 @@ class Sample:
     @property
     def done(self) -> int:
         return min(self.stages.values())
+
+
+# The database's own counters (pg_stat_database: flushed by each backend within a second or so).
+DATABASE_WORK = """
+SELECT xact_commit AS commits, tup_inserted + tup_updated + tup_deleted AS rows, tup_fetched AS fetched
+  FROM pg_stat_database WHERE datname = current_database()
+"""
+
+
+# Rows written per table (pg_stat_user_tables), to say where the database's writes go.
+TABLE_WRITES = """
+SELECT schemaname || '.' || relname AS name, n_tup_ins + n_tup_upd + n_tup_del AS rows FROM pg_stat_user_tables
+"""
+
+
+@dataclass(frozen=True)
+class Work:
+    commits: int
+    rows_written: int
+    rows_fetched: int
+    records_produced: int  # on every topic of the namespace the services read
+    records_consumed: int  # summed over the services' consumer groups (committed offsets)
+    tables: dict[str, int] = field(default_factory=dict)  # rows written per table
+
+    def per(self, earlier: Work, n: int) -> dict[str, float]:
+        counters = ("commits", "rows_written", "rows_fetched", "records_produced", "records_consumed")
+        return {k: (getattr(self, k) - getattr(earlier, k)) / n for k in counters} if n else {}
+
+    def tables_per(self, earlier: Work, n: int, top: int = 8) -> str:
+        """The tables most written to, rows per matter."""
+        writes = {t: (rows - earlier.tables.get(t, 0)) / n for t, rows in self.tables.items()} if n else {}
+        ranked = sorted(writes.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{t} {w:.1f}" for t, w in ranked if w > 0)
 
 
 class Watch:
@@ -282,6 +318,21 @@ class Watch:
             total += behind
         self.by_service = by_group
         return total
+
+    async def work(self) -> Work:
+        """Counters of the work done so far: the database's transactions and rows, the records on the
+        namespace's topics, and those each group has consumed (differences over a window: work per matter)."""
+        db = await self.pool.fetchrow(DATABASE_WORK)
+        assert db is not None
+        names = {name for names in self._topics.values() for name in names}
+        parts = [TopicPartition(n, p) for n in names for p in self.ends.partitions_for_topic(n) or ()]
+        ends = await self.ends.end_offsets(parts) if parts else {}
+        consumed = 0
+        for group, wanted in self._topics.items():
+            committed = await self.admin.list_consumer_group_offsets(group)
+            consumed += sum(m.offset for tp, m in committed.items() if tp.topic in wanted and m.offset > 0)
+        tables = {r["name"]: int(r["rows"]) for r in await self.pool.fetch(TABLE_WRITES)}
+        return Work(int(db["commits"]), int(db["rows"]), int(db["fetched"]), sum(ends.values()), consumed, tables)
 
     async def sample(self) -> Sample:
         row = await self.pool.fetchrow(STAGE_COUNTS)
@@ -506,13 +557,15 @@ async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progre
         saturating = asyncio.create_task(closed_loop(load, watch, opts.seconds, opts.in_flight))
         await asyncio.sleep(warm)
         first = await watch.sample()
-        before = meter.snapshot()
+        before, work_before = meter.snapshot(), await watch.work()
         await saturating
         last = await watch.sample()
-        after = meter.snapshot()
+        after, work_after = meter.snapshot(), await watch.work()
         window = last.t - first.t
         sustained = (last.done - first.done) / window if window > 0 else 0.0
         cpu, cpu_n = cpu_between(before, after), last.done - first.done
+        work = work_after.per(work_before, cpu_n)
+        notes.append(f"rows written per matter, by table: {work_after.tables_per(work_before, cpu_n)}")
         progress(f"e2e saturation: {sustained:,.0f} matters/s sustained; draining")
         await load.flush()
         await watch.until_drained("e2e saturation drain", max(300.0, opts.in_flight / 5), progress)
@@ -580,6 +633,17 @@ async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progre
                 + (" — all of them" if exact == watch.offered else " — MISSING SOME"),
             )
         )
+        figures += [
+            Figure(f"work per matter (saturation): {what}", work[key], unit)
+            for what, key, unit in (
+                ("PostgreSQL transactions committed", "commits", "commits"),
+                ("PostgreSQL rows written", "rows_written", "rows"),
+                ("PostgreSQL rows fetched", "rows_fetched", "rows"),
+                ("Kafka records produced (all topics)", "records_produced", "records"),
+                ("Kafka records consumed (all groups)", "records_consumed", "records"),
+            )
+            if key in work
+        ]
         line = f"end-to-end: {sustained:,.0f} matters/s ({ratio or 0:.3f} x raw aiokafka)"
         notes.append(line)
         print(line)

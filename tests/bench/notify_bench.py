@@ -30,12 +30,13 @@ import aiosmtplib
 from aiokafka import AIOKafkaProducer
 
 from tests import factories
+from tests.integration.processes import free_port
 from xinfang_shared.contracts.events import MatterRegistered, Submission
 from xinfang_shared.contracts.topics import BY_NAME, MATTERS_REGISTERED
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_shared.workdays import CHINA
 
-from .common import ROOT, Figure, free_port, topic
+from .common import ROOT, Figure, topic
 from .service import ServiceProcess, start_group_at_end
 
 SENDERS = 4
@@ -111,7 +112,7 @@ async def measure(db_dsn: str, bootstrap: str, workdir: Path, n: int) -> tuple[l
     run = uuid.uuid4().hex[:8]
     home = workdir / f"notify-{run}"
     mail_dir, sms_dir, raw_dir = home / "mail", home / "sms", home / "raw"
-    mail_port, sms_port, raw_port, notify_port = (free_port(port) for port in (18_301, 18_302, 18_303, 18_304))
+    mail_port, sms_port, raw_port, notify_port = (free_port() for _ in range(4))
     home.mkdir(parents=True, exist_ok=True)
     quiet_for = timedelta(seconds=max(30, n // 40))  # long enough for the e-mail to go first
     quiet_until = datetime.now(CHINA) + quiet_for

@@ -275,11 +275,13 @@ class ServiceProcess:
         if result.returncode != 0:
             raise RuntimeError(f"{self.binary.name} migrate failed ({result.returncode}):\n{self.log_tail()}")
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        """`serve`, with `extra_env` added to its environment for this start only (e.g. XINFANG_CRASH_AT)."""
         log = self.log_path.open("ab")
+        self._terminated = False
         self.proc = subprocess.Popen(
             self.serve_command,
-            env=self.env,
+            env={**self.env, **extra_env} if extra_env else self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

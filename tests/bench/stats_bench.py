@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from tests import factories
+from tests.integration.processes import free_port
 from xinfang_shared.contracts.events import (
     Location,
     MatterRegistered,
@@ -44,7 +45,7 @@ from xinfang_shared.tracking import new_tracking_code
 from xinfang_stats import figures, fold
 from xinfang_stats.app import MIGRATIONS
 
-from .common import ROOT, Figure, free_port
+from .common import ROOT, Figure
 from .common import topic as namespaced
 from .service import ServiceProcess, start_group_at_end
 
@@ -118,7 +119,7 @@ async def _through_the_service(db_dsn: str, bootstrap: str, workdir: Path, event
         name="stats",
         binary=ROOT / ".venv/bin/xinfang-stats",
         dsn=db_dsn,
-        port=free_port(18_401),
+        port=free_port(),
         group_id=group,
         bootstrap=bootstrap,
         log_path=home / "stats.log",

@@ -1,5 +1,10 @@
 """A second, private Kafka broker (same jars as the local stack, other ports, its own data) for tests that
-stop and restart Kafka without disturbing the shared one."""
+stop and restart Kafka without disturbing the shared one.
+
+With `advertise_proxied=PORT` it has a second client listener, PROXIED, on a port of its own
+(`proxied_listener`) that advertises 127.0.0.1:PORT instead: put a TCP proxy (toxiproxy) on PORT forwarding to
+`proxied_listener`, and clients bootstrapping at `proxied_bootstrap` go through the proxy for every connection
+(the metadata they get back names PORT), while `bootstrap` stays direct."""
 
 from __future__ import annotations
 
@@ -14,11 +19,25 @@ LIBS = ROOT / ".local" / "kafka" / "libs"
 
 
 class PrivateKafka:
-    def __init__(self, home: Path, port: int | None = None, heap: str = "512m") -> None:
+    def __init__(
+        self,
+        home: Path,
+        port: int | None = None,
+        heap: str = "512m",
+        *,
+        advertise_proxied: int | None = None,
+        data: Path | None = None,
+    ) -> None:
         self.home = home
         self.heap = heap
         self.port = port or free_port(consecutive=2)  # the broker's and its controller's
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.advertise_proxied = advertise_proxied
+        self.proxied_listener: int | None = None  # where the proxy forwards to
+        while advertise_proxied and self.proxied_listener in (None, self.port, self.port + 1, advertise_proxied):
+            self.proxied_listener = free_port()
+        self.proxied_bootstrap = f"127.0.0.1:{advertise_proxied}" if advertise_proxied else None
+        self.data = data or home / "data"  # log.dirs (and the metadata log)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "kafka.log"
         self.config = home / "server.properties"
@@ -26,18 +45,27 @@ class PrivateKafka:
 
     def _configure(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
         controller = self.port + 1
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", f"CONTROLLER://127.0.0.1:{controller}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        if self.advertise_proxied:
+            listeners.append(f"PROXIED://127.0.0.1:{self.proxied_listener}")
+            advertised.append(f"PROXIED://127.0.0.1:{self.advertise_proxied}")
+            protocols.append("PROXIED:PLAINTEXT")
         self.config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={','.join(listeners)}",
+                    f"advertised.listeners={','.join(advertised)}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={self.home / 'data'}",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"listener.security.protocol.map={','.join(protocols)}",
+                    f"log.dirs={self.data}",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=3",
                     "transaction.state.log.replication.factor=1",
@@ -55,7 +83,7 @@ class PrivateKafka:
             '<PatternLayout pattern="[%d] %p %m (%c)%n"/></Console></Appenders>'
             '<Loggers><Root level="INFO"><AppenderRef ref="out"/></Root></Loggers></Configuration>\n'
         )
-        if not (self.home / "data" / "meta.properties").exists():
+        if not (self.data / "meta.properties").exists():
             cluster = subprocess.run(
                 ["java", "-cp", f"{LIBS}/*", "kafka.tools.StorageTool", "random-uuid"],
                 check=True,

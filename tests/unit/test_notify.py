@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests import factories
-from xinfang_notify.channels import Email, mask_email, mask_phone, message_id
+from xinfang_notify.channels import Email, SendFailed, mask_email, mask_phone, message_id
 from xinfang_notify.registry import Contacts, Notice, RecipientKind, load_notices
 from xinfang_notify.render import Renderer
 from xinfang_notify.rules import Planned, Rules
@@ -246,12 +246,26 @@ def test_a_template_that_names_what_it_is_not_given_fails_instead_of_printing_no
 def test_the_email_is_utf8_with_an_encoded_subject_and_the_notice_key_as_message_id() -> None:
     key = uuid.uuid4()
     smtp = Email(SETTINGS.smtp_url, SETTINGS.smtp_from, 5)
-    message = smtp.message(key, "zhang@example.org", "您的信访事项已登记", "正文：测试\n")
-    raw = message.as_bytes()
+    raw = smtp.message(key, "zhang@example.org", "您的信访事项已登记", "正文：测试\n")
     assert b"=?utf-8?" in raw.split(b"\r\n\r\n")[0], "the subject is an RFC 2047 encoded word"
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Subject"] == "您的信访事项已登记" and parsed["Message-ID"] == f"<{key}@xinfang.sc.gov.example>"
     assert parsed.get_content().replace("\r\n", "\n") == "正文：测试\n" and parsed.get_content_charset() == "utf-8"
+
+
+def test_a_long_subject_folds_into_encoded_words_that_decode_to_it_and_headers_cannot_be_injected() -> None:
+    smtp = Email(SETTINGS.smtp_url, "四川省信访局 <xinfang@xfj.sc.gov.example>", 5)
+    subject = "关于您反映的问题的处理意见书已经送达，请注意查收并按期答复（第二次提醒）" * 2
+    raw = smtp.message(uuid.uuid4(), "li@example.org", subject + "\r\nBcc: x@evil.example", "正文" * 500)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n")), "every header line within RFC 5322's 78"
+    assert b"Bcc:" not in head
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == subject + "  Bcc: x@evil.example"
+    assert parsed["From"].addresses[0].display_name == "四川省信访局"
+    assert parsed.get_content() == "正文" * 500
+    with pytest.raises(SendFailed):
+        smtp.message(uuid.uuid4(), "li@example.org\r\nBcc: x@evil.example", "s", "b")
 
 
 def test_addresses_are_masked() -> None:

@@ -28,6 +28,7 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from .contracts.events import Event
+from .crashpoints import crash_point
 from .dlq_limit import ConsumerHalted, DeadLetterLimit
 from .messaging import TRANSIENT_ERRORS, DeadLetter
 
@@ -228,4 +229,5 @@ class EventBatches(Generic[E]):
             "handled a batch",
             extra={"what": self.limit.consumer, "events": len(events), "first_time": handled, "failed": len(failed)},
         )
+        crash_point("batch.committed", when=handled > 0)  # committed; the offsets after we return (crashpoints.py)
         return handled

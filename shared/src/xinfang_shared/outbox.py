@@ -41,6 +41,7 @@ from opentelemetry import propagate
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel
 
+from .crashpoints import crash_point
 from .db import quote_ident
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ class OutboxRelay:
             if failed or unsent:
                 reason = failed[0].str() if failed else "not acknowledged in 60 s"
                 raise PublishFailed(f"{len(failed) or unsent} of {len(rows)} events: {reason}")
+            crash_point("relay.acked")  # every event acknowledged, the rows not yet deleted (crashpoints.py)
             await conn.execute(self._delete, [r["id"] for r in rows])
         self.published.inc(len(rows))
         return len(rows)

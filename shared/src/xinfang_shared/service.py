@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import crashpoints
 from .contracts.events import FieldError
 from .db import create_pool
 from .dlq_limit import DeadLetterLimit, Halts
@@ -183,6 +184,7 @@ class Service:
         self.settings = settings
         self.migrations = migrations
         configure_logging(settings.service_name, settings.log_level, settings.log_format)
+        crashpoints.announce(settings.environment)  # XINFANG_CRASH_AT: armed, or ignored in production
         self.tracer_provider = configure_tracing(
             settings.service_name, settings.otel_exporter_otlp_endpoint, record=settings.traces_recorded
         )

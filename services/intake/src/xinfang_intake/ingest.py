@@ -20,6 +20,7 @@ from xinfang_shared.batching import isolate
 from xinfang_shared.contracts.events import FieldError, Submission, SubmissionRejected, utc_now
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, SUBMISSION_REJECTED
+from xinfang_shared.crashpoints import crash_point
 from xinfang_shared.dlq_limit import ConsumerHalted, DeadLetterLimit
 
 from .registration import Outcome, Prepared, Registrar, Result
@@ -76,6 +77,7 @@ class Intake:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        crash_point("intake.registered")  # every lane committed; the offsets after we return (crashpoints.py)
 
     async def _take_lane(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         # Validation and sealing first, outside the transaction. A value validation let through that still

@@ -118,8 +118,9 @@ def build_router(service: Service, pool: Callable[[], asyncpg.Pool], receipt_tok
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), receipt_token.encode()):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the gateway's token is required")
-        for r in body[:1000]:
-            await store.receipt(pool(), uuid.UUID(r.out_id), r.success, f"{r.err_code} {r.err_msg}".strip())
+        got = [(uuid.UUID(r.out_id), r.success, f"{r.err_code} {r.err_msg}".strip()) for r in body[:1000]]
+        if got:
+            await store.receipts(pool(), got)
         return {"code": 0, "msg": "成功"}
 
     return router

@@ -1,8 +1,8 @@
 """The notify service: registrations, routings, lifecycle changes, deadline events and surge alerts in;
 e-mail, SMS and unit inbox reminders out, each (matter, notice, recipient) once.
 
-Each topic is read in batches: one transaction per batch plans the notices (rules.py) with the inbox records,
-so redelivery plans nothing twice; the senders (sender.py) send what is planned, on their own."""
+Each topic is read in batches: one transaction per batch plans the notices (rules.py), each once on its unique
+key, so redelivery plans nothing twice; the senders (sender.py) send what is planned, on their own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import TypeVar
 import asyncpg
 from fastapi import FastAPI
 
-from xinfang_shared import inbox
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
@@ -56,6 +55,10 @@ class State:
         self.rules = rules
         self.vault = vault
         self.sender = sender
+
+
+# What a batch of events of one topic plans (inside the batch's transaction).
+Planner = Callable[[asyncpg.Connection, State, list[E]], Awaitable[list[Planned]]]
 
 
 def create_service(settings: NotifySettings) -> Service:
@@ -109,43 +112,37 @@ def create_service(settings: NotifySettings) -> Service:
         for pool in pools:
             await pool.close()
 
-    def consume(
-        topic: str, model: type[E], plan: Callable[[asyncpg.Connection, State, E], Awaitable[list[Planned]]]
-    ) -> None:
+    def consume(topic: str, model: type[E], plan: Planner[E]) -> None:
         consumer = f"{topic}:notify"
 
         async def handle(events: list[E]) -> int:
+            # No inbox records: what an event does here is idempotent by itself (a notice is planned once, on
+            # its unique key; a matter is kept once), so a redelivered event changes nothing. Returns how many
+            # notices are new.
             state = late()
             async with state.pool.acquire() as conn, conn.transaction():
-                fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=topic)
-                planned = [p for e in events if e.event_id in fresh for p in await plan(conn, state, e)]
-                await store.plan(conn, planned)
-            return len(fresh)
+                return await store.plan(conn, await plan(conn, state, events))
 
         batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
         service.batch_subscriber(topic, consumer=consumer, max_records=500)(batches.take)
 
-    async def registered(conn: asyncpg.Connection, state: State, e: MatterRegistered) -> list[Planned]:
-        await store.save_matter(conn, e, state.vault)
-        return state.rules.registered(e)
+    def each(rule: Callable[[State, E], list[Planned]]) -> Planner[E]:
+        """A planner that applies `rule` to each event of the batch."""
 
-    async def routed(_: asyncpg.Connection, state: State, e: MatterRouted) -> list[Planned]:
-        return state.rules.routed(e)
+        async def plan(_: asyncpg.Connection, state: State, events: list[E]) -> list[Planned]:
+            return [p for e in events for p in rule(state, e)]
 
-    async def status(_: asyncpg.Connection, state: State, e: MatterStatusChanged) -> list[Planned]:
-        return state.rules.status(e)
+        return plan
 
-    async def deadline(_: asyncpg.Connection, state: State, e: DeadlineEvent) -> list[Planned]:
-        return state.rules.deadline(e)
-
-    async def alert(_: asyncpg.Connection, state: State, e: StatsAlert) -> list[Planned]:
-        return state.rules.alert(e)
+    async def registered(conn: asyncpg.Connection, state: State, events: list[MatterRegistered]) -> list[Planned]:
+        await store.save_matters(conn, events, state.vault)
+        return [p for e in events for p in state.rules.registered(e)]
 
     consume(MATTERS_REGISTERED.name, MatterRegistered, registered)
-    consume(MATTERS_ROUTED.name, MatterRouted, routed)
-    consume(MATTERS_STATUS.name, MatterStatusChanged, status)
-    consume(DEADLINES_EVENTS.name, DeadlineEvent, deadline)
-    consume(STATS_ALERTS.name, StatsAlert, alert)
+    consume(MATTERS_ROUTED.name, MatterRouted, each(lambda state, e: state.rules.routed(e)))
+    consume(MATTERS_STATUS.name, MatterStatusChanged, each(lambda state, e: state.rules.status(e)))
+    consume(DEADLINES_EVENTS.name, DeadlineEvent, each(lambda state, e: state.rules.deadline(e)))
+    consume(STATS_ALERTS.name, StatsAlert, each(lambda state, e: state.rules.alert(e)))
 
     service.api.include_router(
         build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value())

@@ -17,7 +17,7 @@ are failed the sender's dead-letter limit is asked, and past it the sender halts
 
 The senders' own bookkeeping (claims, "sent", retries) is written with synchronous_commit off: a write lost to a
 database crash only lets a claim lapse, and the notice is sent again with the same key, as after a sender's
-crash. Planning (the consumers, with their inbox records) is durable as everywhere.
+crash. Planning (the consumers) is durable as everywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from xinfang_shared import outbox
 from xinfang_shared.contracts.events import UnitInboxMessage, utc_now
 from xinfang_shared.contracts.reference import Language, Office
 from xinfang_shared.contracts.topics import unit_inbox_topic
+from xinfang_shared.crashpoints import crash_point
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_shared.messaging import TRANSIENT_ERRORS
 from xinfang_shared.personal import PersonalDataVault
@@ -134,13 +135,22 @@ class Sender:
     async def run_once(self) -> list[store.Claimed]:
         """Claim a batch of due notices and deliver each; returns what was claimed."""
         claimed = await store.claim(self.pool, self.settings.send_batch, timedelta(seconds=self.settings.send_lease_s))
-        for notice in claimed:
-            await self.deliver(notice)
+        accepted: list[store.Accepted] = []
+        try:
+            for notice in claimed:
+                await self.deliver(notice, accepted)
+        finally:
+            # What the server or the gateway took is marked sent in one statement for the batch (a crash before
+            # it: the claims lapse and those notices are sent again, with the same keys).
+            if accepted:
+                await store.sent_many(self.pool, accepted)
         return claimed
 
     # ---- one notice -------------------------------------------------------------------------------------
 
-    async def deliver(self, n: store.Claimed) -> None:
+    async def deliver(self, n: store.Claimed, accepted: list[store.Accepted]) -> None:
+        """Compose and send one notice; an e-mail or SMS the other side took is added to `accepted`, to be
+        marked sent by the caller."""
         now = utc_now()
         try:
             target = self._target(n)
@@ -175,6 +185,7 @@ class Sender:
             await self._failed(n, target, failure, now)
             return
         if target.via != Via.TOPIC:  # a topic notice was marked sent in the transaction that published it
+            crash_point("notify.accepted")  # the server took it, not yet marked sent (crashpoints.py)
             await store.sent(self.pool, n, target.via.value, target.masked, provider_id)
         self.limit.succeeded()
         self.outcomes.labels(target.via.value, "sent").inc()

@@ -1,10 +1,10 @@
 """Notify's SQL: what it keeps of matters, the notices planned, claimed, sent and failed.
 
-Planning runs inside the consumer's transaction (with the inbox record), so an event plans its notices once;
-the unique key (matter, notice, recipient, about) makes a notice once whatever event or redelivery plans it
-again. A sender claims due notices with FOR UPDATE SKIP LOCKED and a lease; every later write about a claimed
-notice names the attempt it claimed (a fencing token), so a sender whose lease lapsed cannot overwrite what
-another has done since.
+Planning runs inside the consumer's transaction; the unique key (matter, notice, recipient, about) makes a
+notice once whatever event or redelivery plans it again (so notify keeps no inbox records). A sender claims
+due notices with FOR UPDATE SKIP LOCKED and a lease; every later write about a claimed notice names the
+attempt it claimed (a fencing token), so a sender whose lease lapsed cannot overwrite what another has done
+since.
 """
 
 from __future__ import annotations
@@ -44,20 +44,23 @@ class Claimed:
     claimed_at: float = 0.0  # the event loop's time when it was claimed (how much of the lease is left)
 
 
-async def save_matter(conn: asyncpg.Connection, e: MatterRegistered, vault: PersonalDataVault) -> None:
-    contact = {"email": e.petitioner.email, "phone": e.petitioner.phone}
+async def save_matters(conn: asyncpg.Connection, events: Sequence[MatterRegistered], vault: PersonalDataVault) -> None:
+    """What notify keeps of each matter (its contact sealed), once: a redelivered registration changes nothing."""
+    if not events:
+        return
     await conn.execute(
         "INSERT INTO matters (matter_id, tracking_code, language, contact, by_email, headcount, visit_place,"
-        " visit_unusual, registered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (matter_id) DO NOTHING",
-        e.matter_id,
-        e.tracking_code,
-        e.language.value,
-        vault.seal(contact),
-        bool(e.petitioner.email),
-        e.headcount,
-        e.visit.place.value if e.visit else None,
-        bool(e.visit and e.visit.unusual),
-        e.registered_at,
+        " visit_unusual, registered_at) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[],"
+        " $5::bool[], $6::int[], $7::text[], $8::bool[], $9::timestamptz[]) ON CONFLICT (matter_id) DO NOTHING",
+        [e.matter_id for e in events],
+        [e.tracking_code for e in events],
+        [e.language.value for e in events],
+        [vault.seal({"email": e.petitioner.email, "phone": e.petitioner.phone}) for e in events],
+        [bool(e.petitioner.email) for e in events],
+        [e.headcount for e in events],
+        [e.visit.place.value if e.visit else None for e in events],
+        [bool(e.visit and e.visit.unusual) for e in events],
+        [e.registered_at for e in events],
     )
 
 
@@ -139,6 +142,35 @@ async def sent(
     return bool(done)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A notice the SMTP server or the gateway took, to be marked sent."""
+
+    notice: Claimed
+    channel: str
+    masked: str
+    provider_id: str
+
+
+async def sent_many(pool: asyncpg.Pool, accepted: Sequence[Accepted]) -> int:
+    """`sent` for a sender's batch in one statement (each row still fenced by its attempt); how many held."""
+    marked = await pool.fetch(
+        "UPDATE notifications n SET status = CASE WHEN n.status IN ('delivered', 'undelivered') THEN n.status"
+        " ELSE 'sent' END, channel = a.channel, address_masked = a.masked,"
+        " provider_id = a.provider_id, sent_at = now(), lease_until = NULL, updated_at = now(),"
+        " last_error = CASE WHEN n.status = 'undelivered' THEN n.last_error END"
+        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])"
+        " AS a(id, attempts, channel, masked, provider_id)"
+        " WHERE n.id = a.id AND n.attempts = a.attempts RETURNING n.id",
+        [a.notice.id for a in accepted],
+        [a.notice.attempts for a in accepted],
+        [a.channel for a in accepted],
+        [a.masked for a in accepted],
+        [a.provider_id[:500] for a in accepted],
+    )
+    return len(marked)
+
+
 async def failed(pool: asyncpg.Pool, n: Claimed, reason: str, *, channel: str | None, masked: str | None) -> None:
     """Failed for good: the reason is shown in the list, and an operator may send it again."""
     await pool.execute(
@@ -175,13 +207,19 @@ async def later(
     )
 
 
-async def receipt(pool: asyncpg.Pool, key: uuid.UUID, delivered: bool, detail: str) -> bool:
-    """A delivery receipt for the SMS sent with this key (OutId)."""
-    done = await pool.fetchval(
-        "UPDATE notifications SET status = $2, last_error = CASE WHEN $2 = 'undelivered' THEN $3 ELSE last_error"
-        " END, updated_at = now() WHERE key = $1 AND status IN ('sent', 'delivered', 'undelivered') RETURNING true",
-        key,
-        "delivered" if delivered else "undelivered",
-        detail[:500],
+async def receipts(pool: asyncpg.Pool, got: Sequence[tuple[uuid.UUID, bool, str]]) -> int:
+    """Delivery receipts (OutId, delivered?, detail) for SMS sent with those keys, in one statement; how many
+    matched. A receipt may come before its sender has marked the batch sent (sent_many): it applies to the
+    claimed row all the same (the gateway had it), and the later mark keeps what the receipt said."""
+    rows = await pool.fetch(
+        "UPDATE notifications n SET status = CASE WHEN r.delivered THEN 'delivered' ELSE 'undelivered' END,"
+        " last_error = CASE WHEN r.delivered THEN n.last_error ELSE r.detail END, channel = 'sms',"
+        " sent_at = COALESCE(n.sent_at, now()), lease_until = NULL, updated_at = now()"
+        " FROM unnest($1::uuid[], $2::bool[], $3::text[]) AS r(key, delivered, detail)"
+        " WHERE n.key = r.key AND (n.status IN ('sent', 'delivered', 'undelivered')"
+        " OR (n.status = 'pending' AND n.lease_until IS NOT NULL)) RETURNING n.id",
+        [k for k, _, _ in got],
+        [d for _, d, _ in got],
+        [detail[:500] for _, _, detail in got],
     )
-    return bool(done)
+    return len(rows)
