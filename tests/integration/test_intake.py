@@ -503,6 +503,12 @@ async def test_the_petitioner_sees_progress_without_personal_data_and_rates_once
     await eventually(lambda: _status(intake, code, "concluded"), timeout=30)
     await eventually(lambda: _has_deadline(intake, code), timeout=30)
 
+    # The three topics are read by three consumers: the routing may land after the status and the deadline.
+    async def routed() -> bool:
+        found = (await intake.http.get(f"/v1/matters/{code.replace('-', '').lower()}")).json()
+        return bool(found.get("office"))
+
+    await eventually(routed, timeout=30)
     response = await intake.http.get(f"/v1/matters/{code.replace('-', '').lower()}")
     view = response.json()
     assert (view["office"], view["unit"], view["category"]) == ("letters-2", "city-5101", "labor")
