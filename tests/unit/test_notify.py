@@ -4,6 +4,7 @@ and quiet hours."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import random
@@ -19,7 +20,7 @@ from xinfang_notify.channels import Email, SendFailed, mask_email, mask_phone, m
 from xinfang_notify.registry import Contacts, Notice, RecipientKind, load_notices
 from xinfang_notify.render import Renderer
 from xinfang_notify.rules import Planned, Rules
-from xinfang_notify.sender import Sender
+from xinfang_notify.sender import EARLIER_CODE_WAIT, Sender, WaitForMatter
 from xinfang_notify.settings import NotifySettings
 from xinfang_notify.store import Claimed
 from xinfang_shared.contracts.events import (
@@ -151,10 +152,10 @@ class _Vault:
         return {"email": "zhang@example.org", "phone": "13812345678"}
 
 
-def _sender() -> Sender:
+def _sender(pool: object = None) -> Sender:
     return Sender(
         SETTINGS,
-        None,  # type: ignore[arg-type]  # no notice below needs the database to compose
+        pool,  # type: ignore[arg-type]  # only a repeat reads the database to compose (the earlier code)
         _Vault(),  # type: ignore[arg-type]
         CONTACTS,
         Renderer(),
@@ -233,6 +234,35 @@ async def test_every_notice_renders_in_both_languages(language: Language) -> Non
     english = (await sender._compose(_claimed(_every_notice()[0], Language.EN), Language.EN))[1]
     chinese = (await sender._compose(_claimed(_every_notice()[0], Language.ZH_CN), Language.ZH_CN))[1]
     assert "Tracking code" in english and "查询码" in chinese
+
+
+class _EarlierCodes:
+    """The one query composing a repeat makes: the earlier matter's tracking code, if notify has seen it."""
+
+    def __init__(self, codes: dict[uuid.UUID, str]) -> None:
+        self.codes = codes
+
+    async def fetchval(self, sql: str, matter_id: uuid.UUID) -> str | None:
+        return self.codes.get(matter_id)
+
+
+async def test_a_repeat_names_the_earlier_code_and_waits_a_while_for_it_to_be_seen() -> None:
+    earlier = uuid.uuid4()
+    planned = _only(RULES.registered(_registered().model_copy(update={"duplicate_of": earlier})))
+    assert planned.params["earlier_id"] == str(earlier)
+    now = datetime.now(UTC)
+
+    def claimed(created_at: datetime) -> Claimed:
+        c = _claimed(planned, Language.ZH_CN)
+        return dataclasses.replace(c, params=dict(planned.params), created_at=created_at)
+
+    seen = _sender(_EarlierCodes({earlier: "WXYZ-2345-6789-ABCD"}))
+    assert "WXYZ-2345-6789-ABCD" in (await seen._compose(claimed(now), Language.ZH_CN))[1]
+    unseen = _sender(_EarlierCodes({}))
+    with pytest.raises(WaitForMatter):  # its registration may still be on its way, on another partition
+        await unseen._compose(claimed(now), Language.ZH_CN)
+    body = (await unseen._compose(claimed(now - EARLIER_CODE_WAIT - timedelta(seconds=1)), Language.ZH_CN))[1]
+    assert "查询码 ABCD-EFGH-JKMN-PQRS" in body and "WXYZ" not in body, "sent without it after the wait"
 
 
 def test_a_template_that_names_what_it_is_not_given_fails_instead_of_printing_nothing() -> None:

@@ -68,6 +68,9 @@ class Target:
         return unit_inbox_topic(self.address)
 
 
+EARLIER_CODE_WAIT = timedelta(minutes=2)
+
+
 class WaitForMatter(Exception):
     """Notify has not seen the matter registered yet: the notice waits."""
 
@@ -229,6 +232,10 @@ class Sender:
         if n.notice == "repeat":
             earlier = p.get("earlier_id")
             p["earlier_code"] = await store.tracking_code(self.pool, uuid.UUID(earlier)) if earlier else None
+            # The earlier matter's registration may come in on another partition after this one: wait a while
+            # for the code the notice names, then send it without (the earlier matter may predate notify).
+            if earlier and p["earlier_code"] is None and utc_now() - n.created_at <= EARLIER_CODE_WAIT:
+                raise WaitForMatter
         if n.notice == "surge":
             p["scope"] = scope(p.get("region_code"), p.get("category"), language)
         rendered = self.renderer.render(n.notice, language, p)
