@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -30,7 +31,16 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, Response, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Response,
+    Route,
+    async_playwright,
+    expect,
+)
 from playwright.async_api import Error as PlaywrightError
 
 from tests import factories
@@ -411,6 +421,8 @@ async def browser() -> AsyncIterator[Browser]:
             f"Chromium not found at {CHROMIUM} (set CHROMIUM to another path): deploy/local/install.sh installs"
             " Debian's chromium and fonts-noto-cjk (Playwright downloads no browser here)"
         )
+    # A page's refresh is a dozen API calls: on this shared 2-core machine under the whole suite, 5 s is short.
+    expect.set_options(timeout=15_000)
     playwright: Playwright
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))
@@ -751,6 +763,31 @@ async def test_without_the_vendor_files_the_page_says_so_and_shows_the_figures(
     keep(screenshot)
     assert not problems, problems
     await context.close()
+
+
+async def test_a_filter_change_cut_short_by_another_refresh_still_shows_the_filtered_terms(
+    stats: Stats, browser: Browser
+) -> None:
+    w = await open_page(browser, stats.url + "/")
+    page = w.page
+    await page.fill("#signin-key", OPERATOR_KEY)
+    await page.click("#signin button[type=submit]")
+    await expect(page.locator("#terms [data-category=labor]")).to_be_visible()
+    assert await page.locator("#terms [data-category]").count() > 1
+
+    async def slowly(route: Route) -> None:  # the filter's refresh is still under way when the next one starts
+        await asyncio.sleep(1.5)
+        with contextlib.suppress(PlaywrightError):  # aborted meanwhile
+            await route.continue_()
+
+    await page.route(re.compile(r"/v1/stats/hot-terms"), slowly)
+    await page.select_option("#filter-category", "labor")
+    await page.check("input[name=volume-by][value=office]")  # a refresh without terms, which aborts the first
+    labor = (await stats.get("/v1/stats/hot-terms", window="P7D", category="labor", top=15))["terms"]
+    await expect(page.locator("#terms [data-category]")).to_have_count(1)
+    await expect(page.locator("#terms [data-category=labor] .term")).to_have_text([t["term"] for t in labor])
+    assert not [p for p in w.problems if p.startswith("page error")], w.problems
+    await page.context.close()
 
 
 async def test_a_new_matter_shows_at_the_next_poll_without_a_reload(

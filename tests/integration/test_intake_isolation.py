@@ -272,10 +272,6 @@ def _registered(intake: Harness) -> set[str]:
     return {orjson.loads(r.value)["external_id"] for r in intake.tail.on(MATTERS_REGISTERED.name)}
 
 
-def _registered(intake: Harness) -> set[str]:
-    return {orjson.loads(r.value)["external_id"] for r in intake.tail.on(MATTERS_REGISTERED.name)}
-
-
 async def _count_is(intake: Harness, ids: list[str], n: int) -> bool:
     return await intake.stored(ids) == n
 
@@ -297,6 +293,13 @@ async def test_a_failure_of_every_record_halts_the_consumer_and_resumes_when_the
 ) -> None:
     limit = intake.service.limit(CHANNEL_CONSUMER)
     await intake.service.pool.execute("INSERT INTO refuse_all DEFAULT VALUES")  # a bug that fails every record
+    try:
+        await _halt_and_resume(intake, limit)
+    finally:
+        await intake.service.pool.execute("DELETE FROM refuse_all")  # a failure here must not halt the next tests
+
+
+async def _halt_and_resume(intake: Harness, limit: DeadLetterLimit) -> None:
     batch = [body() for _ in range(40)]
     ids = [b["external_id"] for b in batch]
     await asyncio.to_thread(_produce, intake.bootstrap, [(b["external_id"], orjson.dumps(b)) for b in batch])
@@ -316,16 +319,20 @@ async def test_a_failure_of_every_record_halts_the_consumer_and_resumes_when_the
     answers = [await intake.post(body()) for _ in range(25)]
     assert answers[-1].status_code == 503 and answers[-1].headers["retry-after"]
 
-    # While halted and probing (every second here) without success, nothing is rejected or dead-lettered.
+    # While halted and probing (every second here) without success, nothing is rejected or dead-lettered. The
+    # 40 usually come in one fetch, and none is refused. On a loaded machine the first fetch may hold only some:
+    # each failure then looks like poison until max_in_a_row of them have failed in a row, so fewer than that
+    # many are refused (as poison would be) before the halt, and none after.
     await asyncio.sleep(3)
-    assert not intake.rejections(set(ids))
+    refused = {r["external_id"] for r in intake.rejections(set(ids))}
+    assert len(refused) < limit.max_in_a_row, refused
     assert await intake.stored(ids) == 0
 
-    # The cause is mended: the next probe takes the records, registers them all, and the halt ends.
+    # The cause is mended: the next probe takes the records, registers all the others, and the halt ends.
     await intake.service.pool.execute("DELETE FROM refuse_all")
-    await eventually(lambda: _count_is(intake, ids, 40), timeout=90)
+    await eventually(lambda: _count_is(intake, ids, len(ids) - len(refused)), timeout=90)
     await eventually(lambda: limit.halt is None, timeout=30)
-    assert not intake.rejections(set(ids)), "nothing of the batch was refused"
+    assert {r["external_id"] for r in intake.rejections(set(ids))} == refused, "nothing more of the batch refused"
     # HTTP's own halt ends with its next request after a probe is due.
     await eventually(_http_registers(intake), timeout=30)
     await eventually(lambda: _no_halts_stored(intake), timeout=10)

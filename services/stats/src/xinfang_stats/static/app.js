@@ -268,6 +268,11 @@
 
   // --- refreshing --------------------------------------------------------------------------------------------
 
+  function termsCurrent() {
+    const had = state.terms && state.terms.filters;
+    return Boolean(had) && had.category === state.filters.category && had.city === state.filters.city;
+  }
+
   async function refresh({ terms = false } = {}) {
     if (!state.key) {
       showSignin(false);
@@ -276,7 +281,9 @@
     if (state.controller) state.controller.abort();
     const controller = new AbortController();
     state.controller = controller;
-    const withTerms = terms || state.terms === null || state.polls % TERMS_EVERY === 0;
+    // A newer refresh (a poll, a switch) aborts one under way, so terms asked for by a filter change could be
+    // lost: they are fetched whenever those in hand are not for the current category and city.
+    const withTerms = terms || !termsCurrent() || state.polls % TERMS_EVERY === 0;
     state.polls += 1;
     setStatus(t('status.loading'));
     try {
