@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -14,6 +14,7 @@ from xinfang_notify import store
 from xinfang_notify.app import MIGRATIONS
 from xinfang_notify.registry import Notice, RecipientKind
 from xinfang_notify.rules import Planned
+from xinfang_shared.contracts.events import utc_now
 from xinfang_shared.db import create_pool, migrate_dsn
 
 pytestmark = pytest.mark.integration
@@ -45,13 +46,16 @@ async def test_a_batch_is_marked_sent_at_once_and_a_lapsed_claim_is_not(pool: as
     a, b, c = await _claimed(pool, 3)
     # c's claim lapsed and another sender claimed it again (its attempt moved on): this sender's mark must not land.
     await pool.execute("UPDATE notifications SET attempts = attempts + 1 WHERE id = $1", c.id)
-    accepted = [store.Accepted(n, "email", "z***@example.org", f"250 ok {n.id}") for n in (a, b, c)]
+    # Each is sent when the server took it, not when the batch is marked (seconds later, for a long batch).
+    taken = {n.id: datetime(2026, 12, 2, 8, 0, i, tzinfo=UTC) for i, n in enumerate((a, b, c))}
+    accepted = [store.Accepted(n, "email", "z***@example.org", f"250 ok {n.id}", taken[n.id]) for n in (a, b, c)]
     assert await store.sent_many(pool, accepted) == 2
     assert [await _status(pool, n) for n in (a, b, c)] == ["sent", "sent", "pending"]
     row = await pool.fetchrow(
-        "SELECT channel, address_masked, provider_id, lease_until FROM notifications WHERE id = $1", a.id
+        "SELECT channel, address_masked, provider_id, lease_until, sent_at FROM notifications WHERE id = $1", a.id
     )
-    assert row is not None and tuple(row) == ("email", "z***@example.org", f"250 ok {a.id}", None)
+    assert row is not None and tuple(row) == ("email", "z***@example.org", f"250 ok {a.id}", None, taken[a.id])
+    assert await pool.fetchval("SELECT sent_at FROM notifications WHERE id = $1", b.id) == taken[b.id]
 
 
 async def test_a_receipt_before_the_sent_mark_is_kept_by_it(pool: asyncpg.Pool) -> None:
@@ -60,7 +64,8 @@ async def test_a_receipt_before_the_sent_mark_is_kept_by_it(pool: asyncpg.Pool) 
     got = [(early.key, True, ""), (late_one.key, False, "UNDELIVERED phone off"), (unclaimed.key, True, "")]
     # Only claimed (or sent) notices take a receipt: one nobody holds was never sent.
     assert await store.receipts(pool, got) == 2
-    assert await store.sent_many(pool, [store.Accepted(n, "sms", "138****5678", "biz") for n in (early, late_one)]) == 2
+    accepted = [store.Accepted(n, "sms", "138****5678", "biz", utc_now()) for n in (early, late_one)]
+    assert await store.sent_many(pool, accepted) == 2
     assert await _status(pool, early) == "delivered"
     assert await _status(pool, late_one) == "undelivered"
     assert await _status(pool, unclaimed) == "pending"

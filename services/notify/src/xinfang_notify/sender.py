@@ -189,7 +189,7 @@ class Sender:
             return
         if target.via != Via.TOPIC:  # a topic notice was marked sent in the transaction that published it
             crash_point("notify.accepted")  # the server took it, not yet marked sent (crashpoints.py)
-            accepted.append(store.Accepted(n, target.via.value, target.masked, provider_id))
+            accepted.append(store.Accepted(n, target.via.value, target.masked, provider_id, utc_now()))
         self.limit.succeeded()
         self.outcomes.labels(target.via.value, "sent").inc()
 

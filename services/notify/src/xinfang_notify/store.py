@@ -150,6 +150,7 @@ class Accepted:
     channel: str
     masked: str
     provider_id: str
+    at: datetime  # when the server or the gateway took it: its sent_at (the batch is marked later)
 
 
 async def sent_many(pool: asyncpg.Pool, accepted: Sequence[Accepted]) -> int:
@@ -157,16 +158,17 @@ async def sent_many(pool: asyncpg.Pool, accepted: Sequence[Accepted]) -> int:
     marked = await pool.fetch(
         "UPDATE notifications n SET status = CASE WHEN n.status IN ('delivered', 'undelivered') THEN n.status"
         " ELSE 'sent' END, channel = a.channel, address_masked = a.masked,"
-        " provider_id = a.provider_id, sent_at = now(), lease_until = NULL, updated_at = now(),"
+        " provider_id = a.provider_id, sent_at = a.at, lease_until = NULL, updated_at = now(),"
         " last_error = CASE WHEN n.status = 'undelivered' THEN n.last_error END"
-        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])"
-        " AS a(id, attempts, channel, masked, provider_id)"
+        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])"
+        " AS a(id, attempts, channel, masked, provider_id, at)"
         " WHERE n.id = a.id AND n.attempts = a.attempts RETURNING n.id",
         [a.notice.id for a in accepted],
         [a.notice.attempts for a in accepted],
         [a.channel for a in accepted],
         [a.masked for a in accepted],
         [a.provider_id[:500] for a in accepted],
+        [a.at for a in accepted],
     )
     return len(marked)
 
