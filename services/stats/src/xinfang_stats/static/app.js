@@ -10,7 +10,7 @@
 (() => {
   const KEY_STORAGE = 'xinfang.stats.operatorKey';
   const POLL_MS = 30_000;
-  const TERMS_EVERY = 5; // hot terms (one request per category) every fifth poll, and on every filter change
+  const TERMS_EVERY = 5; // hot terms (one request per category) every fifth poll, and when not for the filters
   const TZ = 'Asia/Shanghai';
   const LANGS = ['zh-CN', 'en'];
   const DATE = /^\d{4}-\d{2}-\d{2}$/;
@@ -273,7 +273,7 @@
     return Boolean(had) && had.category === state.filters.category && had.city === state.filters.city;
   }
 
-  async function refresh({ terms = false } = {}) {
+  async function refresh() {
     if (!state.key) {
       showSignin(false);
       return;
@@ -281,9 +281,9 @@
     if (state.controller) state.controller.abort();
     const controller = new AbortController();
     state.controller = controller;
-    // A newer refresh (a poll, a switch) aborts one under way, so terms asked for by a filter change could be
-    // lost: they are fetched whenever those in hand are not for the current category and city.
-    const withTerms = terms || !termsCurrent() || state.polls % TERMS_EVERY === 0;
+    // Terms are fetched whenever those in hand are not for the current category and city (the only filters
+    // they depend on), not only by a filter change's refresh: a newer refresh (a poll, a switch) aborts it.
+    const withTerms = !termsCurrent() || state.polls % TERMS_EVERY === 0;
     state.polls += 1;
     setStatus(t('status.loading'));
     try {
@@ -349,7 +349,7 @@
     $('dashboard').hidden = false;
     $('signout').hidden = false;
     for (const c of Object.values(state.charts)) c.resize();
-    refresh({ terms: true });
+    refresh();
     startPolling();
   }
 
@@ -694,7 +694,7 @@
   function filtersChanged() {
     if (!readFilters()) return;
     writeUrl();
-    refresh({ terms: true });
+    refresh();
   }
 
   function toggleCity(code) {
