@@ -50,3 +50,40 @@ def submission(rng: random.Random | None = None, **overrides: Any) -> dict[str, 
         else:
             body[key] = value
     return body
+
+
+def registration(
+    body: dict[str, Any],
+    *,
+    matter_id: uuid.UUID | None = None,
+    tracking_code: str | None = None,
+    registered_at: datetime | None = None,
+    seal: Any = None,
+    **fields: Any,
+) -> Any:
+    """matters.registered.v2 as intake publishes it for the submission `body`: the personal block and the tracking
+    code sealed with `seal` (default: the dev transport key every service of the tests runs with), and opened on
+    the returned event (as routing and notify see it). `fields`: more of the event's fields (duplicate_of, ...)."""
+    from xinfang_shared.contracts.events import MatterRegisteredV2, SealedPersonal, Submission
+    from xinfang_shared.personal import TransportSeal
+    from xinfang_shared.settings import LOCAL_DEV_SECRET
+
+    seal = seal or TransportSeal(LOCAL_DEV_SECRET)
+    submission = Submission.model_validate(body)
+    matter_id = matter_id or uuid.uuid4()
+    personal = SealedPersonal(
+        tracking_code=tracking_code or f"T{uuid.uuid4().hex[:15].upper()}",
+        petitioner=submission.petitioner,
+        representatives=submission.representatives,
+        related_tracking_code=submission.related_tracking_code,
+    )
+    clear = submission.model_dump(exclude={"petitioner", "representatives", "related_tracking_code"})
+    event = MatterRegisteredV2(
+        **clear,
+        matter_id=matter_id,
+        registered_at=registered_at or datetime.now(UTC),
+        representative_count=len(submission.representatives),
+        sealed=seal.seal(personal.model_dump_json().encode(), matter_id=matter_id),
+        **fields,
+    )
+    return event.with_opened(personal)

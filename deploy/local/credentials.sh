@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Writes .local/credentials.env (git-ignored) once: dev API keys, the database DSN, the personal-data keys.
-# Values already there are kept, so a second run changes nothing.
+# Writes .local/credentials.env (git-ignored, mode 0600) once: dev API keys, the database DSNs (an administrator's,
+# and one per service for its own role), the personal-data keys, and a Kafka password per principal. Values
+# already there are kept, so a second run changes nothing. database.py and kafka_security.py apply them.
 source "$(dirname "$0")/lib.sh"
 FILE="$LOCAL/credentials.env"
+umask 077 # the file and its temporary copies are the owner's alone
 touch "$FILE" && chmod 600 "$FILE"
 
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -11,13 +13,23 @@ replace() { grep -v "^$1=" "$FILE" >"$FILE.tmp" || true; echo "$1=$2" >>"$FILE.t
 
 source "$LOCAL/postgres/password.env"
 replace DATABASE_URL "postgresql://xinfang:$DATABASE_PASSWORD@127.0.0.1:$PG_PORT/xinfang"
+for svc in "${SERVICES[@]}"; do
+  ensure "DATABASE_URL_${svc^^}" "postgresql://xinfang_$svc:$(secret)@127.0.0.1:$PG_PORT/xinfang"
+done
 ensure ENVIRONMENT local
 ensure KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:$KAFKA_PORT"
 ensure CHANNEL_API_KEY "$(secret)"
 ensure OPERATOR_API_KEY "$(secret)"
 ensure PERSONAL_DATA_KEY "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+ensure PERSONAL_DATA_TRANSPORT_KEY "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
 ensure PERSONAL_DATA_HASH_KEY "$(secret)"
 ensure SMS_ACCESS_KEY "$(secret)"
 ensure SMS_RECEIPT_TOKEN "$(secret)"
-units="$(cd "$ROOT" && uv run --frozen python -c 'from xinfang_shared.contracts.reference import UNITS; print(" ".join(UNITS))')"
+names="$(cd "$ROOT" && uv run --frozen python -c '
+from xinfang_shared.contracts.acls import principals
+from xinfang_shared.contracts.reference import UNITS
+print(" ".join(UNITS)); print(" ".join(principals()))')"
+units="$(sed -n 1p <<<"$names")"
 for unit in $units; do ensure "UNIT_API_KEY_${unit//-/_}" "$(secret)"; done
+for principal in $(sed -n 2p <<<"$names"); do ensure "KAFKA_PASSWORD_${principal//-/_}" "$(secret)"; done
+chmod 600 "$FILE"

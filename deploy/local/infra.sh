@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Kafka and PostgreSQL only (what the integration tests need): install, start, topics, credentials.
+# Kafka and PostgreSQL only (what the integration tests need): install, start, credentials, one database role per
+# service, topics, and the broker's SCRAM users and ACLs.
 # Reuses whatever is already running. Usage: infra.sh [up|down]
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"
@@ -8,8 +9,11 @@ case "${1:-up}" in
     "$here/install.sh"
     "$here/postgres.sh" start
     "$here/kafka.sh" start
-    (cd "$ROOT" && uv run --frozen python deploy/local/topics.py)
     "$here/credentials.sh"
+    load_credentials
+    (cd "$ROOT" && uv run --frozen python deploy/local/database.py)
+    (cd "$ROOT" && uv run --frozen python deploy/local/topics.py)
+    (cd "$ROOT" && uv run --frozen python deploy/local/kafka_security.py)
     ;;
   down)
     "$here/kafka.sh" stop

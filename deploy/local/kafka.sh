@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Apache Kafka 4.x in KRaft combined mode (broker + controller), one node, data under .local/kafka.
+# Two client listeners: 127.0.0.1:9092 open (PLAINTEXT) for local tools, whose anonymous principal is a super user,
+# and 127.0.0.1:9094 SASL_PLAINTEXT with SCRAM-SHA-512, where the services connect as their own principals and the
+# ACLs generated from the topic registry decide what each may do (kafka_security.py sets users and ACLs).
 # Usage: kafka.sh start|stop|status
 source "$(dirname "$0")/lib.sh"
 PIDFILE="$RUN/kafka.pid"
@@ -11,11 +14,16 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS
 log.dirs=$KAFKA_HOME/data
 num.partitions=12
 auto.create.topics.enable=false
@@ -38,6 +46,7 @@ XML
 start() {
   if pid_alive "$PIDFILE"; then say "Kafka already running (pid $(cat "$PIDFILE"))"; return 0; fi
   if port_open "$KAFKA_PORT"; then die "port $KAFKA_PORT is taken by a process we did not start"; fi
+  if port_open "$KAFKA_SASL_PORT"; then die "port $KAFKA_SASL_PORT is taken by a process we did not start"; fi
   [[ -d "$KAFKA_HOME/libs" ]] || die "Kafka jars missing: run deploy/local/install.sh"
   write_config
   if [[ ! -f "$KAFKA_HOME/data/meta.properties" ]]; then
@@ -54,7 +63,7 @@ start() {
     kafka.Kafka "$CONF" >>"$LOGS/kafka.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 240); do
-    grep -q "Kafka Server started" "$LOGS/kafka.log" && { say "Kafka started in $((SECONDS - started)) s at 127.0.0.1:$KAFKA_PORT"; return 0; }
+    grep -q "Kafka Server started" "$LOGS/kafka.log" && { say "Kafka started in $((SECONDS - started)) s at 127.0.0.1:$KAFKA_PORT (SCRAM: $KAFKA_SASL_PORT)"; return 0; }
     pid_alive "$PIDFILE" || die "Kafka exited during start-up; see $LOGS/kafka.log"
     sleep 0.25
   done

@@ -11,6 +11,7 @@ export UV_PYTHON_DOWNLOADS=never
 KAFKA_HOME="$LOCAL/kafka"
 KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
+KAFKA_SASL_PORT=9094
 PG_DATA="$LOCAL/postgres/data"
 PG_SOCKET="$LOCAL/postgres/run"
 PG_PORT="${PG_PORT:-5432}"
@@ -56,7 +57,7 @@ load_credentials() {
 
 # Scale-out (`make up ROUTING=3 NOTIFY=2`; variables INTAKE ROUTING SUPERVISION NOTIFY STATS, default 1):
 # instance k of a service listens on its contract port + 100*(k-1) (routing 8002, 8102, 8202; nothing else of
-# the stack is on those: the SMS gateway 8010, SMTP 1025, Kafka 9092/9093, PostgreSQL 5432) and is named <svc>-k
+# the stack is on those: the SMS gateway 8010, SMTP 1025, Kafka 9092/9093/9094, PostgreSQL 5432) and is named <svc>-k
 # for its log and pid files (.local/log/routing-2.log, .local/run/routing-2.pid); instance 1 keeps the bare name.
 # Every instance of a service is in its consumer group (default xinfang-<service>), so Kafka splits the partitions.
 INSTANCE_PORT_STEP=100

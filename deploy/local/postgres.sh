@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL from Debian's packages, as the postgres user, on a data directory under .local/postgres.
-# Creates the xinfang role and database once. Usage: postgres.sh start|stop|status
+# Creates the xinfang role (the administrator: it makes the database, each service's role and schema, and the tests'
+# databases) and the database once. Usage: postgres.sh start|stop|status
 source "$(dirname "$0")/lib.sh"
 PG_USER=postgres
 
@@ -55,9 +56,9 @@ ensure_database() {
   fi
   local psql=(as_pg "$PG_BIN/psql" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
   if [[ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='xinfang'")" != 1 ]]; then
-    "${psql[@]}" -c "CREATE ROLE xinfang LOGIN CREATEDB PASSWORD '$password'"
+    "${psql[@]}" -c "CREATE ROLE xinfang LOGIN CREATEDB CREATEROLE PASSWORD '$password'"
   else
-    "${psql[@]}" -c "ALTER ROLE xinfang PASSWORD '$password'" >/dev/null
+    "${psql[@]}" -c "ALTER ROLE xinfang CREATEDB CREATEROLE PASSWORD '$password'" >/dev/null
   fi
   if [[ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='xinfang'")" != 1 ]]; then
     "${psql[@]}" -c "CREATE DATABASE xinfang OWNER xinfang"

@@ -7,11 +7,27 @@
 source "$(dirname "$0")/lib.sh"
 load_credentials
 
+# service_env SVC: SERVICE_ENV, the service's own identities as `env` assignments: its database role
+# (DATABASE_URL_<SVC>, which can touch only its schema) and its Kafka principal service-<svc> on the SCRAM listener,
+# where the ACLs generated from the topic registry decide what it may read and write (so a missing ACL fails here,
+# not in production).
+service_env() {
+  local svc="$1" url password
+  url="DATABASE_URL_${svc^^}"
+  password="KAFKA_PASSWORD_service_$svc"
+  [[ -n "${!url:-}" && -n "${!password:-}" ]] || die "no $url or $password in $LOCAL/credentials.env: run make up"
+  SERVICE_ENV=("DATABASE_URL=${!url}" "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_SASL_PORT"
+    KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512 "KAFKA_SASL_USERNAME=service-$svc"
+    "KAFKA_SASL_PASSWORD=${!password}")
+}
+
 migrate() {
   for svc in "${SERVICES[@]}"; do
-    "$ROOT/.venv/bin/xinfang-$svc" migrate >>"$LOGS/$svc.log" 2>&1 || die "migrating $svc failed; see $LOGS/$svc.log"
+    service_env "$svc"
+    env "${SERVICE_ENV[@]}" "$ROOT/.venv/bin/xinfang-$svc" migrate >>"$LOGS/$svc.log" 2>&1 \
+      || die "migrating $svc failed; see $LOGS/$svc.log"
   done
-  say "migrations applied (one schema per service)"
+  say "migrations applied (one schema per service, each by its own role)"
 }
 
 start_standin() {
@@ -37,7 +53,9 @@ start_instance() {
   pidfile="$RUN/$name.pid"
   if pid_alive "$pidfile"; then return 0; fi
   port_open "$port" && die "port $port (for $name) is taken by a process we did not start"
-  HTTP_PORT="$port" setsid nohup "$ROOT/.venv/bin/xinfang-$svc" serve >>"$LOGS/$name.log" 2>&1 </dev/null &
+  service_env "$svc"
+  HTTP_PORT="$port" setsid nohup env "${SERVICE_ENV[@]}" "$ROOT/.venv/bin/xinfang-$svc" serve \
+    >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
 

@@ -1,5 +1,6 @@
-"""Creates every topic in the registry (and its .dlq) with its partitions; raises partition counts that are
-lower than the registry's. Idempotent. Usage: uv run python deploy/local/topics.py [--prefix P] [--delete]
+"""Creates every topic in the registry (and its .dlq) with its partitions and settings; sets the settings of those
+that exist; never gives a keyed topic more partitions (its keys would lose their order: reported instead).
+Idempotent. Usage: uv run python deploy/local/topics.py [--prefix P] [--delete]
 
 With a prefix (or TOPIC_PREFIX), the topics of that namespace (`P` + each name), as the services name them when
 run with the same TOPIC_PREFIX; `--delete` removes a namespace's topics again (a benchmark's or a chaos run's,
@@ -15,6 +16,7 @@ import sys
 
 from xinfang_shared.contracts.topics import topics_to_create
 from xinfang_shared.kafka_admin import delete_topics, ensure_topics
+from xinfang_shared.kafka_auth import KafkaConnection
 
 
 def main() -> None:
@@ -22,21 +24,27 @@ def main() -> None:
     parser.add_argument("--prefix", default=os.environ.get("TOPIC_PREFIX", ""), help="a namespace (TOPIC_PREFIX)")
     parser.add_argument("--delete", action="store_true", help="delete the namespace's topics")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    wanted = {args.prefix + name: partitions for name, partitions in topics_to_create().items()}
+    kafka = KafkaConnection.from_env()
+    wanted = {args.prefix + name: spec for name, spec in topics_to_create().items()}
     if args.delete:
         if not args.prefix:
             parser.error("--delete needs a --prefix: the contract's own topics are never deleted from here")
-        deleted = asyncio.run(delete_topics(bootstrap, list(wanted)))
+        deleted = asyncio.run(delete_topics(kafka, list(wanted)))
         print(f"[xinfang] topics: {len(deleted)} of namespace {args.prefix!r} deleted", file=sys.stderr)
         return
-    created, grown = asyncio.run(ensure_topics(bootstrap, wanted))
+    done = asyncio.run(ensure_topics(kafka, wanted))
     namespace = f" (namespace {args.prefix!r})" if args.prefix else ""
     print(
-        f"[xinfang] topics{namespace}: {len(wanted)} in the registry, {len(created)} created,"
-        f" {len(grown)} given more partitions",
+        f"[xinfang] topics{namespace}: {len(wanted)} in the registry, {len(done.created)} created,"
+        f" {len(done.grown)} dead-letter topics given more partitions",
         file=sys.stderr,
     )
+    for name, have, asked in done.short:
+        print(
+            f"[xinfang] warning: {name} has {have} partitions, the registry asks {asked}; a keyed topic is never"
+            " given more (its keys would move and lose their order): plan a new topic to scale further",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from xinfang_shared.contracts import asyncapi
 from xinfang_shared.contracts.reference import UNITS, Channel
-from xinfang_shared.contracts.topics import BY_NAME, CONTRACT_TOPICS, DEFAULT_PARTITIONS, SERVICES, topics_to_create
+from xinfang_shared.contracts.topics import (
+    BY_NAME,
+    CONTRACT_TOPICS,
+    DEFAULT_PARTITIONS,
+    PER_UNIT_PARTITIONS,
+    SERVICES,
+    UNIT_FEEDBACK,
+    UNIT_FEEDBACK_REJECTED,
+    topics_to_create,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_NAMES = {
@@ -19,6 +29,7 @@ CONTRACT_NAMES = {
     "intake.mailbox.submitted.v1",
     "intake.submission.rejected.v1",
     "matters.registered.v1",
+    "matters.registered.v2",
     "matters.routed.v1",
     "units.feedback.v1",
     "units.feedback.rejected.v1",
@@ -31,6 +42,9 @@ CONTRACT_NAMES = {
 def test_every_contract_topic_is_registered_under_its_contract_name() -> None:
     assert set(BY_NAME) >= CONTRACT_NAMES
     assert {f"units.{u}.inbox.v1" for u in UNITS} <= set(BY_NAME)
+    assert {f"units.{u}.feedback.v1" for u in UNITS} <= set(BY_NAME)
+    assert {f"units.{u}.feedback.rejected.v1" for u in UNITS} <= set(BY_NAME)
+    assert {f"intake.{c.value}.rejected.v1" for c in Channel} <= set(BY_NAME)
     assert len(UNITS) == 21 + 13 + 1  # cities, departments, the Supervision and Review Office
     assert "units.office-supervision.inbox.v1" in BY_NAME
 
@@ -77,10 +91,40 @@ def test_the_registry_names_exactly_the_consumers_that_subscribe() -> None:
 
 
 def test_topic_names_are_versioned_and_partitioned_with_headroom() -> None:
+    # A unit's own topics are read by one group together (35 units, a few partitions each: more than the shared
+    # topic's 12 for routing's instances to share).
+    per_unit = {t.name for t in (*UNIT_FEEDBACK.values(), *UNIT_FEEDBACK_REJECTED.values())}
+    assert len(per_unit) * PER_UNIT_PARTITIONS // 2 >= DEFAULT_PARTITIONS
     for topic in CONTRACT_TOPICS:
         assert re.fullmatch(r"[a-z0-9.-]+\.v\d+", topic.name), topic.name
-        assert topic.partitions >= DEFAULT_PARTITIONS, f"{topic.name} caps scaling at {topic.partitions}"
-        assert topic.producers and topic.consumers, topic.name
+        least = PER_UNIT_PARTITIONS if topic.name in per_unit else DEFAULT_PARTITIONS
+        assert topic.partitions >= least, f"{topic.name} caps scaling at {topic.partitions}"
+        assert topic.consumers, topic.name
+        assert topic.producers or topic.retired, f"{topic.name}: nobody writes it, yet it is not retired"
+
+
+def test_retired_topics_are_listed_with_their_reason_and_written_by_nobody() -> None:
+    listed = tomllib.loads((ROOT / "tests/contract/retired.toml").read_text(encoding="utf-8"))
+    entries = {e["name"]: e for e in listed.get("retired_topic", [])}
+    retired = {t.name: t for t in CONTRACT_TOPICS if t.retired}
+    assert set(entries) == set(retired), "the registry and retired.toml name the same retired topics"
+    for name, topic in retired.items():
+        assert not topic.producers, f"{name} is retired, yet the registry names a producer"
+        assert entries[name]["why"].strip() and topic.retired
+        successor = BY_NAME[entries[name]["replaced_by"]]
+        assert not successor.retired and successor.model is not topic.model
+    from xinfang_shared.contracts.acls import acls
+
+    assert not [a for a in acls() if a.operation == "WRITE" and a.name in retired], "nobody may write a retired topic"
+
+
+def test_withheld_fields_are_always_null() -> None:
+    """A withheld field keeps its name in the schema (a v1 consumer that reads it still parses) and may be null."""
+    listed = tomllib.loads((ROOT / "tests/contract/retired.toml").read_text(encoding="utf-8"))
+    models = {t.model.__name__: t.model for t in CONTRACT_TOPICS}
+    for entry in listed.get("withheld", []):
+        field = models[entry["model"]].model_fields[entry["field"]]
+        assert field.default is None and not field.is_required(), entry
 
 
 def test_every_topic_our_services_consume_has_a_dead_letter_topic() -> None:

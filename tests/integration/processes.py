@@ -23,6 +23,7 @@ from tests.integration.conftest import ROOT, eventually
 from tests.integration.kafka_tools import start_group_at_end
 from xinfang_shared.contracts.topics import BY_NAME
 from xinfang_shared.db import migrate_dsn
+from xinfang_shared.settings import LOCAL_DEV_SECRET
 
 
 def free_port(consecutive: int = 1) -> int:
@@ -63,7 +64,9 @@ class ServiceProcess:
 
     def __init__(self, env: dict[str, str], log: Path, service: str = "intake") -> None:
         self.service = service
-        self.env = env
+        # The transport key the tests seal registrations with (tests.factories.registration), unless one is given:
+        # otherwise the service would read the local stack's own from .local/credentials.env.
+        self.env = {"PERSONAL_DATA_TRANSPORT_KEY": LOCAL_DEV_SECRET} | env
         self.log = log
         self.port = int(env["HTTP_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None

@@ -49,14 +49,13 @@ from tests.integration.processes import ServiceProcess, log_errors, private_data
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
     Event,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatus,
     MatterStatusChanged,
-    Submission,
 )
 from xinfang_shared.contracts.reference import Category, Channel, DeadlineState, DeadlineType, Office
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_stats.app import MIGRATIONS
 from xinfang_stats.dashboard import CSP, STATIC
@@ -191,16 +190,15 @@ def events(m: Matter, now: datetime) -> list[tuple[str, Event]]:
         overrides["visit"] = {"place": "chengdu"}
     if m.channel == Channel.MAILBOX:
         overrides["mailbox"] = "governor"
-    submission = Submission.model_validate(factories.submission(random.Random(), **overrides))
-    registered = MatterRegistered(
+    registered: MatterRegisteredV2 = factories.registration(
+        factories.submission(random.Random(), **overrides),
         matter_id=m.matter_id,
         tracking_code=new_tracking_code(),
         registered_at=m.at,
         duplicate_of=m.duplicate_of,
-        **dict(submission),
     )
     assert (registered.location is None) == (m.region is None)
-    out: list[tuple[str, Event]] = [(MATTERS_REGISTERED.name, registered)]
+    out: list[tuple[str, Event]] = [(MATTERS_REGISTERED_V2.name, registered)]
     S = MatterStatus
 
     def status(status: MatterStatus, previous: MatterStatus, at: datetime, action: str) -> None:

@@ -31,23 +31,27 @@ from xinfang_intake.channel_keys import add_key
 from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatusChanged,
     Opinion,
+    SealedPersonal,
 )
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import (
     CHANNEL_SUBMITTED,
     DEADLINES_EVENTS,
     MATTERS_RATED,
-    MATTERS_REGISTERED,
+    MATTERS_REGISTERED_V2,
     MATTERS_ROUTED,
     MATTERS_STATUS,
     SUBMISSION_REJECTED,
+    channel_rejected_topic,
 )
 from xinfang_shared.db import migrate_dsn
+from xinfang_shared.personal import TransportSeal
 from xinfang_shared.service import Service
+from xinfang_shared.settings import LOCAL_DEV_SECRET
 from xinfang_shared.telemetry import add_span_processor, configure_tracing
 
 KEY = "test-channel-key-" + uuid.uuid4().hex
@@ -57,7 +61,14 @@ CONSUMED = [
     MATTERS_ROUTED.name,
     DEADLINES_EVENTS.name,
 ]
-PRODUCED = [MATTERS_REGISTERED.name, SUBMISSION_REJECTED.name, MATTERS_RATED.name]
+PRODUCED = [
+    MATTERS_REGISTERED_V2.name,
+    SUBMISSION_REJECTED.name,
+    channel_rejected_topic(Channel.LETTER),
+    MATTERS_RATED.name,
+]
+# The transport key the intake of these tests seals with (its settings read no credentials file: the dev key).
+SEAL = TransportSeal(LOCAL_DEV_SECRET)
 
 
 @dataclass
@@ -94,10 +105,9 @@ class Harness:
             await producer.stop()
 
     async def registered(self, matter_id: str) -> list[dict[str, Any]]:
-        found = await self.tail.wait(MATTERS_REGISTERED.name, lambda r: r.key == matter_id.encode())
-        for record in found:
-            MatterRegistered.model_validate_json(record.value)  # every one keeps the contract
-        return [orjson.loads(r.value) for r in found]
+        """The registered events of the matter as published, each with its sealed block opened (`opened`)."""
+        found = await self.tail.wait(MATTERS_REGISTERED_V2.name, lambda r: r.key == matter_id.encode())
+        return [_opened(record.value) for record in found]
 
     async def look_up(self, code: str) -> dict[str, Any]:
         response = await self.http.get(f"/v1/matters/{code}")
@@ -177,16 +187,21 @@ async def test_a_submission_is_registered_once_and_answered_idempotently(intake:
     await intake.registered(answer["matter_id"])
     # A second copy (of the repeated or the conflicting POST) would have been stored before they were
     # answered, and published on the same partition: everything published there by now has been read.
-    await intake.published_so_far(*(r for r in intake.tail.on(MATTERS_REGISTERED.name) if r.key == key))
-    events = [orjson.loads(r.value) for r in intake.tail.on(MATTERS_REGISTERED.name) if r.key == key]
+    await intake.published_so_far(*(r for r in intake.tail.on(MATTERS_REGISTERED_V2.name) if r.key == key))
+    events = [_opened(r.value) for r in intake.tail.on(MATTERS_REGISTERED_V2.name) if r.key == key]
     assert len(events) == 1
     event = events[0]
-    assert (event["tracking_code"], event["external_id"], event["channel"]) == (
+    assert (event["opened"]["tracking_code"], event["external_id"], event["channel"]) == (
         answer["tracking_code"],
         body["external_id"],
         "letter",
     )
     assert event["duplicate_of"] is None
+    # In clear: the matter, never the person nor the code that opens the look-up.
+    assert not {"tracking_code", "petitioner", "representatives", "related_tracking_code"} & set(event)
+    assert event["opened"]["petitioner"] == body["petitioner"]
+    for secret in (*body["petitioner"].values(), answer["tracking_code"]):
+        assert secret not in intake.tail.on(MATTERS_REGISTERED_V2.name)[-1].value.decode()
 
 
 @pytest.mark.parametrize(
@@ -332,7 +347,7 @@ async def test_channel_topics_register_the_valid_and_reject_the_rest_without_sta
             event = orjson.loads(r.value)
             return bool(event["external_id"] == ext and uuid.UUID(event["matter_id"]) in ours)
 
-        return await intake.tail.wait(MATTERS_REGISTERED.name, match, timeout=5)
+        return await intake.tail.wait(MATTERS_REGISTERED_V2.name, match, timeout=5)
 
     await eventually(lambda: _registered_in_db(intake, good_after["external_id"]), timeout=30)
     rejected_keys = {
@@ -352,8 +367,8 @@ async def test_channel_topics_register_the_valid_and_reject_the_rest_without_sta
     )
     assert len(rows) == 2, "the redelivered submission is registered once"
     ours = {str(r["matter_id"]).encode() for r in rows}
-    await eventually(lambda: {r.key for r in intake.tail.on(MATTERS_REGISTERED.name)} >= ours, timeout=30)
-    await intake.published_so_far(*(r for r in intake.tail.on(MATTERS_REGISTERED.name) if r.key in ours))
+    await eventually(lambda: {r.key for r in intake.tail.on(MATTERS_REGISTERED_V2.name)} >= ours, timeout=30)
+    await intake.published_so_far(*(r for r in intake.tail.on(MATTERS_REGISTERED_V2.name) if r.key in ours))
     for ext in (good_before["external_id"], good_after["external_id"]):
         assert len(await registered_here(ext)) == 1, "and published once"
 
@@ -367,6 +382,14 @@ async def test_channel_topics_register_the_valid_and_reject_the_rest_without_sta
     assert {"petitioner.id_number", "petitioner.phone"} <= set(reasons[bad_shape["external_id"].encode()])
     assert reasons[too_large["external_id"].encode()] == {"<message>"}
     assert reasons[conflict["external_id"].encode()] == {"external_id"}
+    # The letter channel's system reads the same refusals on its own topic (no other channel's), and the text it
+    # sent comes back with its personal fields masked: operators and channels see the shape, not the people.
+    own = await intake.tail.wait(channel_rejected_topic(Channel.LETTER), lambda r: r.key in rejected_keys, count=7)
+    assert {r.key for r in own} == {r.key for r in rejected}
+    shaped = next(orjson.loads(r.value) for r in own if r.key == conflict["external_id"].encode())
+    assert "petitioner" in shaped["raw"] and conflict["title"] in shaped["raw"]
+    for secret in conflict["petitioner"].values():
+        assert secret not in shaped["raw"], "a personal value in a refusal's text"
 
 
 # --- repeats -----------------------------------------------------------------------------------------
@@ -524,6 +547,13 @@ async def test_the_petitioner_sees_progress_without_personal_data_and_rates_once
     event = await intake.tail.wait(MATTERS_RATED.name, lambda r: r.key == matter_id.encode())
     assert orjson.loads(event[0].value)["rating"] == "basically-satisfied"
     assert (await intake.http.get("/v1/matters/0000-0000-0000-0000")).status_code == 404
+
+
+def _opened(value: bytes) -> dict[str, Any]:
+    """A registered event as JSON, with what its sealed block holds under `opened`."""
+    event = MatterRegisteredV2.model_validate_json(value)  # every one keeps the contract
+    opened = SealedPersonal.model_validate_json(SEAL.open(event.sealed, matter_id=event.matter_id))
+    return dict(orjson.loads(value)) | {"opened": opened.model_dump(mode="json")}
 
 
 async def _has_deadline(intake: Harness, code: str) -> bool:

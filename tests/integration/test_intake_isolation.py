@@ -36,11 +36,9 @@ from xinfang_intake.ingest import Intake
 from xinfang_intake.registration import Registrar
 from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.reference import Channel
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED, SUBMISSION_REJECTED
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED_V2, SUBMISSION_REJECTED
 from xinfang_shared.db import create_pool, migrate_dsn
-from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.dlq_limit import DeadLetterLimit
-from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Service
 
 KEY = "isolation-key-" + uuid.uuid4().hex
@@ -95,8 +93,7 @@ async def lane(database: str) -> AsyncIterator[Lane]:
     pool = await create_pool(database, schema)
     await pool.execute(REFUSE_POISON)
     settings = IntakeSettings(database_url=database, _env_file=None)  # type: ignore[call-arg]
-    vault = PersonalDataVault.from_settings(settings)
-    registrar = Registrar(vault, repeat_similarity=0.35, deadlines=DeadlineRules.default())
+    registrar = Registrar.from_settings(settings)
     # A loose limit: these batches are mostly bad on purpose.
     intake = Intake(settings, registrar, pool, DeadLetterLimit("lane", max_share=1.0, max_in_a_row=10**6))
     try:
@@ -147,7 +144,7 @@ async def test_every_valid_record_of_a_mixed_batch_is_registered_once_and_every_
     )
     rows = await lane.pool.fetch("SELECT topic, value FROM outbox")
     published = [(r["topic"], orjson.loads(r["value"])) for r in rows]
-    registered = [v["external_id"] for t, v in published if t == MATTERS_REGISTERED.name]
+    registered = [v["external_id"] for t, v in published if t == MATTERS_REGISTERED_V2.name]
     rejected = [v for t, v in published if t == SUBMISSION_REJECTED.name and v["external_id"] in ids]
     good = {b["external_id"] for b in bodies if _valid(b)}
     for external_id in good:
@@ -223,7 +220,7 @@ async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
     )
     await migrate_dsn(database, settings.db_schema, MIGRATIONS)
     service, _ = create_asgi(settings, fast_path=False)
-    tail = Tail(bootstrap, [SUBMISSION_REJECTED.name, MATTERS_REGISTERED.name, TOPIC + ".dlq"])
+    tail = Tail(bootstrap, [SUBMISSION_REJECTED.name, MATTERS_REGISTERED_V2.name, TOPIC + ".dlq"])
     await tail.start()
     await service.start()
     await service.pool.execute(REFUSE_POISON)
@@ -269,7 +266,7 @@ async def test_one_bad_record_among_61_on_a_channel_topic_costs_the_others_nothi
 
 
 def _registered(intake: Harness) -> set[str]:
-    return {orjson.loads(r.value)["external_id"] for r in intake.tail.on(MATTERS_REGISTERED.name)}
+    return {orjson.loads(r.value)["external_id"] for r in intake.tail.on(MATTERS_REGISTERED_V2.name)}
 
 
 async def _count_is(intake: Harness, ids: list[str], n: int) -> bool:

@@ -25,6 +25,7 @@ from tests.integration.private_kafka import PrivateKafka
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import Event
 from xinfang_shared.db import create_pool, migrate_dsn
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.messaging import H_ATTEMPTS, H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from xinfang_shared.outbox import OutboxRelay
 from xinfang_shared.service import Service
@@ -147,7 +148,7 @@ async def test_an_outbox_row_written_while_kafka_is_down_is_published_once_kafka
         pool=pool,
         dsn=database,
         schema=schema,
-        bootstrap_servers=kafka.bootstrap,
+        kafka=KafkaConnection(kafka.bootstrap),
         poll_interval_s=0.2,
         metrics=metrics,
     )

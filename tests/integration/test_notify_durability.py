@@ -13,7 +13,6 @@ import os
 import random
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -25,8 +24,8 @@ from tests.integration.kafka_tools import consumed_by, start_group_at_end
 from tests.integration.processes import ServiceProcess, free_port, start_standin, terminate
 from xinfang_notify.app import MIGRATIONS
 from xinfang_notify.settings import NotifySettings
-from xinfang_shared.contracts.events import MatterRegistered, Submission
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.contracts.events import MatterRegisteredV2
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.tracking import new_tracking_code
 
@@ -34,19 +33,15 @@ MATTERS = 2_000
 RUN = uuid.uuid4().hex[:8]
 
 
-def _registered(i: int) -> MatterRegistered:
+def _registered(i: int) -> MatterRegisteredV2:
     """As intake publishes it: half the petitioners gave an e-mail address (a receipt by e-mail), half did not
     (by SMS)."""
     petitioner = {"name": "测试人", "id_number": factories.id_number(), "phone": factories.mobile()}
     if i % 2 == 0:
         petitioner["email"] = f"p{i}-{RUN}@example.org"
     body = factories.submission(random.Random(i), petitioner=petitioner)
-    return MatterRegistered(
-        matter_id=uuid.uuid4(),
-        tracking_code=new_tracking_code(),
-        registered_at=datetime.now(UTC),
-        **dict(Submission.model_validate(body)),
-    )
+    event: MatterRegisteredV2 = factories.registration(body, tracking_code=new_tracking_code())
+    return event
 
 
 def _keys(mail: Path, sms: Path) -> tuple[Counter[str], Counter[str]]:
@@ -102,7 +97,7 @@ async def test_kill_9_mid_stream_sends_every_receipt_once_but_for_same_key_resen
     try:
         for event in events:
             await producer.send(
-                MATTERS_REGISTERED.name, event.model_dump_json().encode(), key=str(event.matter_id).encode()
+                MATTERS_REGISTERED_V2.name, event.model_dump_json().encode(), key=str(event.matter_id).encode()
             )
         await producer.flush()
     finally:

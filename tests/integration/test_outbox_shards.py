@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from tests.integration.conftest import TopicFactory, eventually
 from tests.integration.kafka_tools import read_whole_topic
 from xinfang_shared.db import create_pool, migrate_dsn
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.outbox import OutboxRelay, Outgoing, bucket_of, enqueue_many
 
 NO_MIGRATIONS = Path("/nonexistent")
@@ -69,7 +70,7 @@ async def relays(box: Outbox, bootstrap: str) -> AsyncIterator[RelayFactory]:
             pool=pool,
             dsn=box.dsn,
             schema=box.schema,
-            bootstrap_servers=bootstrap,
+            kafka=KafkaConnection(bootstrap),
             poll_interval_s=kwargs.pop("poll_interval_s", 0.2),
             metrics=metrics,
             **kwargs,

@@ -31,14 +31,16 @@ from tests.reference.city import ReferenceCity
 from xinfang_routing.app import MIGRATIONS, create_service
 from xinfang_routing.rules import DEFAULT_RULES
 from xinfang_routing.settings import RoutingSettings
-from xinfang_shared.contracts.events import MatterRegistered, Submission, UnitFeedback, UnitInboxMessage
+from xinfang_shared.contracts.events import MatterRegisteredV2, UnitFeedback, UnitInboxMessage
 from xinfang_shared.contracts.reference import UNITS, FeedbackAction
 from xinfang_shared.contracts.topics import (
     FEEDBACK_REJECTED,
-    MATTERS_REGISTERED,
+    MATTERS_REGISTERED_V2,
     MATTERS_ROUTED,
     MATTERS_STATUS,
     UNITS_FEEDBACK,
+    unit_feedback_rejected_topic,
+    unit_feedback_topic,
     unit_inbox_topic,
 )
 from xinfang_shared.db import migrate_dsn
@@ -62,26 +64,27 @@ class Harness:
     spans: InMemorySpanExporter
     people: People  # every personal value the matters carried
 
-    async def register(self, **overrides: Any) -> MatterRegistered:
+    async def register(self, **overrides: Any) -> MatterRegisteredV2:
         registered_at = overrides.pop("registered_at", datetime.now(UTC))
         matter_id = overrides.pop("matter_id", None) or uuid.uuid4()
-        extra = {k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again") if k in overrides}
+        extra = {
+            k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again", "related_matter_id") if k in overrides
+        }
         overrides.setdefault("petitioner", self.people.petitioner())
         body = factories.submission(random.Random(), **overrides)
         self.people.record_submission(body)
-        submission = Submission.model_validate(body)
-        event = MatterRegistered(
-            matter_id=matter_id,
-            tracking_code=new_tracking_code(),
-            registered_at=registered_at,
-            **dict(submission),
-            **extra,
+        event: MatterRegisteredV2 = factories.registration(
+            body, matter_id=matter_id, tracking_code=new_tracking_code(), registered_at=registered_at, **extra
         )
-        await self.send(MATTERS_REGISTERED.name, event)
+        await self.send(MATTERS_REGISTERED_V2.name, event)
         return event
 
     async def send(self, topic: str, event: Any) -> None:
         await self.producer.send_and_wait(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
+
+    async def feedback(self, feedback: UnitFeedback) -> None:
+        """As the unit's system sends it: on its own feedback topic."""
+        await self.send(unit_feedback_topic(feedback.unit), feedback)
 
     async def routed(self, matter_id: uuid.UUID, count: int = 1) -> list[dict[str, Any]]:
         found = await self.tail.wait(MATTERS_ROUTED.name, lambda r: r.key == str(matter_id).encode(), count=count)
@@ -125,7 +128,7 @@ class Harness:
         is in `tail`, whether or not there is any: proves that something did NOT happen without a sleep.
 
         Per partition they are on, a marker matter is registered after them on the same partition of
-        matters.registered.v1 (same partitioner, same partition count, so the same partitions of
+        matters.registered.v2 (same partitioner, same partition count, so the same partitions of
         matters.routed.v1 and matters.status.v1 for its events too): once routing has routed the marker, it
         has taken everything before it there. Then whatever it stored to publish by then is published, and
         the tail has read those partitions to their ends."""
@@ -151,7 +154,7 @@ class Harness:
         await read_to_end(self.tail, seen)
 
 
-PARTITIONS = MATTERS_REGISTERED.partitions
+PARTITIONS = MATTERS_REGISTERED_V2.partitions
 assert PARTITIONS == MATTERS_ROUTED.partitions == MATTERS_STATUS.partitions
 
 
@@ -185,7 +188,13 @@ async def routing(database: str, bootstrap: str, tmp_path_factory: pytest.TempPa
         service = create_service(settings)
         tail = Tail(
             bootstrap,
-            [MATTERS_ROUTED.name, MATTERS_STATUS.name, FEEDBACK_REJECTED.name, *(unit_inbox_topic(u) for u in UNITS)],
+            [
+                MATTERS_ROUTED.name,
+                MATTERS_STATUS.name,
+                FEEDBACK_REJECTED.name,
+                *(unit_inbox_topic(u) for u in UNITS),
+                *(unit_feedback_rejected_topic(u) for u in UNITS),
+            ],
         )
         await tail.start()
         await service.start()
@@ -378,8 +387,14 @@ async def test_every_routing_rule_on_the_pipeline(routing: Harness) -> None:
     letter = next(e for c, e, *_ in sent if c == "letter")
     city = (await routing.routed(letter.matter_id))[0]["unit"]
     transferred = routing.inbox(city, letter.matter_id)[0]
-    assert transferred.petitioner is not None and transferred.petitioner.id_number == letter.petitioner.id_number
+    assert transferred.petitioner is not None
+    assert transferred.petitioner.id_number == letter.opened().petitioner.id_number
     assert set(transferred.respond_by) == {"acceptance", "objection"}
+    # A unit names the matter by its id: the petitioner's tracking code (look-up, rating) is never on its inbox.
+    for message in (transferred, *routing.inbox("dept-discipline", accusation.matter_id)):
+        assert message.tracking_code is None
+    raw = [r.value for r in routing.tail.on(unit_inbox_topic(city)) if r.key == str(letter.matter_id).encode()]
+    assert raw and letter.opened().tracking_code.encode() not in b"".join(raw)
 
 
 async def test_categories_are_inferred_when_absent_and_repeats_are_not_routed(routing: Harness) -> None:
@@ -406,9 +421,9 @@ async def test_a_redelivered_registration_changes_nothing(routing: Harness) -> N
     event = await routing.register()
     # Copies in the same batch, and the same matter under another event id: none routes it again,
     # and none costs the batch (nothing dead-lettered).
-    await routing.send(MATTERS_REGISTERED.name, event)
-    await routing.send(MATTERS_REGISTERED.name, event)
-    await routing.send(MATTERS_REGISTERED.name, event.model_copy(update={"event_id": uuid.uuid4()}))
+    await routing.send(MATTERS_REGISTERED_V2.name, event)
+    await routing.send(MATTERS_REGISTERED_V2.name, event)
+    await routing.send(MATTERS_REGISTERED_V2.name, event.model_copy(update={"event_id": uuid.uuid4()}))
     await routing.routed(event.matter_id)
     await routing.all_published_about(event.matter_id)
     key = str(event.matter_id).encode()
@@ -416,7 +431,8 @@ async def test_a_redelivered_registration_changes_nothing(routing: Harness) -> N
     statuses = await routing.ours([r for r in routing.tail.on(MATTERS_STATUS.name) if r.key == key])
     assert [orjson.loads(r.value)["status"] for r in statuses] == ["transferred"]
     dead = routing.service.metrics.get_sample_value(
-        "xinfang_dead_lettered_messages_total", {"topic": MATTERS_REGISTERED.name, "error_type": "UniqueViolationError"}
+        "xinfang_dead_lettered_messages_total",
+        {"topic": MATTERS_REGISTERED_V2.name, "error_type": "UniqueViolationError"},
     )
     assert not dead
 
@@ -499,17 +515,22 @@ async def test_unit_feedback_is_refused_when_not_theirs_illegal_or_malformed(rou
     )
     assert malformed.status_code == 422
 
-    # Over Kafka the same refusals go to units.feedback.rejected.v1, and the consumer carries on.
+    # Over Kafka the same refusals go to the unit's own rejected topic, and the consumer carries on.
     wrong_unit = UnitFeedback(
         matter_id=event.matter_id, unit="city-5103", action=FeedbackAction.RECEIVED, at=datetime.now(UTC)
     )
-    await routing.send(UNITS_FEEDBACK.name, wrong_unit)
-    await routing.producer.send_and_wait(UNITS_FEEDBACK.name, b"not json", key=str(event.matter_id).encode())
-    rejected = await routing.tail.wait(
-        FEEDBACK_REJECTED.name, lambda r: r.key == str(event.matter_id).encode(), count=1
-    )
+    await routing.feedback(wrong_unit)
+    own = unit_feedback_topic("city-5103")
+    await routing.producer.send_and_wait(own, b"not json", key=str(event.matter_id).encode())
+    theirs = unit_feedback_rejected_topic("city-5103")
+    rejected = await routing.tail.wait(theirs, lambda r: r.key == str(event.matter_id).encode(), count=1)
     assert orjson.loads(rejected[0].value)["errors"][0]["field"] == "unit"
-    await routing.tail.wait(FEEDBACK_REJECTED.name, lambda r: b'"raw":"not json"' in r.value)
+    await routing.tail.wait(theirs, lambda r: b'"raw":"not json"' in r.value)
+    # On the operators' shared topic, the body's unit is believed (only operators may write it), and a refusal
+    # goes to the operators' shared rejected topic.
+    await routing.send(UNITS_FEEDBACK.name, wrong_unit.model_copy(update={"event_id": uuid.uuid4()}))
+    shared = await routing.tail.wait(FEEDBACK_REJECTED.name, lambda r: r.key == str(event.matter_id).encode())
+    assert orjson.loads(shared[0].value)["errors"][0]["field"] == "unit"
     conclude = UnitFeedback(
         matter_id=event.matter_id,
         unit="city-5101",
@@ -517,7 +538,7 @@ async def test_unit_feedback_is_refused_when_not_theirs_illegal_or_malformed(rou
         at=datetime.now(UTC),
         opinion={"result": "explain", "text": "已答复"},
     )
-    await routing.send(UNITS_FEEDBACK.name, conclude)
+    await routing.feedback(conclude)
     await routing.status_reaches(event.matter_id, "concluded")
 
 
@@ -531,7 +552,7 @@ async def test_an_objection_reroutes_never_to_the_objector_and_an_operator_reass
         at=datetime.now(UTC),
         reason="地址属于自贡",
     )
-    await routing.send(UNITS_FEEDBACK.name, objection)
+    await routing.feedback(objection)
     await routing.status_reaches(event.matter_id, "awaiting-assignment")
     view = await routing.view(event.matter_id)
     assert view["unit"] is None and view["history"][-1]["rule"] == "objection-to-manual-queue"
@@ -561,9 +582,8 @@ async def test_an_objection_reroutes_never_to_the_objector_and_an_operator_reass
 
 async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(routing: Harness) -> None:
     async def act(matter_id: uuid.UUID, unit: str, action: str, **extra: Any) -> None:
-        await routing.send(
-            UNITS_FEEDBACK.name,
-            UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **extra),
+        await routing.feedback(
+            UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **extra)
         )
 
     opinion = {"result": "explain", "text": "已答复"}
@@ -574,7 +594,12 @@ async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(rou
     await routing.status_reaches(earlier.matter_id, "concluded")
 
     # A city's matter is reviewed by the provincial department for its category.
-    review = await routing.register(kind="review-request", related_tracking_code=earlier.tracking_code.lower())
+    # Intake resolved the code the petitioner gave to the matter it names (related_matter_id).
+    review = await routing.register(
+        kind="review-request",
+        related_tracking_code=earlier.opened().tracking_code.lower(),
+        related_matter_id=earlier.matter_id,
+    )
     routed = (await routing.routed(review.matter_id))[0]
     assert (routed["office"], routed["unit"]) == ("supervision", "dept-human-resources")
     assert (await routing.view(review.matter_id))["unit_rule"] == "review-city-to-department"
@@ -585,7 +610,11 @@ async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(rou
 
     # A department's decision is re-reviewed by the provincial government: the Supervision and Review Office
     # decides it as the handling unit, through its own inbox, and the review waits on it.
-    re_review = await routing.register(kind="re-review-request", related_tracking_code=review.tracking_code)
+    re_review = await routing.register(
+        kind="re-review-request",
+        related_tracking_code=review.opened().tracking_code,
+        related_matter_id=review.matter_id,
+    )
     routed = (await routing.routed(re_review.matter_id))[0]
     assert (routed["office"], routed["unit"]) == ("supervision", "office-supervision")
     await routing.status_reaches(review.matter_id, "re-review-requested")

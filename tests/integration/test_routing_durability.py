@@ -7,7 +7,6 @@ import os
 import random
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,8 +18,8 @@ from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import Tail, consumed_by, outbox_published, pool_for, read_to_end, start_group_at_end
 from tests.integration.processes import ServiceProcess, free_port
 from xinfang_routing.app import MIGRATIONS
-from xinfang_shared.contracts.events import MatterRegistered, MatterRouted, Submission
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED
+from xinfang_shared.contracts.events import MatterRouted
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.tracking import new_tracking_code
 
@@ -57,15 +56,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_routes_nothing_twice(
     rng = random.Random(4)
     events = []
     for _ in range(2000):
-        submission = Submission.model_validate(factories.submission(rng))
-        events.append(
-            MatterRegistered(
-                matter_id=uuid.uuid4(),
-                tracking_code=new_tracking_code(),
-                registered_at=datetime.now(UTC),
-                **dict(submission),
-            )
-        )
+        events.append(factories.registration(factories.submission(rng), tracking_code=new_tracking_code()))
     ids = [e.matter_id for e in events]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -73,7 +64,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_routes_nothing_twice(
         sending = asyncio.gather(
             *[
                 await producer.send(
-                    MATTERS_REGISTERED.name, e.model_dump_json().encode(), key=str(e.matter_id).encode()
+                    MATTERS_REGISTERED_V2.name, e.model_dump_json().encode(), key=str(e.matter_id).encode()
                 )
                 for e in events
             ]
@@ -88,7 +79,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_routes_nothing_twice(
         await sending
         # The same events again, as a producer retrying after a timeout would: nothing may change twice.
         for e in events[:200]:
-            await producer.send(MATTERS_REGISTERED.name, e.model_dump_json().encode(), key=str(e.matter_id).encode())
+            await producer.send(MATTERS_REGISTERED_V2.name, e.model_dump_json().encode(), key=str(e.matter_id).encode())
         await producer.flush()
     finally:
         await producer.stop()

@@ -27,7 +27,7 @@ from tests.integration.kafka_tools import Tail
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
 from xinfang_shared.contracts.reference import CITIES
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.db import create_pool
 from xinfang_shared.service import Service
 from xinfang_shared.workdays import CHINA
@@ -97,7 +97,7 @@ async def cluster(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Cluste
         stats = create_stats(stats_settings)
         services["stats"] = stats
         tail = Tail(
-            bootstrap, [MATTERS_REGISTERED.name, MATTERS_ROUTED.name, MATTERS_STATUS.name, DEADLINES_EVENTS.name]
+            bootstrap, [MATTERS_REGISTERED_V2.name, MATTERS_ROUTED.name, MATTERS_STATUS.name, DEADLINES_EVENTS.name]
         )
         await tail.start()
         for service in services.values():
@@ -207,7 +207,7 @@ def _truth(cluster: Cluster, ratings: dict[str, str]) -> list[dict[str, Any]]:
         deadlines[e["matter_id"]].append(e)
     ours = {a["matter_id"] for a in cluster.submitted}
     truth = []
-    for e in cluster.events(MATTERS_REGISTERED.name):
+    for e in cluster.events(MATTERS_REGISTERED_V2.name):
         if e["matter_id"] not in ours:
             continue
         mid = e["matter_id"]
@@ -240,7 +240,7 @@ async def test_every_figure_equals_the_submitted_set_and_the_rebuild_equals_live
     answers = [await cluster.submit(body) for body in bodies]
     repeat = await cluster.submit(bodies[0] | {"external_id": f"ext-{uuid.uuid4()}"})  # the same matter again
     assert (await cluster.status(repeat["tracking_code"]))["tracking_code"] == repeat["tracking_code"]
-    await cluster.tail.wait(MATTERS_REGISTERED.name, lambda r: r.key == repeat["matter_id"].encode())
+    await cluster.tail.wait(MATTERS_REGISTERED_V2.name, lambda r: r.key == repeat["matter_id"].encode())
     await cluster.tail.wait(MATTERS_ROUTED.name, lambda r: True, count=len(answers), timeout=60)
 
     routed = {e["matter_id"]: e for e in cluster.events(MATTERS_ROUTED.name)}

@@ -1,5 +1,5 @@
 """Surges on generated days, through the real broker and database: 29 days of registrations for two cities
-published on matters.registered.v1 (as intake would have registered them then); one city has a surge of a few
+published on matters.registered.v2 (as intake would have registered them then); one city has a surge of a few
 hours on the last day. Stats raises one alert, for that city only, closes it when the rate is back, lists it
 and publishes it; notify tells the guidance office by e-mail (through the real SMTP sink).
 
@@ -31,9 +31,9 @@ from tests.integration.processes import free_port, private_database, start_stand
 from xinfang_notify.app import MIGRATIONS as NOTIFY_MIGRATIONS
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.settings import NotifySettings
-from xinfang_shared.contracts.events import Location, MatterRegistered, Petitioner
+from xinfang_shared.contracts.events import MatterRegisteredV2
 from xinfang_shared.contracts.reference import Addressee, Channel, Kind, Level
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, STATS_ALERTS
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, STATS_ALERTS
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.service import Service
 from xinfang_shared.tracking import new_tracking_code
@@ -68,26 +68,24 @@ def _per_hour(hour: datetime) -> int:
     return base + local.toordinal() % 3 - 1 + (1 if base == 1 else 0)  # 0..5, never negative
 
 
-def _registration(region: str, at: datetime) -> MatterRegistered:
-    return MatterRegistered(
-        matter_id=uuid.uuid4(),
-        tracking_code=new_tracking_code(),
-        channel=Channel.ONLINE,
-        external_id=f"surge-{uuid.uuid4()}",
-        registered_at=at,
-        submitted_at=at,
-        kind=Kind.COMPLAINT,
-        addressee=Addressee.PROVINCIAL_GOVERNMENT,
-        petitioner=Petitioner(name="测试人", id_number=factories.id_number(), phone=factories.mobile()),
-        headcount=1,
-        location=Location(region_code=region),
-        level=Level.LOCAL,
-        title="关于小区物业费的反映",
-        content="物业公司擅自上涨物业费，请求核查。",
-    )
+def _registration(region: str, at: datetime) -> MatterRegisteredV2:
+    body = {
+        "external_id": f"surge-{uuid.uuid4()}",
+        "channel": Channel.ONLINE.value,
+        "submitted_at": at.isoformat(),
+        "kind": Kind.COMPLAINT.value,
+        "addressee": Addressee.PROVINCIAL_GOVERNMENT.value,
+        "petitioner": {"name": "测试人", "id_number": factories.id_number(), "phone": factories.mobile()},
+        "location": {"region_code": region},
+        "level": Level.LOCAL.value,
+        "title": "关于小区物业费的反映",
+        "content": "物业公司擅自上涨物业费，请求核查。",
+    }
+    event: MatterRegisteredV2 = factories.registration(body, tracking_code=new_tracking_code(), registered_at=at)
+    return event
 
 
-def _generated(end: datetime) -> list[MatterRegistered]:
+def _generated(end: datetime) -> list[MatterRegisteredV2]:
     """DAYS days of registrations up to `end` (a Beijing hour), in time order, for both cities."""
     matters = []
     hour = end - timedelta(days=DAYS)
@@ -133,7 +131,7 @@ async def surge(
         try:
             for matter in generated:
                 await producer.send(
-                    MATTERS_REGISTERED.name, matter.model_dump_json().encode(), key=str(matter.matter_id).encode()
+                    MATTERS_REGISTERED_V2.name, matter.model_dump_json().encode(), key=str(matter.matter_id).encode()
                 )
             await producer.flush()
         finally:

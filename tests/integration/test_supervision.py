@@ -1,5 +1,6 @@
 """Supervision end to end on the real broker and database: registered matters go through the real routing
-service, units answer on units.feedback.v1, and supervision's controlled clock walks them through weeks.
+service, units answer on their own units.<unit>.feedback.v1, and supervision's controlled clock walks them through
+weeks.
 
 - a matter nobody accepts: due-soon, overdue (with a supervision order in the unit's inbox), escalated;
 - an accepted matter: its 60-day handling deadline, one extension, a second one refused with a reason;
@@ -34,14 +35,14 @@ from tests.personal_data import People, RawLogCapture, capture_logs, log_leaks, 
 from xinfang_routing.app import MIGRATIONS as ROUTING_MIGRATIONS
 from xinfang_routing.app import create_service as create_routing
 from xinfang_routing.settings import RoutingSettings
-from xinfang_shared.contracts.events import MatterRegistered, Submission, UnitFeedback, UnitInboxMessage
+from xinfang_shared.contracts.events import MatterRegisteredV2, UnitFeedback, UnitInboxMessage
 from xinfang_shared.contracts.reference import REVIEW_OFFICE_UNIT, DeadlineType, FeedbackAction
 from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
-    FEEDBACK_REJECTED,
-    MATTERS_REGISTERED,
+    MATTERS_REGISTERED_V2,
     MATTERS_STATUS,
-    UNITS_FEEDBACK,
+    unit_feedback_rejected_topic,
+    unit_feedback_topic,
     unit_inbox_topic,
 )
 from xinfang_shared.db import migrate_dsn
@@ -84,19 +85,15 @@ class Pipeline:
     def ours(self, value: bytes) -> bool:
         return uuid.UUID(orjson.loads(value)["event_id"]) in self.published
 
-    async def register(self, **overrides: Any) -> MatterRegistered:
-        extra = {k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again") if k in overrides}
+    async def register(self, **overrides: Any) -> MatterRegisteredV2:
+        extra = {
+            k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again", "related_matter_id") if k in overrides
+        }
         overrides.setdefault("petitioner", self.people.petitioner())
         body = factories.submission(random.Random(), location={"region_code": "510104"}, **overrides)
         self.people.record_submission(body)
-        event = MatterRegistered(
-            matter_id=uuid.uuid4(),
-            tracking_code=new_tracking_code(),
-            registered_at=datetime.now(UTC),
-            **dict(Submission.model_validate(body)),
-            **extra,
-        )
-        await self.send(MATTERS_REGISTERED.name, event)
+        event: MatterRegisteredV2 = factories.registration(body, tracking_code=new_tracking_code(), **extra)
+        await self.send(MATTERS_REGISTERED_V2.name, event)
         return event
 
     async def send(self, topic: str, event: Any) -> None:
@@ -104,7 +101,7 @@ class Pipeline:
 
     async def feedback(self, matter_id: uuid.UUID, action: FeedbackAction, unit: str = UNIT, **fields: Any) -> None:
         event = UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **fields)
-        await self.send(UNITS_FEEDBACK.name, event)
+        await self.send(unit_feedback_topic(unit), event)
 
     def deadline_events(self, matter_id: uuid.UUID) -> list[dict[str, Any]]:
         """This supervision's deadline events about the matter, in the order published."""
@@ -210,7 +207,8 @@ async def pipeline(database: str, bootstrap: str) -> AsyncIterator[Pipeline]:
             await conn.close()
         routing, supervision = create_routing(routing_settings), create_supervision(supervision_settings)
         tail = Tail(
-            bootstrap, [DEADLINES_EVENTS.name, FEEDBACK_REJECTED.name, MATTERS_STATUS.name, unit_inbox_topic(UNIT)]
+            bootstrap,
+            [DEADLINES_EVENTS.name, unit_feedback_rejected_topic(UNIT), MATTERS_STATUS.name, unit_inbox_topic(UNIT)],
         )
         await tail.start()
         await routing.start()
@@ -348,7 +346,9 @@ async def test_a_review_one_level_up_gets_its_30_day_deadline(pipeline: Pipeline
     await pipeline.feedback(earlier.matter_id, FeedbackAction.CONCLUDED, opinion={"result": "explain", "text": "答复"})
     await pipeline.reaches(earlier.matter_id, "handling", "met")
     # The petitioner asks for a review: the department for labour matters reviews the city's handling.
-    review = await pipeline.register(kind="review-request", related_tracking_code=earlier.tracking_code)
+    review = await pipeline.register(
+        kind="review-request", related_tracking_code=earlier.opened().tracking_code, related_matter_id=earlier.matter_id
+    )
     acceptance = await pipeline.reaches(review.matter_id, "acceptance", "set")
     assert acceptance["unit"] == "dept-human-resources"
     await pipeline.feedback(review.matter_id, FeedbackAction.ACCEPTED, unit="dept-human-resources")
@@ -486,7 +486,7 @@ async def test_a_repeat_gets_no_deadline_and_the_api_needs_the_operator_key(pipe
 
 
 def _refusals(pipeline: Pipeline) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in pipeline.tail.on(FEEDBACK_REJECTED.name)]
+    return [orjson.loads(r.value) for r in pipeline.tail.on(unit_feedback_rejected_topic(UNIT))]
 
 
 # --- personal data -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from tests.integration.pipeline import common_settings
 from xinfang_intake.app import MIGRATIONS, create_asgi
 from xinfang_intake.settings import IntakeSettings
 from xinfang_shared.contracts.reference import Channel
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED, topics_to_create
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED_V2, topics_to_create
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.kafka_admin import delete_topics, ensure_topics
 from xinfang_shared.service import Service
@@ -61,8 +61,8 @@ async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 async def test_a_namespaced_intake_reads_and_writes_only_its_namespace(intake: Service, bootstrap: str) -> None:
     assert intake.settings.consumer_group == f"{PREFIX}xinfang-intake"
-    contract_before = await _ends(bootstrap, MATTERS_REGISTERED.name)
-    tail = Tail(bootstrap, [PREFIX + MATTERS_REGISTERED.name])
+    contract_before = await _ends(bootstrap, MATTERS_REGISTERED_V2.name)
+    tail = Tail(bootstrap, [PREFIX + MATTERS_REGISTERED_V2.name])
     await tail.start()
     try:
         # One on the namespace's letter topic, one over HTTP.
@@ -82,14 +82,14 @@ async def test_a_namespaced_intake_reads_and_writes_only_its_namespace(intake: S
             response = await c.post("/v1/submissions", json=by_http, headers={"Authorization": f"Bearer {KEY}"})
         assert response.status_code == 202, response.text
 
-        records = await tail.wait(PREFIX + MATTERS_REGISTERED.name, lambda r: True, count=2, timeout=60)
+        records = await tail.wait(PREFIX + MATTERS_REGISTERED_V2.name, lambda r: True, count=2, timeout=60)
         assert {orjson.loads(r.value)["external_id"] for r in records} == {
             by_kafka["external_id"],
             by_http["external_id"],
         }
     finally:
         await tail.stop()
-    assert await _ends(bootstrap, MATTERS_REGISTERED.name) == contract_before, "a contract topic was written"
+    assert await _ends(bootstrap, MATTERS_REGISTERED_V2.name) == contract_before, "a contract topic was written"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -101,7 +101,7 @@ async def test_a_namespaced_intake_reads_and_writes_only_its_namespace(intake: S
 
 def test_a_prefix_is_a_topic_name_part_and_an_explicit_group_is_kept() -> None:
     settings = IntakeSettings(topic_prefix="bench-1a2b.", kafka_group_id="mine", _env_file=None)  # type: ignore[call-arg]
-    assert settings.topic(MATTERS_REGISTERED.name) == "bench-1a2b.matters.registered.v1"
+    assert settings.topic(MATTERS_REGISTERED_V2.name) == "bench-1a2b.matters.registered.v2"
     assert settings.consumer_group == "mine"
     assert IntakeSettings(_env_file=None).topic("x.v1") == "x.v1"  # type: ignore[call-arg]
     for bad in ("Bench.", "bench", "a b.", "../"):

@@ -1,8 +1,9 @@
 """A reference city system: how a city integrates with the bureau over Kafka.
 
-It reads only its own inbox topic (units.<unit>.inbox.v1), and for each matter transferred to it answers on
-units.feedback.v1: received, then accepted, then concluded with an opinion (or objected, for matters it
-was told to object to). Run it against the local stack:
+It reads only its own inbox topic (units.<unit>.inbox.v1), and for each matter transferred to it answers on its
+own units.<unit>.feedback.v1: received, then accepted, then concluded with an opinion (or objected, for matters it
+was told to object to). Run it against the local stack, as the unit's principal on the SCRAM listener (its
+password is in .local/credentials.env; the broker's ACLs let it read and write nothing else):
 
     uv run --frozen python -m tests.reference.city city-5101
 """
@@ -18,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from xinfang_shared.contracts.events import Opinion, UnitFeedback, UnitInboxMessage
 from xinfang_shared.contracts.reference import FeedbackAction, OpinionResult
-from xinfang_shared.contracts.topics import UNITS_FEEDBACK, unit_inbox_topic
+from xinfang_shared.contracts.topics import unit_feedback_topic, unit_inbox_topic
+from xinfang_shared.kafka_auth import KafkaConnection
 
 Decide = Callable[[UnitInboxMessage], list[FeedbackAction]]
 
@@ -30,9 +32,11 @@ def handle_everything(message: UnitInboxMessage) -> list[FeedbackAction]:
 
 
 class ReferenceCity:
-    def __init__(self, unit: str, bootstrap: str, decide: Decide = handle_everything, *, group: str | None = None):
+    def __init__(
+        self, unit: str, kafka: str | KafkaConnection, decide: Decide = handle_everything, *, group: str | None = None
+    ):
         self.unit = unit
-        self.bootstrap = bootstrap
+        self.kafka = KafkaConnection(kafka) if isinstance(kafka, str) else kafka
         self.decide = decide
         self.group = group or f"{unit}-system"
         self.seen: list[UnitInboxMessage] = []
@@ -40,12 +44,12 @@ class ReferenceCity:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         consumer = AIOKafkaConsumer(
             unit_inbox_topic(self.unit),
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.aiokafka(),
             group_id=self.group,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = AIOKafkaProducer(**self.kafka.aiokafka(), acks="all")
         await consumer.start()
         await producer.start()
         try:
@@ -58,7 +62,7 @@ class ReferenceCity:
                         for action in self.decide(message):
                             feedback = self._feedback(message, action)
                             await producer.send_and_wait(
-                                UNITS_FEEDBACK.name,
+                                unit_feedback_topic(self.unit),
                                 feedback.model_dump_json().encode(),
                                 key=str(message.matter_id).encode(),
                             )
@@ -78,9 +82,14 @@ class ReferenceCity:
 
 
 if __name__ == "__main__":
-    import os
+    import dotenv
 
-    city = ReferenceCity(
-        sys.argv[1] if len(sys.argv) > 1 else "city-5101", os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    )
-    asyncio.run(city.run())
+    from xinfang_shared.settings import KafkaSettings
+
+    unit = sys.argv[1] if len(sys.argv) > 1 else "city-5101"
+    credentials = KafkaSettings.model_config.get("env_file")  # .local/credentials.env, as the services find it
+    principal = f"unit-{unit}"
+    password = dotenv.dotenv_values(credentials).get("KAFKA_PASSWORD_" + principal.replace("-", "_"))  # type: ignore[arg-type]
+    if not password:
+        sys.exit(f"no password for {principal} in {credentials}: run make up")
+    asyncio.run(ReferenceCity(unit, KafkaConnection("127.0.0.1:9094").as_principal(principal, password)).run())

@@ -1,8 +1,21 @@
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from xinfang_intake.settings import IntakeSettings
+from xinfang_notify.settings import NotifySettings
+from xinfang_routing.settings import RoutingSettings
 from xinfang_shared.contracts.events import Petitioner, Submission
 from xinfang_shared.settings import ServiceSettings
+from xinfang_stats.settings import StatsSettings
+from xinfang_supervision.settings import SupervisionSettings
+
+# What production needs of every service besides its own secrets: the brokers over TLS, as its own principal.
+PRODUCTION_KAFKA = {
+    "kafka_security_protocol": "SASL_SSL",
+    "kafka_sasl_username": "service-x",
+    "kafka_sasl_password": SecretStr("a-real-one"),
+}
+PERSONAL_KEYS = ("personal_data_key", "personal_data_transport_key")
 
 
 def _submission(**overrides: object) -> dict:
@@ -49,12 +62,49 @@ def test_personal_data_stays_out_of_repr() -> None:
     assert "11010519491231002X" not in repr(p) and "13812345678" not in repr(p) and "张三" not in repr(p)
 
 
-def test_production_refuses_the_local_dev_secret() -> None:
-    real = {
-        name: SecretStr("a-real-one") for name in ("operator_api_key", "personal_data_key", "personal_data_hash_key")
-    }
+@pytest.mark.parametrize(
+    ("settings", "secrets"),
+    [
+        (ServiceSettings, ("operator_api_key",)),
+        (SupervisionSettings, ("operator_api_key",)),
+        (StatsSettings, ("operator_api_key",)),
+        (RoutingSettings, ("operator_api_key", *PERSONAL_KEYS)),
+        (NotifySettings, ("operator_api_key", *PERSONAL_KEYS, "sms_access_key", "sms_receipt_token")),
+        (IntakeSettings, ("operator_api_key", *PERSONAL_KEYS, "personal_data_hash_key")),
+    ],
+)
+def test_production_refuses_the_local_dev_secret(settings: type[ServiceSettings], secrets: tuple[str, ...]) -> None:
+    real = {name: SecretStr("a-real-one") for name in secrets}
+    extra = {"smtp_url": "smtps://mail.example.org"} if settings is NotifySettings else {}
     for missing in real:
         with pytest.raises(ValidationError, match=missing):
             others = {name: value for name, value in real.items() if name != missing}
-            ServiceSettings(environment="production", _env_file=None, **others)
-    ServiceSettings(environment="production", _env_file=None, **real)
+            settings(environment="production", _env_file=None, **PRODUCTION_KAFKA, **others, **extra)
+    settings(environment="production", _env_file=None, **PRODUCTION_KAFKA, **real, **extra)
+
+
+def test_only_intake_routing_and_notify_hold_personal_data_keys() -> None:
+    """Supervision and stats read registrations too, but the sealed block is ciphertext to them: they have no
+    setting that could hold a key."""
+    for holder in (IntakeSettings, RoutingSettings, NotifySettings):
+        assert set(PERSONAL_KEYS) <= set(holder.model_fields), holder
+    for other in (SupervisionSettings, StatsSettings, ServiceSettings):
+        assert not {f for f in other.model_fields if f.startswith("personal_data")}, other
+    assert "personal_data_hash_key" in IntakeSettings.model_fields
+    assert "personal_data_hash_key" not in RoutingSettings.model_fields | NotifySettings.model_fields
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
+def test_production_reaches_kafka_over_tls_only(protocol: str) -> None:
+    with pytest.raises(ValidationError, match="KAFKA_SECURITY_PROTOCOL"):
+        ServiceSettings(
+            environment="production",
+            _env_file=None,
+            operator_api_key=SecretStr("a-real-one"),
+            **(PRODUCTION_KAFKA | {"kafka_security_protocol": protocol}),
+        )
+
+
+def test_sasl_needs_a_username_and_a_password() -> None:
+    with pytest.raises(ValidationError, match="KAFKA_SASL_USERNAME"):
+        ServiceSettings(_env_file=None, environment="test", kafka_security_protocol="SASL_PLAINTEXT")

@@ -7,6 +7,7 @@ from typing import Any
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.messaging import (
     H_ATTEMPTS,
     H_ERROR,
@@ -22,7 +23,7 @@ from xinfang_shared.telemetry import configure_tracing
 
 def _broker() -> Any:
     return build_broker(
-        bootstrap_servers="127.0.0.1:1",
+        kafka=KafkaConnection("127.0.0.1:1"),
         consumer_group="unit-test",
         tracer_provider=configure_tracing("unit-test"),
         metrics=CollectorRegistry(),

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from xinfang_shared.batching import Coalescer, ItemFailed, isolate
 from xinfang_shared.dlq_limit import ConsumerHalted, DeadLetterLimit, Halts
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.messaging import DeadLetter, RetryPolicy, build_broker
 from xinfang_shared.telemetry import configure_tracing
 
@@ -145,7 +146,7 @@ async def test_a_consumer_that_fails_every_message_stops_dead_lettering_at_the_l
     retry = RetryPolicy(max_attempts=1, backoff_initial_s=0.001, backoff_max_s=0.002)
     dead_letter = DeadLetter(retry, "unit-test", metrics, halts)
     broker = build_broker(
-        bootstrap_servers="127.0.0.1:1",
+        kafka=KafkaConnection("127.0.0.1:1"),
         consumer_group="unit-test",
         tracer_provider=configure_tracing("unit-test"),
         metrics=metrics,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import json
 import random
 import uuid
 from datetime import UTC, datetime, time, timedelta
@@ -17,20 +18,19 @@ from prometheus_client import CollectorRegistry
 
 from tests import factories
 from xinfang_notify.channels import Email, SendFailed, mask_email, mask_phone, message_id
-from xinfang_notify.registry import Contacts, Notice, RecipientKind, load_notices
+from xinfang_notify.registry import Contacts, Notice, RecipientKind, Via, load_notices
 from xinfang_notify.render import Renderer
 from xinfang_notify.rules import Planned, Rules
-from xinfang_notify.sender import EARLIER_CODE_WAIT, Sender, WaitForMatter
+from xinfang_notify.sender import EARLIER_CODE_WAIT, Sender, Target, WaitForMatter
 from xinfang_notify.settings import NotifySettings
 from xinfang_notify.store import Claimed
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatusChanged,
     Opinion,
     StatsAlert,
-    Submission,
 )
 from xinfang_shared.contracts.reference import Language
 from xinfang_shared.deadlines import DeadlineRules
@@ -45,14 +45,12 @@ AT = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 MATTER = uuid.uuid4()
 
 
-def _registered(**overrides: Any) -> MatterRegistered:
+def _registered(**overrides: Any) -> MatterRegisteredV2:
     body = factories.submission(random.Random(3), **overrides)
-    return MatterRegistered(
-        matter_id=MATTER,
-        tracking_code="ABCD-EFGH-JKMN-PQRS",
-        registered_at=AT,
-        **dict(Submission.model_validate(body)),
+    event: MatterRegisteredV2 = factories.registration(
+        body, matter_id=MATTER, tracking_code="ABCD-EFGH-JKMN-PQRS", registered_at=AT
     )
+    return event
 
 
 def _status(status: str, **fields: Any) -> MatterStatusChanged:
@@ -147,9 +145,17 @@ def test_the_key_is_one_per_matter_notice_recipient_and_about() -> None:
 # --- every notice renders, in both languages, from what the sender gives it ------------------------------
 
 
+# The petitioner's contact, as notify keeps it (its "seal" here is plain JSON: _Vault opens it).
+CONTACT = {"email": "zhang@example.org", "phone": "13812345678"}
+
+
 class _Vault:
     def open(self, sealed: bytes) -> object:
-        return {"email": "zhang@example.org", "phone": "13812345678"}
+        return json.loads(sealed)
+
+
+def _target(language: Language) -> Target:
+    return Target(Via.EMAIL, CONTACT["email"], language)
 
 
 def _sender(pool: object = None) -> Sender:
@@ -170,7 +176,7 @@ def _claimed(p: Planned, language: Language) -> Claimed:
     matter = {
         "tracking_code": "ABCD-EFGH-JKMN-PQRS",
         "language": language.value,
-        "contact": b"sealed",
+        "contact": json.dumps(CONTACT).encode(),
         "by_email": True,
         "headcount": 60,
         "visit_place": "beijing",
@@ -221,48 +227,89 @@ def _every_notice() -> list[Planned]:
 async def test_every_notice_renders_in_both_languages(language: Language) -> None:
     sender = _sender()
     for planned in _every_notice():
-        subject, body = await sender._compose(_claimed(planned, language), language)
+        subject, body = await sender._compose(_claimed(planned, language), _target(language))
         assert subject and body.strip(), planned.notice
         if planned.recipient_kind == RecipientKind.PETITIONER:
             assert "ABCD-EFGH-JKMN-PQRS" in subject + body
+        else:
+            # The tracking code opens the look-up and the rating: only the petitioner is told it.
+            assert "ABCD-EFGH-JKMN-PQRS" not in subject + body, planned.notice
+            if planned.notice != Notice.SURGE:
+                assert str(MATTER) in subject + body, f"{planned.notice} names the matter by its id"
         for secret in ("zhang@example.org", "13812345678", "测试人"):
             assert secret not in subject + body, "a notice never holds anyone's personal data"
         if planned.notice == Notice.OPINION and planned.params["request_until"]:
             ends = datetime.fromisoformat(planned.params["request_until"])
             last_day = (ends - timedelta(seconds=1)).astimezone(CHINA)
             assert str(last_day.day) in body, "the review window's last day is shown"
-    english = (await sender._compose(_claimed(_every_notice()[0], Language.EN), Language.EN))[1]
-    chinese = (await sender._compose(_claimed(_every_notice()[0], Language.ZH_CN), Language.ZH_CN))[1]
+    english = (await sender._compose(_claimed(_every_notice()[0], Language.EN), _target(Language.EN)))[1]
+    chinese = (await sender._compose(_claimed(_every_notice()[0], Language.ZH_CN), _target(Language.ZH_CN)))[1]
     assert "Tracking code" in english and "查询码" in chinese
 
 
-class _EarlierCodes:
-    """The one query composing a repeat makes: the earlier matter's tracking code, if notify has seen it."""
+class _Earlier:
+    """The one query composing a repeat makes: the earlier matter's row, if notify has seen it."""
 
-    def __init__(self, codes: dict[uuid.UUID, str]) -> None:
-        self.codes = codes
+    def __init__(self, rows: dict[uuid.UUID, dict[str, Any]]) -> None:
+        self.rows = rows
 
-    async def fetchval(self, sql: str, matter_id: uuid.UUID) -> str | None:
-        return self.codes.get(matter_id)
+    async def fetchrow(self, sql: str, matter_id: uuid.UUID) -> dict[str, Any] | None:
+        return self.rows.get(matter_id)
 
 
-async def test_a_repeat_names_the_earlier_code_and_waits_a_while_for_it_to_be_seen() -> None:
-    earlier = uuid.uuid4()
+def _earlier_row(code: str, **contact: str | None) -> dict[str, Any]:
+    return {
+        "tracking_code": code,
+        "language": "zh-CN",
+        "contact": json.dumps(CONTACT | contact).encode(),
+        "by_email": bool((CONTACT | contact)["email"]),
+    }
+
+
+def _repeat_of(earlier: uuid.UUID) -> Any:
     planned = _only(RULES.registered(_registered().model_copy(update={"duplicate_of": earlier})))
     assert planned.params["earlier_id"] == str(earlier)
-    now = datetime.now(UTC)
 
     def claimed(created_at: datetime) -> Claimed:
         c = _claimed(planned, Language.ZH_CN)
         return dataclasses.replace(c, params=dict(planned.params), created_at=created_at)
 
-    seen = _sender(_EarlierCodes({earlier: "WXYZ-2345-6789-ABCD"}))
-    assert "WXYZ-2345-6789-ABCD" in (await seen._compose(claimed(now), Language.ZH_CN))[1]
-    unseen = _sender(_EarlierCodes({}))
+    return claimed
+
+
+async def test_a_repeat_names_the_earlier_code_and_waits_a_while_for_it_to_be_seen() -> None:
+    earlier = uuid.uuid4()
+    claimed, now, target = _repeat_of(earlier), datetime.now(UTC), _target(Language.ZH_CN)
+    seen = _sender(_Earlier({earlier: _earlier_row("WXYZ-2345-6789-ABCD")}))
+    assert "WXYZ-2345-6789-ABCD" in (await seen._compose(claimed(now), target))[1]
+    # The same inbox written another way is the same person's.
+    shouted = _sender(_Earlier({earlier: _earlier_row("WXYZ-2345-6789-ABCD", email=" ZHANG@Example.org")}))
+    assert "WXYZ-2345-6789-ABCD" in (await shouted._compose(claimed(now), target))[1]
+    unseen = _sender(_Earlier({}))
     with pytest.raises(WaitForMatter):  # its registration may still be on its way, on another partition
-        await unseen._compose(claimed(now), Language.ZH_CN)
-    body = (await unseen._compose(claimed(now - EARLIER_CODE_WAIT - timedelta(seconds=1)), Language.ZH_CN))[1]
+        await unseen._compose(claimed(now), target)
+    body = (await unseen._compose(claimed(now - EARLIER_CODE_WAIT - timedelta(seconds=1)), target))[1]
     assert "查询码 ABCD-EFGH-JKMN-PQRS" in body and "WXYZ" not in body, "sent without it after the wait"
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [
+        {"email": "victim@example.org"},  # the earlier matter's notices go to another inbox
+        {"email": None, "phone": "13900000000"},  # the earlier petitioner is told by SMS, on another phone
+        {"email": None},  # by SMS on this very phone: still not where this notice goes (e-mail)
+    ],
+)
+async def test_a_repeat_names_no_earlier_code_where_the_earlier_matter_is_told_elsewhere(
+    theirs: dict[str, str | None],
+) -> None:
+    """Whoever knows someone's ID number and name and submits with their own address is registered as a repeat
+    (the same petitioner raising the same matter), but learns nothing of that person's matter."""
+    earlier = uuid.uuid4()
+    sender = _sender(_Earlier({earlier: _earlier_row("WXYZ-2345-6789-ABCD", **theirs)}))
+    subject, body = await sender._compose(_repeat_of(earlier)(datetime.now(UTC)), _target(Language.ZH_CN))
+    assert "WXYZ" not in subject + body
+    assert "ABCD-EFGH-JKMN-PQRS" in body, "the notice still names the petitioner's own new code"
 
 
 def test_a_template_that_names_what_it_is_not_given_fails_instead_of_printing_nothing() -> None:

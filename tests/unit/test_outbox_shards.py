@@ -10,13 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from xinfang_shared.db import SHARED_MIGRATIONS
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.outbox import BUCKETS, OutboxRelay, bucket_group, bucket_of
 from xinfang_shared.settings import ServiceSettings
 
 
 def _relay(**kwargs: Any) -> OutboxRelay:
     # The pool is only used while publishing.
-    return OutboxRelay(pool=None, dsn="postgresql://unused", schema="intake", bootstrap_servers="unused", **kwargs)
+    return OutboxRelay(pool=None, dsn="postgresql://unused", schema="intake", kafka=KafkaConnection("unused"), **kwargs)
 
 
 @pytest.mark.parametrize("shards", [1, 2, 3, 4, 7, 64])

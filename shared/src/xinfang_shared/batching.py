@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
 
 from .contracts.events import Event
 from .crashpoints import crash_point
@@ -188,11 +187,16 @@ class EventBatches(Generic[E]):
         handle: Callable[[list[E]], Awaitable[int]],
         dead_letter: DeadLetter,
         limit: DeadLetterLimit,
+        *,
+        parse: Callable[[ConsumerRecord[Any, Any]], E] | None = None,
     ) -> None:
         self.model = model
         self.handle = handle
         self.dead_letter = dead_letter
         self.limit = limit
+        # How a record becomes an event (default: the model's JSON); a ValueError (pydantic's ValidationError, a
+        # seal that does not open) makes the record unreadable: dead-lettered alone, under the limit.
+        self.parse = parse or (lambda record: model.model_validate_json(record.value or b""))
 
     async def take(self, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
         """Returns how many events were handled for the first time."""
@@ -202,8 +206,8 @@ class EventBatches(Generic[E]):
         unreadable: dict[int, BaseException] = {}
         for position, record in enumerate(records):
             try:
-                event = self.model.model_validate_json(record.value or b"")
-            except ValidationError as exc:
+                event = self.parse(record)
+            except ValueError as exc:
                 unreadable[position] = exc
                 continue
             events.setdefault(event.event_id, (position, event))

@@ -38,13 +38,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, settings: dict[str, str] | None = None
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    settings: dict[str, str] | None = None,
+    command_timeout_s: float | None = 60.0,
 ) -> asyncpg.Pool:
-    """`settings`: more PostgreSQL settings for every connection of the pool (say, synchronous_commit)."""
+    """`settings`: more PostgreSQL settings for every connection of the pool (say, synchronous_commit).
+    `command_timeout_s`: a statement that has not answered by then raises TimeoutError (asyncpg cancels it), so
+    a stuck query cannot hold a consumer or a request for ever."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        command_timeout=command_timeout_s,
         init=_init_connection,
         server_settings={
             "search_path": f"{quote_ident(schema)},public",
@@ -70,7 +79,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, files: Iterable[tuple[s
     async with conn.transaction():
         # Two instances starting together must not both migrate.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"xinfang-migrate:{schema}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident}")
+        # A service's role owns its schema (made for it by ensure_service_role) and may create no other: look
+        # before creating, since CREATE SCHEMA IF NOT EXISTS wants the right to create one even when it exists.
+        if not await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {ident}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {ident}.schema_migrations"
             " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -94,3 +106,51 @@ async def migrate_dsn(dsn: str, schema: str, service_dir: Path) -> list[str]:
         return await migrate(conn, schema, migration_files(service_dir))
     finally:
         await conn.close()
+
+
+def service_role(service: str) -> str:
+    """The PostgreSQL role a service connects as (DATABASE_URL_<SERVICE>)."""
+    return f"xinfang_{service}"
+
+
+async def ensure_service_role(
+    admin: asyncpg.Connection, service: str, password: str, *, schema: str | None = None, may_create: bool = False
+) -> None:
+    """As an administrator of the database (a member of the role, so it can hand it the schema): the service's
+    login role with `password`, owning the service's schema and everything in it, and nothing else. Another
+    service's role can neither read nor change this schema, nor this one another's (no grants are made).
+    `may_create`: the role may also make schemas of its own (stats' rebuild builds into a fresh one). Idempotent;
+    an existing schema owned by another role (a database from before roles) is handed over with its objects."""
+    role, schema = service_role(service), schema or service
+    ident, role_ident = quote_ident(schema), quote_ident(role)
+    async with admin.transaction():
+        await admin.execute("SELECT pg_advisory_xact_lock(hashtext('xinfang-roles'))")
+        if not await admin.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
+            await admin.execute(f"CREATE ROLE {role_ident} LOGIN")
+        # ALTER ROLE takes no parameters: the password goes in as a quoted literal.
+        literal = await admin.fetchval("SELECT quote_literal($1)", password)
+        await admin.execute(f"ALTER ROLE {role_ident} LOGIN PASSWORD {literal}")
+        if not await admin.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", role):
+            await admin.execute(f"GRANT {role_ident} TO current_user")
+        await admin.execute(f"CREATE SCHEMA IF NOT EXISTS {ident} AUTHORIZATION {role_ident}")
+        await admin.execute(f"ALTER SCHEMA {ident} OWNER TO {role_ident}")
+        for kind, name in await admin.fetch(_OWNED_BY_OTHERS, schema, role):
+            await admin.execute(f"ALTER {kind} {name} OWNER TO {role_ident}")
+        database = quote_ident(await admin.fetchval("SELECT current_database()"))
+        verb = "GRANT" if may_create else "REVOKE"
+        await admin.execute(f"{verb} CREATE ON DATABASE {database} {'TO' if may_create else 'FROM'} {role_ident}")
+
+
+# The objects of a schema not owned by `role`, with the ALTER that hands each over (tables, views and sequences
+# but the sequences a table owns, which follow it; functions).
+_OWNED_BY_OTHERS = """
+SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+       ELSE 'TABLE' END, format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND pg_get_userbyid(c.relowner) <> $2
+  AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+UNION ALL
+SELECT 'FUNCTION', format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = $1 AND pg_get_userbyid(p.proowner) <> $2
+"""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,15 @@ class Halt:
     since: datetime
     next_probe_at: datetime
     probes: int = 0
+
+    @property
+    def error_type(self) -> str:
+        """The type of the error that tripped it (the reason says "...; last error <Type>: <text>")."""
+        found = _LAST_ERROR.search(self.reason)
+        return found.group(1) if found else "error"
+
+
+_LAST_ERROR = re.compile(r"last error ([A-Za-z_][\w.]*)")
 
 
 class DeadLetterLimit:
@@ -175,11 +185,13 @@ class DeadLetterLimit:
         self.probing = False
         self._reset()
 
-    def describe(self) -> str:
+    def describe(self, *, detail: bool = True) -> str:
+        """ok, or halted / probing since when and why (without `detail`: the error's type, not its text)."""
         if self.halt is None:
             return "ok"
         state = "probing" if self.probing else "halted"
-        return f"{state} since {self.halt.since.isoformat()}: {self.halt.reason}"
+        why = self.halt.reason if detail else self.halt.error_type
+        return f"{state} since {self.halt.since.isoformat()}: {why}"
 
 
 class Halts:
@@ -389,5 +401,5 @@ class Halts:
             log.warning("consumer resumed by an operator", extra={"consumer": consumer, "operator": operator})
         return bool(deleted)
 
-    def states(self) -> dict[str, str]:
-        return {name: limit.describe() for name, limit in sorted(self.limits.items())}
+    def states(self, *, detail: bool = True) -> dict[str, str]:
+        return {name: limit.describe(detail=detail) for name, limit in sorted(self.limits.items())}

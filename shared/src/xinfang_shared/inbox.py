@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -32,3 +33,20 @@ async def first_time_many(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUI
         source,
     )
     return {r["event_id"] for r in rows}
+
+
+async def prune_inbox(pool: asyncpg.Pool, keep: timedelta, *, batch: int = 10_000) -> int:
+    """Delete the records processed more than `keep` ago, a batch per transaction (never one long lock);
+    returns how many went."""
+    total = 0
+    while True:
+        deleted: int = await pool.fetchval(
+            "WITH old AS (SELECT event_id FROM inbox WHERE processed_at < now() - $1::interval LIMIT $2"
+            " FOR UPDATE SKIP LOCKED) , gone AS (DELETE FROM inbox i USING old WHERE i.event_id = old.event_id"
+            " RETURNING 1) SELECT count(*) FROM gone",
+            keep,
+            batch,
+        )
+        total += deleted
+        if deleted < batch:
+            return total

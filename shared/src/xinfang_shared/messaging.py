@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from .contracts.topics import DLQ_SUFFIX
 from .dlq_limit import ConsumerHalted, Halts
+from .kafka_auth import KafkaConnection
 from .logging import redact
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class _DeadLetterScope(BaseMiddleware):
 
 def build_broker(
     *,
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     consumer_group: str,
     tracer_provider: TracerProvider,
     metrics: CollectorRegistry,
@@ -205,7 +206,8 @@ def build_broker(
     """A broker whose subscribers are at-least-once, traced, measured and dead-letter on failure."""
     dead_letter = dead_letter or DeadLetter(retry, consumer_group, metrics)
     broker = KafkaBroker(
-        bootstrap_servers,
+        kafka.bootstrap_servers,
+        security=kafka.faststream(),
         client_id=app_name,
         acks="all",
         enable_idempotence=True,

@@ -43,6 +43,7 @@ from pydantic import BaseModel
 
 from .crashpoints import crash_point
 from .db import quote_ident
+from .kafka_auth import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class OutboxRelay:
         pool: asyncpg.Pool,
         dsn: str,
         schema: str,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         metrics: CollectorRegistry | None = None,
@@ -112,7 +113,7 @@ class OutboxRelay:
         self.dsn = dsn
         self.schema = schema
         self.channel = f"{schema}_outbox"
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.shards = shards
@@ -137,7 +138,7 @@ class OutboxRelay:
         self._stopping = False
         # Since when (loop time) and why publishing keeps failing; None while it works. /health reports it: a
         # relay that cannot publish (Kafka away, a topic missing) holds back everything its service writes.
-        self.failing: tuple[float, str] | None = None
+        self.failing: tuple[float, str, str] | None = None  # (since, the error's type, its text)
         self._producer: Producer | None = None
         registry = metrics or CollectorRegistry()
         self.published = Counter("xinfang_outbox_published", "Outbox rows published to Kafka", registry=registry)
@@ -146,13 +147,14 @@ class OutboxRelay:
         )
         self.backlog = Gauge("xinfang_outbox_backlog", "Outbox rows not yet published", registry=registry)
 
-    def problem(self, grace_s: float = 10.0) -> str | None:
-        """Why publishing has been failing for more than `grace_s` (a blip is not a problem), or None."""
+    def problem(self, grace_s: float = 10.0, *, detail: bool = True) -> str | None:
+        """Why publishing has been failing for more than `grace_s` (a blip is not a problem), or None; without
+        `detail`, the error's type only (its text can name hosts, topics and principals)."""
         if self.failing is None:
             return None
-        since, reason = self.failing
+        since, kind, reason = self.failing
         for_s = asyncio.get_running_loop().time() - since
-        return f"failing for {for_s:.0f} s: {reason}" if for_s > grace_s else None
+        return f"failing for {for_s:.0f} s: {reason if detail else kind}" if for_s > grace_s else None
 
     async def run(self) -> None:
         """Relay until cancelled. Survives Kafka and PostgreSQL outages."""
@@ -189,7 +191,8 @@ class OutboxRelay:
                     failures += 1
                     self.failures.inc()
                     if self.failing is None:
-                        self.failing = (asyncio.get_running_loop().time(), f"{type(exc).__name__}: {exc}"[:300])
+                        kind = type(exc).__name__
+                        self.failing = (asyncio.get_running_loop().time(), kind, f"{kind}: {exc}"[:300])
                     delay = min(5.0, 0.2 * 2**failures)
                     log.warning(
                         "outbox relay could not publish; will retry",
@@ -212,7 +215,7 @@ class OutboxRelay:
     def _new_producer(self) -> Producer:
         return Producer(
             {
-                "bootstrap.servers": self.bootstrap_servers,
+                **self.kafka.librdkafka(),
                 "client.id": f"xinfang-{self.schema}-outbox",
                 "acks": "all",
                 # Idempotent: librdkafka's own retries neither duplicate nor reorder. A batch Kafka wrote but

@@ -9,10 +9,12 @@ and the outbox relay; `/health` reports on all three and on any consumer its dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -35,8 +37,9 @@ from . import crashpoints
 from .contracts.events import FieldError
 from .db import create_pool
 from .dlq_limit import DeadLetterLimit, Halts
+from .inbox import prune_inbox
 from .logging import configure_logging
-from .messaging import DeadLetter, RetryPolicy, build_broker
+from .messaging import TRANSIENT_ERRORS, DeadLetter, RetryPolicy, build_broker
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import configure_tracing, instrument_asyncpg
@@ -205,7 +208,7 @@ class Service:
         # Also used directly by batch handlers that dead-letter single records of a batch.
         self.dead_letter = DeadLetter(retry, settings.consumer_group, self.metrics, self.halts)
         self.broker: KafkaBroker = build_broker(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             consumer_group=settings.consumer_group,
             tracer_provider=self.tracer_provider,
             metrics=self.metrics,
@@ -216,9 +219,10 @@ class Service:
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
-        self._health_cache: tuple[float, dict[str, Any]] | None = None
+        self._health_cache: tuple[float, tuple[dict[str, Any], dict[str, Any]]] | None = None
         self.recording = recording = self.tracer_provider.sampler.get_description() != "AlwaysOffSampler"
         if recording:
             instrument_asyncpg(self.tracer_provider)
@@ -314,13 +318,17 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         self._pool = await create_pool(
-            s.database_url, s.db_schema, min_size=s.database_pool_min, max_size=s.database_pool_max
+            s.database_url,
+            s.db_schema,
+            min_size=s.database_pool_min,
+            max_size=s.database_pool_max,
+            command_timeout_s=s.database_command_timeout_s,
         )
         self.relay = OutboxRelay(
             pool=self._pool,
             dsn=s.database_url,
             schema=s.db_schema,
-            bootstrap_servers=s.kafka_bootstrap_servers,
+            kafka=s.kafka,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
             shards=s.outbox_shards,
@@ -330,6 +338,7 @@ class Service:
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
         # Halts stored by an earlier run (or another instance) hold before the first record is read.
         await self.halts.start(self._pool)
+        self._prune_task = asyncio.create_task(self._prune_inbox(), name=f"{s.service_name}-inbox-pruning")
         for hook in self._on_start:
             await hook(self)
         await self.broker.start()
@@ -346,6 +355,10 @@ class Service:
                 except Exception:
                     log.exception("a stop hook failed")
             await self.halts.stop()
+            if self._prune_task is not None:
+                self._prune_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._prune_task
             if self.relay is not None and self._relay_task is not None:
                 self.relay.stop()
                 try:
@@ -368,17 +381,26 @@ class Service:
         finally:
             await self.stop()
 
-    async def _health(self, response: Response) -> dict[str, Any]:
+    async def _health(self, request: Request, response: Response) -> dict[str, Any]:
+        """ok, or degraded (503) with each failing check. To anyone, a failure is named by its error's type; its
+        text (which can name hosts, topics, principals, a record's values) only with the operator key."""
         # Probes may call often; the checks touch PostgreSQL and Kafka, so an answer is reused for a second.
         now = asyncio.get_running_loop().time()
         if self._health_cache is None or now - self._health_cache[0] > 1.0:
             self._health_cache = (now, await self._check_health())
-        body = self._health_cache[1]
+        public, detailed = self._health_cache[1]
+        body = detailed if self._is_operator(request) else public
         if body["status"] != "ok":
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return body
 
-    async def _check_health(self) -> dict[str, Any]:
+    def _is_operator(self, request: Request) -> bool:
+        key = bearer_token(request.headers.get("authorization"))
+        expected = self.settings.operator_api_key.get_secret_value()
+        return key is not None and secrets.compare_digest(key.encode(), expected.encode())
+
+    async def _check_health(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what anyone may see, what the operator sees)."""
         checks: dict[str, str] = {}
         try:
             await self.pool.fetchval("SELECT 1", timeout=2)
@@ -387,17 +409,32 @@ class Service:
             checks["database"] = f"down: {type(exc).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
         relay_alive = self._relay_task is not None and not self._relay_task.done()
-        problem = self.relay.problem() if self.relay is not None else None
-        checks["outbox_relay"] = "down" if not relay_alive else problem or "ok"
-        for consumer, state in self.halts.states().items():
-            if state != "ok":
-                checks[f"consumer:{consumer}"] = state
-        healthy = all(v == "ok" for v in checks.values())
-        return {
-            "service": self.settings.service_name,
-            "status": "ok" if healthy else "degraded",
-            "checks": checks,
-        }
+        detailed, public = dict(checks), dict(checks)
+        for view, detail in ((detailed, True), (public, False)):
+            problem = self.relay.problem(detail=detail) if self.relay is not None else None
+            view["outbox_relay"] = "down" if not relay_alive else problem or "ok"
+            for consumer, state in self.halts.states(detail=detail).items():
+                if state != "ok":
+                    view[f"consumer:{consumer}"] = state
+        healthy = all(v == "ok" for v in detailed.values())
+        service, verdict = self.settings.service_name, "ok" if healthy else "degraded"
+        return (
+            {"service": service, "status": verdict, "checks": public},
+            {"service": service, "status": verdict, "checks": detailed},
+        )
+
+    async def _prune_inbox(self) -> None:
+        """Forget the inbox records older than the topics keep their records (and a margin): no redelivery can
+        bring such an event back, so its record guards nothing and only grows the table."""
+        keep = timedelta(days=self.settings.inbox_keep_days)
+        while True:
+            try:
+                pruned = await prune_inbox(self.pool, keep)
+                if pruned:
+                    log.info("pruned the inbox", extra={"records": pruned})
+            except TRANSIENT_ERRORS as exc:
+                log.warning("the inbox could not be pruned; will retry", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(self.settings.inbox_prune_interval_s)
 
     async def _metrics(self) -> Response:
         return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .kafka_auth import KafkaConnection
+
 # Found by walking up from here, so a service started from any directory reads the local stack's file.
 _CREDENTIALS = next(
     (p / ".local" / "credentials.env" for p in Path(__file__).resolve().parents if (p / ".local").is_dir()),
@@ -17,12 +19,55 @@ _CREDENTIALS = next(
 LOCAL_DEV_SECRET = "local-dev-only"  # noqa: S105 - the one value refused outside local mode
 
 
-class ServiceSettings(BaseSettings):
-    """Base settings; each service subclasses it with its own name, port and extras."""
+class KafkaSettings(BaseSettings):
+    """How a Kafka client of ours reaches and authenticates to the brokers: every service, its outbox relay and
+    admin client, and the command-line tools (deploy/local/topics.py, the benchmarks) read the same variables."""
 
     model_config = SettingsConfigDict(
         env_file=_CREDENTIALS, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT (the local stack's open listener, :9092), SASL_PLAINTEXT (its SCRAM listener, :9094),"
+        " SASL_SSL or SSL (production: TLS is required there)",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(
+        default=None, description="The principal: service-<service> for a service (make up sets it)"
+    )
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM bundle of the CAs the brokers' certificates chain to (default: the system's)"
+    )
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client of this process is built from (kafka_auth.py)."""
+        return KafkaConnection(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None,
+            ssl_cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+        )
+
+    @model_validator(mode="after")
+    def _sasl_needs_a_principal(self) -> KafkaSettings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and"
+                " KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+
+class ServiceSettings(KafkaSettings):
+    """Base settings; each service subclasses it with its own name, port and extras."""
 
     service_name: str = "xinfang"
     # Production unless said otherwise: a deployment that forgets ENVIRONMENT must not run on the dev secrets.
@@ -31,13 +76,19 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str = Field(
         default="postgresql://xinfang:xinfang@127.0.0.1:5432/xinfang",
-        description="asyncpg DSN; each service works in its own schema of this database",
+        description="asyncpg DSN; each service works in its own schema of this database, as its own role"
+        " (make up gives each service DATABASE_URL_<SERVICE>, a role that can touch only its schema)",
     )
     database_pool_min: int = 1
     database_pool_max: int = 10
+    database_command_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A statement that has not answered in this long is abandoned (TimeoutError): a stuck query"
+        " must not hold a consumer or a request for ever",
+    )
 
     kafka_group_id: str | None = Field(
         default=None, description="Consumer group; default xinfang-<service> (all instances of a service share it)"
@@ -63,10 +114,6 @@ class ServiceSettings(BaseSettings):
     )
 
     operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
-    # AES-256-GCM key (base64 of 32 bytes) sealing ID numbers, phones and other personal data at rest, and
-    # the HMAC key of the petitioner match key (same person, same key, without storing the ID number).
-    personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
-    personal_data_hash_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
 
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="The largest HTTP request body any route reads (413 beyond it)"
@@ -92,6 +139,14 @@ class ServiceSettings(BaseSettings):
         description="The statutory deadline rules (TOML) every service reads; default: xinfang_shared's"
         " data/deadline-rules.toml",
     )
+
+    inbox_keep_days: float = Field(
+        default=14,
+        gt=0,
+        description="How long a consumer remembers an event it processed (its inbox record): longer than the"
+        " topics keep their records (7 days on the local broker), since no redelivery can come from further back",
+    )
+    inbox_prune_interval_s: float = Field(default=3600, gt=0, description="How often old inbox records are pruned")
 
     outbox_batch_size: int = 1000
     outbox_poll_interval_s: float = 1.0
@@ -123,4 +178,27 @@ class ServiceSettings(BaseSettings):
             for name, value in self.model_dump().items():
                 if isinstance(value, SecretStr) and value.get_secret_value() == LOCAL_DEV_SECRET:
                     raise ValueError(f"{name} must be set to a real secret in production")
+            if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+                raise ValueError(
+                    "KAFKA_SECURITY_PROTOCOL must be SASL_SSL (or SSL) in production: the brokers are reached over"
+                    f" TLS, not {self.kafka_security_protocol}"
+                )
         return self
+
+
+class PersonalDataSettings(ServiceSettings):
+    """The keys of personal data, held only by the services whose handling needs it: intake (which seals it),
+    routing (the handling unit's inbox) and notify (the petitioner's contact). Supervision and stats have no
+    such setting, so they can open nothing, whatever they read."""
+
+    # AES-256-GCM key (base64 of 32 bytes) sealing the petitioner's and representatives' data at rest.
+    personal_data_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    personal_data_transport_key: SecretStr = Field(
+        default=SecretStr(LOCAL_DEV_SECRET),
+        description="AES-256-GCM key (base64 of 32 bytes) sealing the personal block of matters.registered.v2 on"
+        " the bus: intake seals with it, routing and notify open with it; nobody else holds it",
+    )
+    personal_data_transport_old_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys this one replaced (JSON list): blocks sealed before a rotation still open",
+    )

@@ -14,8 +14,6 @@ from xinfang_shared.batching import Coalescer, EventBatches
 from xinfang_shared.contracts.events import DeadlineEvent, Event, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
-from xinfang_shared.deadlines import DeadlineRules
-from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.service import Late, Service
 
 from . import lifecycle
@@ -48,12 +46,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
 
     @service.on_start
     async def open_state(svc: Service) -> None:
-        vault = PersonalDataVault.from_settings(settings)
-        registrar = Registrar(
-            vault,
-            repeat_similarity=settings.repeat_similarity,
-            deadlines=DeadlineRules.load(settings.deadline_rules_file),
-        )
+        registrar = Registrar.from_settings(settings)
         intake = Intake(settings, registrar, svc.pool, svc.limit(CHANNEL_CONSUMER))
         http_limit = svc.limit(HTTP_CONSUMER)
         coalescer = Coalescer(

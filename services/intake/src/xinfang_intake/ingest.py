@@ -19,9 +19,10 @@ from xinfang_shared import inbox, outbox
 from xinfang_shared.batching import isolate
 from xinfang_shared.contracts.events import FieldError, Submission, SubmissionRejected, utc_now
 from xinfang_shared.contracts.reference import Channel
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, SUBMISSION_REJECTED
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, SUBMISSION_REJECTED, channel_rejected_topic
 from xinfang_shared.crashpoints import crash_point
 from xinfang_shared.dlq_limit import ConsumerHalted, DeadLetterLimit
+from xinfang_shared.personal import masked_submission
 
 from .registration import Outcome, Prepared, Registrar, Result
 from .settings import IntakeSettings
@@ -132,9 +133,7 @@ class Intake:
             for (record, _), outcome in zip(valid, outcomes, strict=True):
                 if outcome.result in (Result.CONFLICT, Result.REFUSED):
                     rejected.append(_rejection(record, outcome.errors, self.channel_of))
-            await outbox.enqueue_many(
-                conn, [outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r) for r in rejected]
-            )
+            await outbox.enqueue_many(conn, _refusals(rejected))
         return _Tally(
             registered=sum(o.result == Result.REGISTERED for o in outcomes),
             rejected=len(rejected),
@@ -149,9 +148,7 @@ class Intake:
             rejected = [
                 _rejection(r, [unstorable(e)], self.channel_of) for pid, (r, e) in positions.items() if pid in fresh
             ]
-            await outbox.enqueue_many(
-                conn, [outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r) for r in rejected]
-            )
+            await outbox.enqueue_many(conn, _refusals(rejected))
         for _, error in failures:
             log.warning("a submission could not be registered", extra={"error_type": type(error).__name__})
         return _Tally(rejected=len(rejected), redelivered=len(failures) - len(rejected))
@@ -198,5 +195,15 @@ def _rejection(
         channel=channel_of[record.topic].value,
         external_id=external_id,
         errors=errors,
-        raw=raw[:RAW_LIMIT].decode("utf-8", "replace"),
+        raw=masked_submission(raw, RAW_LIMIT),
     )
+
+
+def _refusals(rejected: list[SubmissionRejected]) -> list[outbox.Outgoing]:
+    """Each refusal to its channel system's own topic, and to the operators' topic of every refusal."""
+    out: list[outbox.Outgoing] = []
+    for r in rejected:
+        assert r.channel is not None  # a channel topic's refusal names its channel
+        out.append(outbox.Outgoing(channel_rejected_topic(r.channel), r.external_id, r))
+        out.append(outbox.Outgoing(SUBMISSION_REJECTED.name, r.external_id, r))
+    return out

@@ -8,7 +8,7 @@ a batch of them is `register`ed:
   3. review and re-review requests must name a concluded matter, within the review window;
   4. repeats: an earlier matter of the same petitioner with a near-identical text (repeats.py) makes this
      one `duplicate_of` it while it is open, or `not_accepted_again` once it was terminated;
-  5. insert, then put `matters.registered.v1` in the outbox.
+  5. insert, then put `matters.registered.v2` in the outbox, its personal block sealed for routing and notify.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import orjson
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import FieldError, MatterStatus, Submission
 from xinfang_shared.contracts.reference import DeadlineType, Kind
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2
 from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.periods import period_last_day
-from xinfang_shared.personal import PersonalDataVault
+from xinfang_shared.personal import MatchKeys, PersonalDataVault, TransportSeal
 from xinfang_shared.tracking import new_tracking_code, normalise
 
 from .repeats import fingerprint, similarity
+from .settings import IntakeSettings
 from .validation import REVIEW_KINDS, error
 
 # Statuses in which an earlier matter is still "open": a repeat of it is a duplicate.
@@ -91,8 +92,28 @@ class _Earlier:
 
 
 class Registrar:
-    def __init__(self, vault: PersonalDataVault, *, repeat_similarity: float, deadlines: DeadlineRules) -> None:
+    @classmethod
+    def from_settings(cls, settings: IntakeSettings) -> Registrar:
+        return cls(
+            PersonalDataVault.from_settings(settings),
+            MatchKeys(settings.personal_data_hash_key.get_secret_value()),
+            TransportSeal.from_settings(settings),
+            repeat_similarity=settings.repeat_similarity,
+            deadlines=DeadlineRules.load(settings.deadline_rules_file),
+        )
+
+    def __init__(
+        self,
+        vault: PersonalDataVault,
+        match_keys: MatchKeys,
+        transport: TransportSeal,
+        *,
+        repeat_similarity: float,
+        deadlines: DeadlineRules,
+    ) -> None:
         self.vault = vault
+        self.match_keys = match_keys
+        self.transport = transport
         self.repeat_similarity = repeat_similarity
         self.deadlines = deadlines
 
@@ -100,11 +121,12 @@ class Registrar:
         as_json = submission.model_dump(mode="json")
         canonical = orjson.dumps(as_json, option=orjson.OPT_SORT_KEYS)
         personal = {"petitioner": as_json["petitioner"], "representatives": as_json["representatives"]}
+        petitioner = submission.petitioner
         return Prepared(
             submission=submission,
             as_json=as_json,
             content_hash=hashlib.sha256(canonical).digest(),
-            petitioner_key=self.vault.match_key(submission.petitioner.id_number),
+            petitioner_key=self.match_keys.match_key(petitioner.id_number, petitioner.name),
             fingerprint=fingerprint(submission.title, submission.content),
             sealed=self.vault.seal(personal),
         )
@@ -152,8 +174,8 @@ class Registrar:
             if status == MatterStatus.REGISTERED and s.kind not in REVIEW_KINDS:
                 earlier[p.petitioner_key].append(_Earlier(matter_id, p.fingerprint, status))
             rows.append(_row(p, matter_id, code, status, duplicate_of, again, related_id, now))
-            event = _registered_event(p, matter_id, code, now, duplicate_of, again)
-            events.append(outbox.Outgoing(MATTERS_REGISTERED.name, str(matter_id), event))
+            event = self._registered_event(p, matter_id, code, now, duplicate_of, again, related_id)
+            events.append(outbox.Outgoing(MATTERS_REGISTERED_V2.name, str(matter_id), event))
             outcomes[i] = Outcome(Result.REGISTERED, matter_id, code, status.value)
 
         inserted = await self._insert(conn, rows)
@@ -294,24 +316,44 @@ class Registrar:
         )
         return {r["matter_id"] for r in inserted}
 
-
-def _registered_event(
-    p: Prepared, matter_id: uuid.UUID, code: str, now: datetime, duplicate_of: uuid.UUID | None, again: bool
-) -> bytes:
-    """matters.registered.v1 as JSON, from the validated submission's JSON form (the busiest event: built
-    without a second validation; tests parse every one with the MatterRegistered model)."""
-    return orjson.dumps(
-        {
-            "event_id": str(uuid.uuid4()),
-            "occurred_at": now.isoformat(),
-            "matter_id": str(matter_id),
+    def _registered_event(
+        self,
+        p: Prepared,
+        matter_id: uuid.UUID,
+        code: str,
+        now: datetime,
+        duplicate_of: uuid.UUID | None,
+        again: bool,
+        related_id: uuid.UUID | None,
+    ) -> bytes:
+        """matters.registered.v2 as JSON, from the validated submission's JSON form (the busiest event: built
+        without a second validation; tests parse every one with the MatterRegisteredV2 model). The personal
+        block, the tracking code and the code a review named are sealed for routing and notify alone."""
+        clear = {k: v for k, v in p.as_json.items() if k not in _SEALED_FIELDS}
+        personal = {
             "tracking_code": code,
-            "registered_at": now.isoformat(),
-            "duplicate_of": str(duplicate_of) if duplicate_of else None,
-            "not_accepted_again": again,
-            **p.as_json,
+            "petitioner": p.as_json["petitioner"],
+            "representatives": p.as_json["representatives"],
+            "related_tracking_code": p.as_json["related_tracking_code"],
         }
-    )
+        return orjson.dumps(
+            {
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": now.isoformat(),
+                "matter_id": str(matter_id),
+                "registered_at": now.isoformat(),
+                "duplicate_of": str(duplicate_of) if duplicate_of else None,
+                "not_accepted_again": again,
+                **clear,
+                "representative_count": len(p.as_json["representatives"]),
+                "related_matter_id": str(related_id) if related_id else None,
+                "sealed": self.transport.seal(orjson.dumps(personal), matter_id=matter_id),
+            }
+        )
+
+
+# What of a submission travels only in the sealed block of matters.registered.v2.
+_SEALED_FIELDS = frozenset({"petitioner", "representatives", "related_tracking_code"})
 
 
 def _row(

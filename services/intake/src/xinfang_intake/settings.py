@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from pydantic import Field, IPvAnyNetwork, SecretStr
 
-from xinfang_shared.settings import ServiceSettings
+from xinfang_shared.settings import LOCAL_DEV_SECRET, PersonalDataSettings
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(PersonalDataSettings):
     service_name: str = "intake"
     http_port: int = 8001
+
+    personal_data_hash_key: SecretStr = Field(
+        default=SecretStr(LOCAL_DEV_SECRET),
+        description="HMAC key of the petitioner match key (same ID number and name, same key, neither stored):"
+        " intake alone holds it",
+    )
 
     # The local stack's channel key (make up writes it to .local/credentials.env); registered at start-up
     # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import FastAPI
@@ -19,21 +19,21 @@ from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
     Event,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatusChanged,
     StatsAlert,
 )
 from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
-    MATTERS_REGISTERED,
     MATTERS_ROUTED,
     MATTERS_STATUS,
     STATS_ALERTS,
 )
 from xinfang_shared.db import create_pool
 from xinfang_shared.deadlines import DeadlineRules
-from xinfang_shared.personal import PersonalDataVault
+from xinfang_shared.personal import PersonalDataVault, TransportSeal
+from xinfang_shared.registrations import REGISTERED_TOPICS, registration_parser
 from xinfang_shared.service import Late, Service
 
 from . import store
@@ -78,6 +78,7 @@ def create_service(settings: NotifySettings) -> Service:
             settings.db_schema,
             max_size=settings.senders + 1,
             settings={"synchronous_commit": "off"},
+            command_timeout_s=settings.database_command_timeout_s,
         )
         pools.append(sends)
         sender = Sender(
@@ -112,8 +113,8 @@ def create_service(settings: NotifySettings) -> Service:
         for pool in pools:
             await pool.close()
 
-    def consume(topic: str, model: type[E], plan: Planner[E]) -> None:
-        consumer = f"{topic}:notify"
+    def consume(topics: tuple[str, ...], model: type[E], plan: Planner[E], *, parse: Any = None) -> None:
+        consumer = f"{topics[0]}:notify"
 
         async def handle(events: list[E]) -> int:
             # No inbox records: what an event does here is idempotent by itself (a notice is planned once, on
@@ -123,8 +124,8 @@ def create_service(settings: NotifySettings) -> Service:
             async with state.pool.acquire() as conn, conn.transaction():
                 return await store.plan(conn, await plan(conn, state, events))
 
-        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
-        service.batch_subscriber(topic, consumer=consumer, max_records=500)(batches.take)
+        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer), parse=parse)
+        service.batch_subscriber(*topics, consumer=consumer, max_records=500)(batches.take)
 
     def each(rule: Callable[[State, E], list[Planned]]) -> Planner[E]:
         """A planner that applies `rule` to each event of the batch."""
@@ -134,15 +135,16 @@ def create_service(settings: NotifySettings) -> Service:
 
         return plan
 
-    async def registered(conn: asyncpg.Connection, state: State, events: list[MatterRegistered]) -> list[Planned]:
+    async def registered(conn: asyncpg.Connection, state: State, events: list[MatterRegisteredV2]) -> list[Planned]:
         await store.save_matters(conn, events, state.vault)
         return [p for e in events for p in state.rules.registered(e)]
 
-    consume(MATTERS_REGISTERED.name, MatterRegistered, registered)
-    consume(MATTERS_ROUTED.name, MatterRouted, each(lambda state, e: state.rules.routed(e)))
-    consume(MATTERS_STATUS.name, MatterStatusChanged, each(lambda state, e: state.rules.status(e)))
-    consume(DEADLINES_EVENTS.name, DeadlineEvent, each(lambda state, e: state.rules.deadline(e)))
-    consume(STATS_ALERTS.name, StatsAlert, each(lambda state, e: state.rules.alert(e)))
+    opened = registration_parser(TransportSeal.from_settings(settings), settings.topic)
+    consume(REGISTERED_TOPICS, MatterRegisteredV2, registered, parse=opened)
+    consume((MATTERS_ROUTED.name,), MatterRouted, each(lambda state, e: state.rules.routed(e)))
+    consume((MATTERS_STATUS.name,), MatterStatusChanged, each(lambda state, e: state.rules.status(e)))
+    consume((DEADLINES_EVENTS.name,), DeadlineEvent, each(lambda state, e: state.rules.deadline(e)))
+    consume((STATS_ALERTS.name,), StatsAlert, each(lambda state, e: state.rules.alert(e)))
 
     service.api.include_router(
         build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value())

@@ -4,7 +4,7 @@ Each returns the notices planned (`Planned`): the notice, its recipient, what of
 one matter can give several (a unit, a deadline's due time), and the template's parameters: facts of the
 event only, never anyone's personal data (the petitioner's address is looked up when it is sent).
 
-  matters.registered.v1   receipt, or repeat (duplicate of an open matter, or not accepted again)
+  matters.registered.v2   receipt, or repeat (duplicate of an open matter, or not accepted again)
   matters.routed.v1       urgent-visit to guidance (a special visit: massive, unusual, to Beijing, sensitive)
   matters.status.v1       transferred (per unit), accepted, not-accepted, opinion (with the window to ask
                           one level up), terminated (once, on the re-review that ends the chain)
@@ -22,7 +22,7 @@ from typing import Any
 
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatus,
     MatterStatusChanged,
@@ -81,7 +81,7 @@ class Rules:
             recipient = RecipientKind.PETITIONER.value
         return [Planned(matter_id, notice, rule.to, recipient, rule.urgent, about, _json(params))]
 
-    def registered(self, e: MatterRegistered) -> list[Planned]:
+    def registered(self, e: MatterRegisteredV2) -> list[Planned]:
         if e.duplicate_of is not None or e.not_accepted_again:
             repeat = "duplicate" if e.duplicate_of is not None else "not-accepted-again"
             earlier = str(e.duplicate_of) if e.duplicate_of else None

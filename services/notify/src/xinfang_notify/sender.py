@@ -29,6 +29,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter
@@ -59,6 +60,10 @@ class Target:
     address: str  # an e-mail address, a phone number, or a unit's code (its inbox topic)
     language: Language
 
+    def reaches_same(self, other: Target) -> bool:
+        """The same inbox or phone (addresses compared as their owners write them in other cases and forms)."""
+        return self.via == other.via and _address(self) == _address(other)
+
     @property
     def masked(self) -> str:
         if self.via == Via.EMAIL:
@@ -66,6 +71,13 @@ class Target:
         if self.via == Via.SMS:
             return mask_phone(self.address)
         return unit_inbox_topic(self.address)
+
+
+def _address(target: Target) -> str:
+    if target.via == Via.EMAIL:
+        return target.address.strip().casefold()
+    digits = "".join(ch for ch in target.address if ch.isdigit())
+    return digits.removeprefix("86") if len(digits) == 13 else digits
 
 
 EARLIER_CODE_WAIT = timedelta(minutes=2)
@@ -157,7 +169,7 @@ class Sender:
         now = utc_now()
         try:
             target = self._target(n)
-            subject, body = await self._compose(n, target.language)
+            subject, body = await self._compose(n, target)
         except WaitForMatter:
             if now - n.created_at > timedelta(seconds=self.settings.await_registration_s):
                 await store.failed(self.pool, n, "the matter was never seen registered", channel=None, masked=None)
@@ -197,27 +209,35 @@ class Sender:
         if n.recipient_kind == RecipientKind.PETITIONER:
             if n.matter is None:
                 raise WaitForMatter
-            sealed = self.vault.open(bytes(n.matter["contact"]))
-            assert isinstance(sealed, dict)
-            language = Language(n.matter["language"])
-            if n.matter["by_email"]:
-                return Target(Via.EMAIL, str(sealed["email"]), language)
-            return Target(Via.SMS, str(sealed["phone"]), language)
+            return self._petitioner(n.matter)
         if n.matter is None and n.notice != "surge":
-            raise WaitForMatter  # its tracking code is what the unit or office needs to find it
+            raise WaitForMatter  # what notify keeps of the matter (a visit's headcount, say) is not in yet
         contact = self.contacts.of(RecipientKind(n.recipient_kind), n.recipient)
         if contact.via == Via.TOPIC and n.recipient_kind == RecipientKind.UNIT:
             return Target(Via.TOPIC, n.recipient, Language.ZH_CN)
         return Target(Via.EMAIL, contact.email, Language.ZH_CN)
 
-    async def _compose(self, n: store.Claimed, language: Language) -> tuple[str, str]:
+    def _petitioner(self, matter: Any) -> Target:
+        """Where a matter's petitioner is told: the e-mail address given, else the phone."""
+        sealed = self.vault.open(bytes(matter["contact"]))
+        assert isinstance(sealed, dict)
+        language = Language(matter["language"])
+        if matter["by_email"]:
+            return Target(Via.EMAIL, str(sealed["email"]), language)
+        return Target(Via.SMS, str(sealed["phone"]), language)
+
+    async def _compose(self, n: store.Claimed, target: Target) -> tuple[str, str]:
+        language = target.language
         p = dict(n.params)
         w = words(language)
+        p["matter_id"] = str(n.matter_id)
         if n.matter is not None:
-            code = n.matter["tracking_code"]
-            p |= {"tracking_code": code, "lookup_url": self.settings.public_lookup_url + code}
             p |= {"registered_at": n.matter["registered_at"], "headcount": n.matter["headcount"]}
             p |= {"place": n.matter["visit_place"], "unusual": n.matter["visit_unusual"]}
+            if n.recipient_kind == RecipientKind.PETITIONER:
+                # The tracking code is the petitioner's secret (look-up and rating): it is in no other notice.
+                code = n.matter["tracking_code"]
+                p |= {"tracking_code": code, "lookup_url": self.settings.public_lookup_url + code}
         if "unit_code" in p or n.recipient_kind == RecipientKind.UNIT:
             unit = p.get("unit_code") or n.recipient
             p["unit_name"] = self.contacts.unit_name(unit, language)
@@ -230,16 +250,27 @@ class Sender:
         if "deadline" in p:
             p["deadline_name"] = w.get(p["deadline"], p["deadline"])
         if n.notice == "repeat":
-            earlier = p.get("earlier_id")
-            p["earlier_code"] = await store.tracking_code(self.pool, uuid.UUID(earlier)) if earlier else None
-            # The earlier matter's registration may come in on another partition after this one: wait a while
-            # for the code the notice names, then send it without (the earlier matter may predate notify).
-            if earlier and p["earlier_code"] is None and utc_now() - n.created_at <= EARLIER_CODE_WAIT:
-                raise WaitForMatter
+            p["earlier_code"] = await self._earlier_code(n, target, p.get("earlier_id"))
         if n.notice == "surge":
             p["scope"] = scope(p.get("region_code"), p.get("category"), language)
         rendered = self.renderer.render(n.notice, language, p)
         return rendered.subject, rendered.body
+
+    async def _earlier_code(self, n: store.Claimed, target: Target, earlier_id: str | None) -> str | None:
+        """The earlier matter's tracking code, for a repeat notice, only when the notice goes where that matter's
+        own notices go (the same e-mail address, or the same phone): whoever submitted with someone's ID number
+        and name but their own address learns nothing of that person's matter."""
+        if not earlier_id:
+            return None
+        earlier = await store.matter(self.pool, uuid.UUID(earlier_id))
+        if earlier is None:
+            # Its registration may come in on another partition after this one: wait a while, then send the
+            # notice without the code (the earlier matter may predate notify).
+            if utc_now() - n.created_at <= EARLIER_CODE_WAIT:
+                raise WaitForMatter
+            return None
+        code: str = earlier["tracking_code"]
+        return code if self._petitioner(earlier).reaches_same(target) else None
 
     async def _send(self, n: store.Claimed, target: Target, subject: str, body: str) -> str:
         if target.via == Via.TOPIC:
@@ -259,7 +290,6 @@ class Sender:
             matter_id=n.matter_id,
             unit=target.address,
             office=Office(p.get("office") or Office.SUPERVISION.value),
-            tracking_code=n.matter["tracking_code"] if n.matter else "",
             respond_by={p["deadline"]: datetime.fromisoformat(p["due_at"])} if "deadline" in p else {},
             order_text=body,
         )

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from xinfang_shared.settings import ServiceSettings
+from xinfang_shared.settings import PersonalDataSettings
 
 DATA = Path(__file__).with_name("data")
 
 
-class NotifySettings(ServiceSettings):
+class NotifySettings(PersonalDataSettings):
     service_name: str = "notify"
     http_port: int = 8004
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from xinfang_shared.contracts.events import MatterRegistered
+from xinfang_shared.contracts.events import MatterRegisteredV2
 from xinfang_shared.personal import PersonalDataVault
 
 from .rules import Planned
@@ -44,19 +44,22 @@ class Claimed:
     claimed_at: float = 0.0  # the event loop's time when it was claimed (how much of the lease is left)
 
 
-async def save_matters(conn: asyncpg.Connection, events: Sequence[MatterRegistered], vault: PersonalDataVault) -> None:
+async def save_matters(
+    conn: asyncpg.Connection, events: Sequence[MatterRegisteredV2], vault: PersonalDataVault
+) -> None:
     """What notify keeps of each matter (its contact sealed), once: a redelivered registration changes nothing."""
     if not events:
         return
+    people = [e.opened() for e in events]
     await conn.execute(
         "INSERT INTO matters (matter_id, tracking_code, language, contact, by_email, headcount, visit_place,"
         " visit_unusual, registered_at) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[],"
         " $5::bool[], $6::int[], $7::text[], $8::bool[], $9::timestamptz[]) ON CONFLICT (matter_id) DO NOTHING",
         [e.matter_id for e in events],
-        [e.tracking_code for e in events],
+        [p.tracking_code for p in people],
         [e.language.value for e in events],
-        [vault.seal({"email": e.petitioner.email, "phone": e.petitioner.phone}) for e in events],
-        [bool(e.petitioner.email) for e in events],
+        [vault.seal({"email": p.petitioner.email, "phone": p.petitioner.phone}) for p in people],
+        [bool(p.petitioner.email) for p in people],
         [e.headcount for e in events],
         [e.visit.place.value if e.visit else None for e in events],
         [bool(e.visit and e.visit.unusual) for e in events],
@@ -121,9 +124,9 @@ async def renew(pool: asyncpg.Pool, n: Claimed, lease: timedelta) -> bool:
     return bool(held)
 
 
-async def tracking_code(pool: asyncpg.Pool, matter_id: uuid.UUID) -> str | None:
-    code: str | None = await pool.fetchval("SELECT tracking_code FROM matters WHERE matter_id = $1", matter_id)
-    return code
+async def matter(pool: asyncpg.Pool, matter_id: uuid.UUID) -> Any | None:
+    """What notify keeps of a matter (its row), or None when it has not seen it registered."""
+    return await pool.fetchrow("SELECT * FROM matters WHERE matter_id = $1", matter_id)
 
 
 async def sent(

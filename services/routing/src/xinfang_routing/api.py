@@ -41,6 +41,9 @@ class HistoryEntry(BaseModel):
     unit: str | None
     rule: str | None
     reason: str | None
+    reported_at: datetime | None = Field(
+        default=None, description="With a unit's action: when the unit said it acted (`at` is when it reached us)"
+    )
 
 
 class MatterView(BaseModel):
@@ -95,7 +98,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
         history = await state.pool.fetch(
-            "SELECT at, actor, action, from_status, to_status, office, unit, rule, reason FROM history"
+            "SELECT at, actor, action, from_status, to_status, office, unit, rule, reason, reported_at FROM history"
             " WHERE matter_id = $1 ORDER BY id",
             matter_id,
         )
@@ -232,7 +235,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
                 [FieldError(field="unit", message=f"must be {unit}")],
             )
         try:
-            await state.take_feedback(body)
+            await state.take_feedback(body, arrived_at=utc_now())
         except Refused as refused:
             return error_response(REFUSAL_STATUS[refused.kind], "the feedback is refused", refused.errors)
         return JSONResponse({"matter_id": str(body.matter_id), "action": body.action.value}, status_code=202)

@@ -1,9 +1,10 @@
 """Unit feedback as a state machine over the lifecycle (DOMAIN.md). An action is refused when it comes from
 a unit the matter is not assigned to, is not legal in the matter's current state, or lacks what it needs.
 
-The unit's own `at` is when the change happened (deadlines are counted from it), kept within what routing
-can vouch for: not in the future (beyond a few minutes of clock skew, else refused), not before the matter's
-last change and not after routing read it."""
+The time that counts is the system's: a change takes effect when the unit's feedback reached the system (its
+arrival: the broker's stamp, or the HTTP request), and every deadline is judged by it. The time the unit says it
+acted (`at`) is kept beside it (`reported_at`, in the history and on the status event) but never makes late work
+on time. An `at` ahead of the arrival by more than the clock skew is refused: nothing is done before it is sent."""
 
 from __future__ import annotations
 
@@ -61,11 +62,14 @@ class FeedbackHandler:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    async def apply(self, conn: asyncpg.Connection, feedback: UnitFeedback, now: datetime) -> None:
-        """Apply one action inside the caller's transaction, or raise Refused."""
+    async def apply(
+        self, conn: asyncpg.Connection, feedback: UnitFeedback, now: datetime, *, arrived_at: datetime
+    ) -> None:
+        """Apply one action, which reached the system at `arrived_at`, inside the caller's transaction, or raise
+        Refused."""
         matter = await conn.fetchrow(
-            "SELECT matter_id, status, status_at, unit, review_level, transferred_at, objected_units, facts,"
-            " tracking_code FROM matters WHERE matter_id = $1 FOR UPDATE",
+            "SELECT matter_id, status, status_at, unit, review_level, transferred_at, objected_units, facts"
+            " FROM matters WHERE matter_id = $1 FOR UPDATE",
             feedback.matter_id,
         )
         if matter is None:
@@ -76,16 +80,18 @@ class FeedbackHandler:
         if status not in LEGAL[feedback.action]:
             raise _refuse(Refusal.ILLEGAL, "action", f"'{feedback.action.value}' is not possible while {status.value}")
         self._check_fields(feedback)
-        if feedback.at > now + CLOCK_SKEW:
-            ahead = f"{feedback.at.isoformat()}; routing's time is {now.isoformat()}"
+        if feedback.at > arrived_at + CLOCK_SKEW:
+            ahead = f"{feedback.at.isoformat()}; it reached the system at {arrived_at.isoformat()}"
             raise _refuse(Refusal.MALFORMED, "at", f"is in the future ({ahead}): send when it happened")
+        # Never before the matter's last change (two arrivals on different partitions may cross).
         last = matter["status_at"]
-        at = min(now, max(feedback.at, last)) if last is not None else min(now, feedback.at)
+        at = max(arrived_at, last) if last is not None else arrived_at
         level = int(matter["review_level"])
         common: dict[str, Any] = {
             "actor": feedback.unit,
             "action": feedback.action.value,
             "reason": feedback.reason,
+            "reported_at": feedback.at,
         }
         match feedback.action:
             case A.RECEIVED:
@@ -112,7 +118,7 @@ class FeedbackHandler:
                     conn, feedback.matter_id, status, concluded, feedback.unit, at, opinion=feedback.opinion, **common
                 )
                 if level == 2:  # the third tier is final (statutory): the whole chain ends here
-                    why = f"the re-review {matter['tracking_code']} concluded: final (三级终结)"
+                    why = f"the re-review (matter {feedback.matter_id}) concluded: final (三级终结)"
                     await self.router.change(
                         conn,
                         feedback.matter_id,
@@ -148,6 +154,7 @@ class FeedbackHandler:
             actor=feedback.unit,
             action="objected",
             reason=feedback.reason,
+            reported_at=feedback.at,
         )
         # Routed again, never to a unit that objected: otherwise into the office's manual queue.
         decision = self.router.rulebook.rules().decide(dict(matter["facts"]))

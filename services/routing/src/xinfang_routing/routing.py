@@ -20,7 +20,7 @@ import asyncpg
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import (
     Location,
-    MatterRegistered,
+    MatterRegisteredV2,
     MatterRouted,
     MatterStatus,
     MatterStatusChanged,
@@ -78,7 +78,7 @@ class Router:
         self.deadlines = deadlines
 
     @staticmethod
-    def facts(event: MatterRegistered, category: Category, in_sensitive_period: bool) -> dict[str, Any]:
+    def facts(event: MatterRegisteredV2, category: Category, in_sensitive_period: bool) -> dict[str, Any]:
         """The facts rules may test: no personal data."""
         return {
             "kind": event.kind.value,
@@ -95,7 +95,9 @@ class Router:
             "in_sensitive_period": in_sensitive_period,
         }
 
-    async def route_registered(self, conn: asyncpg.Connection, event: MatterRegistered, now: datetime) -> None:
+    async def route_registered(self, conn: asyncpg.Connection, event: MatterRegisteredV2, now: datetime) -> None:
+        """Route a registration (its personal block opened: the unit's inbox needs the petitioner)."""
+        personal = event.opened()
         if event.category is not None:
             category, inferred, confidence, needs_review = event.category, False, None, False
         else:
@@ -108,12 +110,11 @@ class Router:
             "title": event.title,
             "content": event.content,
             "location": event.location.model_dump(mode="json") if event.location else None,
-            "related_tracking_code": event.related_tracking_code,
         }
         sealed = self.vault.seal(
             {
-                "petitioner": event.petitioner.model_dump(mode="json"),
-                "representatives": [r.model_dump(mode="json") for r in event.representatives],
+                "petitioner": personal.petitioner.model_dump(mode="json"),
+                "representatives": [r.model_dump(mode="json") for r in personal.representatives],
             }
         )
         repeat = (
@@ -122,14 +123,16 @@ class Router:
             else (MatterStatus.NOT_ACCEPTED_AGAIN if event.not_accepted_again else None)
         )
         review_level = REVIEW_LEVEL.get(event.kind, 0)
-        related = await self._related(conn, event.related_tracking_code) if review_level else None
+        related = (
+            await self._related(conn, event.related_matter_id, personal.related_tracking_code) if review_level else None
+        )
         inserted = await conn.fetchval(
             "INSERT INTO matters (matter_id, tracking_code, kind, facts, details, personal_data, registered_at,"
             " status, category, category_inferred, category_confidence, needs_review, review_level,"
             " related_matter_id, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,'registered',$8,$9,$10,$11,$12,$13,$14)"
             " ON CONFLICT (matter_id) DO NOTHING RETURNING true",
             event.matter_id,
-            event.tracking_code,
+            personal.tracking_code,
             event.kind.value,
             facts,
             details,
@@ -162,7 +165,7 @@ class Router:
         placement = self._place(facts, related, review_level, rules.version)
         rules_used = f"{placement.office_rule}/{placement.unit_rule}"
         if related is not None:
-            await self._request_made(conn, related, review_level, event.tracking_code, now)
+            await self._request_made(conn, related, review_level, event.matter_id, now)
         await conn.execute(
             "UPDATE matters SET office=$2, unit=$3, office_rule=$4, unit_rule=$5, rules_version=$6 WHERE matter_id=$1",
             event.matter_id,
@@ -210,7 +213,9 @@ class Router:
         # Supervision and Review Office handles it as the unit (and so does the one above its own review).
         return Placement(decision.office, REVIEW_OFFICE_UNIT, decision.office_rule, "review-by-office", version)
 
-    async def _request_made(self, conn: asyncpg.Connection, related: Any, level: int, code: str, now: datetime) -> None:
+    async def _request_made(
+        self, conn: asyncpg.Connection, related: Any, level: int, request: uuid.UUID, now: datetime
+    ) -> None:
         """A review (re-review) of `related` was registered: it is review-requested (re-review-requested)."""
         awaited, requested = REQUESTED[level]
         status = await conn.fetchval("SELECT status FROM matters WHERE matter_id = $1 FOR UPDATE", related["matter_id"])
@@ -227,7 +232,7 @@ class Router:
             now,
             actor="routing",
             action=requested.value,
-            reason=f"requested by matter {code}",
+            reason=f"requested by matter {request}",
         )
 
     async def window_lapsed(
@@ -236,11 +241,11 @@ class Router:
         """Supervision says the petitioner's window to ask one level up about this matter's opinion lapsed
         unused: the matter is closed, and with it the matters of its chain that waited on it."""
         row = await conn.fetchrow(
-            "SELECT status, unit, review_level, tracking_code FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id
+            "SELECT status, unit, review_level FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id
         )
         if row is None or (row["review_level"], row["status"]) != LAPSES[window]:
             return False  # not that matter's window (or it was used meanwhile)
-        why = f"the window to request a {window.value} of {row['tracking_code']} lapsed unused"
+        why = f"the window to request a {window.value} of matter {matter_id} lapsed unused"
         await self.change(
             conn, matter_id, S(row["status"]), S.CLOSED, row["unit"], now, actor="routing", action="closed", reason=why
         )
@@ -291,7 +296,7 @@ class Router:
         before = await conn.fetchval("SELECT unit FROM matters WHERE matter_id=$1 FOR UPDATE", matter_id)
         row = await conn.fetchrow(
             "UPDATE matters SET unit=$2, status=$3, transferred_at=$4, updated_at=$4 WHERE matter_id=$1"
-            " RETURNING office, tracking_code, kind, category, details, personal_data",
+            " RETURNING office, kind, category, details, personal_data",
             matter_id,
             unit,
             status.value,
@@ -329,8 +334,7 @@ class Router:
             matter_id=matter_id,
             unit=unit,
             office=Office(row["office"]),
-            tracking_code=row["tracking_code"],
-            order_text=f"撤回 Withdrawn: matter {row['tracking_code']} was reassigned {where}"
+            order_text=f"撤回 Withdrawn: matter {matter_id} was reassigned {where}"
             + (f" ({reason})" if reason else "")
             + "; it is no longer yours to handle, and nothing more is expected from you on it.",
         )
@@ -344,7 +348,6 @@ class Router:
             matter_id=matter_id,
             unit=unit,
             office=Office(row["office"]),
-            tracking_code=row["tracking_code"],
             respond_by={
                 "acceptance": self.deadlines[DeadlineType.ACCEPTANCE].due(now),
                 "objection": self.objection_ends(now),
@@ -376,6 +379,7 @@ class Router:
         reason: str | None = None,
         opinion: Any = None,
         extension_days: int | None = None,
+        reported_at: datetime | None = None,
     ) -> None:
         office = await conn.fetchval(
             "UPDATE matters SET status=$2, status_at=$3, updated_at=now() WHERE matter_id=$1 RETURNING office",
@@ -384,8 +388,8 @@ class Router:
             now,
         )
         await conn.execute(
-            "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+            "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason,"
+            " reported_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
             matter_id,
             now,
             actor,
@@ -396,6 +400,7 @@ class Router:
             unit,
             rule,
             reason,
+            reported_at,
         )
         event = MatterStatusChanged(
             matter_id=matter_id,
@@ -408,12 +413,16 @@ class Router:
             extension_days=extension_days,
             office=Office(office) if office else None,
             reason=reason,
+            reported_at=reported_at,
         )
         await outbox.enqueue(conn, MATTERS_STATUS.name, event, key=str(matter_id))
 
-    async def _related(self, conn: asyncpg.Connection, code: str | None) -> Any:
-        if not code:
-            return None
-        return await conn.fetchrow(
-            "SELECT matter_id, unit, category, review_level FROM matters WHERE tracking_code=$1", normalise(code)
-        )
+    async def _related(self, conn: asyncpg.Connection, matter_id: uuid.UUID | None, code: str | None) -> Any:
+        """The matter a review contests: by the id intake resolved (v2), or by the code a registration drained
+        from v1 named."""
+        columns = "SELECT matter_id, unit, category, review_level FROM matters"
+        if matter_id is not None:
+            return await conn.fetchrow(f"{columns} WHERE matter_id=$1", matter_id)
+        if code:
+            return await conn.fetchrow(f"{columns} WHERE tracking_code=$1", normalise(code))
+        return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from xinfang_shared.settings import ServiceSettings
+from xinfang_shared.settings import PersonalDataSettings
 
 from .categories import DEFAULT_LEXICON
 from .rules import DEFAULT_RULES
@@ -23,7 +23,7 @@ def _unit_keys_from_environment() -> dict[str, SecretStr]:
     }
 
 
-class RoutingSettings(ServiceSettings):
+class RoutingSettings(PersonalDataSettings):
     service_name: str = "routing"
     http_port: int = 8002
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -20,8 +21,9 @@ class RoutingState:
     feedback: FeedbackHandler
     unit_keys: dict[str, str]
 
-    async def take_feedback(self, feedback: UnitFeedback) -> None:
-        """Apply one unit action once (a redelivered event_id changes nothing); raises Refused."""
+    async def take_feedback(self, feedback: UnitFeedback, *, arrived_at: datetime) -> None:
+        """Apply one unit action, which reached the system at `arrived_at`, once (a redelivered event_id changes
+        nothing); raises Refused."""
         async with self.pool.acquire() as conn, conn.transaction():
             if await inbox.first_time(conn, feedback.event_id, source="units.feedback"):
-                await self.feedback.apply(conn, feedback, utc_now())
+                await self.feedback.apply(conn, feedback, utc_now(), arrived_at=arrived_at)

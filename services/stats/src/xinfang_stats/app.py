@@ -16,7 +16,8 @@ from fastapi import FastAPI
 
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import Event
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2
+from xinfang_shared.registrations import REGISTERED_TOPICS
 from xinfang_shared.service import Late, Service
 
 from . import fold
@@ -57,14 +58,18 @@ def create_service(settings: StatsSettings) -> Service:
 
         batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
         take = batches.take
-        if topic == MATTERS_REGISTERED.name:
+        topics: tuple[str, ...] = (topic,)
+        if topic == MATTERS_REGISTERED_V2.name:
+            topics = REGISTERED_TOPICS  # and what is left on the retired v1 (registrations.py)
+            v2 = settings.topic(topic)
 
             async def take(records: Sequence[ConsumerRecord[Any, Any]]) -> int:
                 handled = await batches.take(records)
-                await mark_folded(late(), records)  # the surge watch's event time (watch.py)
+                # The surge watch's event time (watch.py): its watermarks follow v2's partitions.
+                await mark_folded(late(), [r for r in records if r.topic == v2])
                 return handled
 
-        service.batch_subscriber(topic, consumer=consumer, max_records=1000)(take)
+        service.batch_subscriber(*topics, consumer=consumer, max_records=1000)(take)
 
     for topic, model, apply in fold.FOLDS:
         consume(topic, model, apply)

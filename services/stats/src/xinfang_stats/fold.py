@@ -35,7 +35,7 @@ from xinfang_shared.contracts.reference import Category, Channel, DeadlineState,
 from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
     MATTERS_RATED,
-    MATTERS_REGISTERED,
+    MATTERS_REGISTERED_V2,
     MATTERS_ROUTED,
     MATTERS_STATUS,
 )
@@ -51,7 +51,8 @@ GROUP_VISIT = 5  # headcount from which a visit is a group visit (集体访) in 
 
 
 class Registered(Event):
-    """What stats reads of matters.registered.v1: no petitioner, no representatives."""
+    """What stats reads of a registration (matters.registered.v2, and v1 drained): no petitioner, no
+    representatives, no tracking code. It holds no key to the sealed block."""
 
     matter_id: uuid.UUID
     registered_at: AwareDatetime
@@ -214,7 +215,7 @@ Fold = Callable[[asyncpg.Connection, Any], Awaitable[None]]  # (connection, the 
 
 # What each topic folds into the facts (the rebuild reads them in this order).
 FOLDS: tuple[tuple[str, type[Event], Fold], ...] = (
-    (MATTERS_REGISTERED.name, Registered, registered),
+    (MATTERS_REGISTERED_V2.name, Registered, registered),
     (MATTERS_ROUTED.name, MatterRouted, routed),
     (MATTERS_STATUS.name, MatterStatusChanged, status),
     (DEADLINES_EVENTS.name, DeadlineEvent, deadline),

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from xinfang_shared.batching import isolate
 from xinfang_shared.contracts.events import Event, utc_now
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_REGISTERED_V2
 from xinfang_shared.db import create_pool, migrate, migration_files, quote_ident
 
 from . import fold
@@ -160,24 +160,27 @@ async def rebuild(
     finally:
         await conn.close()
     pool = await create_pool(settings.database_url, schema, min_size=1, max_size=2)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**settings.kafka.aiokafka(), group_id=None, enable_auto_commit=False)
     result = Rebuilt(schema)
     await consumer.start()
     try:
         snapshot_at = utc_now()
-        ends = await _ends(consumer, [settings.topic(topic) for topic, _, _ in fold.FOLDS])
-        for topic, model, apply in fold.FOLDS:
+        # The registrations an earlier release published on the retired v1 come first (registrations.py).
+        folds: tuple[tuple[str, type[Event], fold.Fold], ...] = (
+            (MATTERS_REGISTERED.name, fold.Registered, fold.registered),
+            *fold.FOLDS,
+        )
+        ends = await _ends(consumer, [settings.topic(topic) for topic, _, _ in folds])
+        for topic, model, apply in folds:
             result.records[topic], result.skipped[topic] = 0, 0
             async for batch in _read_topic(consumer, settings.topic(topic), ends, out, batch_size, since):
                 result.skipped[topic] += await _fold_batch(pool, topic, model, apply, batch)
                 result.records[topic] += len(batch)
-                if topic == MATTERS_REGISTERED.name:
+                if topic == MATTERS_REGISTERED_V2.name:
                     await mark_folded(pool, batch)
         # Everything up to the snapshot is folded: the watch sees the topic as it was then.
         snapshot = {
-            tp.partition: (0, end) for tp, end in ends.items() if tp.topic == settings.topic(MATTERS_REGISTERED.name)
+            tp.partition: (0, end) for tp, end in ends.items() if tp.topic == settings.topic(MATTERS_REGISTERED_V2.name)
         }
         watch = SurgeWatch(settings, pool, metrics=None)
         result.surges = await watch.round(snapshot_at, extent=snapshot)

@@ -36,14 +36,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import StatsAlert, utc_now
 from xinfang_shared.contracts.reference import Category
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, STATS_ALERTS
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, STATS_ALERTS
+from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.workdays import WorkingCalendar
 
 from .settings import StatsSettings
 from .surge import HOUR, Decision, HourlyCounts, Series, SeriesState, SurgeDetector, beijing_hour, observe_all
 
 log = logging.getLogger(__name__)
-REGISTERED = MATTERS_REGISTERED.name
+REGISTERED = MATTERS_REGISTERED_V2.name
 CONSUMER = f"{REGISTERED}:stats"
 
 
@@ -93,10 +94,10 @@ async def watermark(conn: asyncpg.Connection, extent: Extent, now: datetime) -> 
 
 
 class Registrations:
-    """The partitions of matters.registered.v1 and their offsets, from Kafka (a consumer outside any group)."""
+    """The partitions of matters.registered.v2 and their offsets, from Kafka (a consumer outside any group)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str = REGISTERED) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    def __init__(self, kafka: KafkaConnection, topic: str = REGISTERED) -> None:
+        self._consumer = AIOKafkaConsumer(**kafka.aiokafka(), group_id=None, enable_auto_commit=False)
         self._started = False
         self.topic = topic  # the broker's name (in the service's namespace)
 
@@ -156,7 +157,7 @@ class SurgeWatch:
     def __init__(self, settings: StatsSettings, pool: asyncpg.Pool, metrics: CollectorRegistry | None) -> None:
         self.settings = settings
         self.pool = pool
-        self.registrations = Registrations(settings.kafka_bootstrap_servers, settings.topic(REGISTERED))
+        self.registrations = Registrations(settings.kafka, settings.topic(REGISTERED))
         calendar = WorkingCalendar.default()
         self.detector = SurgeDetector(calendar.is_holiday, is_working_day=calendar.is_working_day)
         self._stopping = asyncio.Event()

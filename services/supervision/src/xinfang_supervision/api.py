@@ -40,14 +40,12 @@ class DeadlineView(BaseModel):
 
 class MatterDeadlines(BaseModel):
     matter_id: uuid.UUID
-    tracking_code: str | None
     office: str | None
     deadlines: list[DeadlineView]
 
 
 class ListedDeadline(BaseModel):
     matter_id: uuid.UUID
-    tracking_code: str | None
     deadline: DeadlineType
     stage: str
     office: str | None
@@ -107,7 +105,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         """Every deadline of the matter, running or not."""
         state = current()
         async with state.pool.acquire() as conn:
-            matter = await conn.fetchrow("SELECT tracking_code, office FROM matters WHERE matter_id=$1", matter_id)
+            matter = await conn.fetchrow("SELECT office FROM matters WHERE matter_id=$1", matter_id)
             rows = await conn.fetch(
                 "SELECT * FROM deadlines WHERE matter_id=$1 ORDER BY started_at, deadline",
                 matter_id,
@@ -116,7 +114,6 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
         return MatterDeadlines(
             matter_id=matter_id,
-            tracking_code=matter["tracking_code"] if matter else None,
             office=matter["office"] if matter else None,
             deadlines=[
                 DeadlineView(
@@ -148,7 +145,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
     ) -> list[ListedDeadline]:
         """Running deadlines that are due soon, overdue or escalated, most urgent first, by office and unit."""
         rows = await current().pool.fetch(
-            "SELECT d.matter_id, m.tracking_code, d.deadline, d.stage, m.office, d.unit, d.due_at, d.escalated_at"
+            "SELECT d.matter_id, d.deadline, d.stage, m.office, d.unit, d.due_at, d.escalated_at"
             " FROM deadlines d LEFT JOIN matters m USING (matter_id)"
             " WHERE d.open AND d.stage = ANY($1) AND ($2::text IS NULL OR m.office = $2)"
             " AND ($3::text IS NULL OR d.unit = $3) ORDER BY d.due_at LIMIT $4",

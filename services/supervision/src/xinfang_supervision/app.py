@@ -18,8 +18,9 @@ from pydantic import AwareDatetime
 from xinfang_shared import inbox
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import Event, MatterRouted, MatterStatusChanged
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.registrations import REGISTERED_TOPICS
 from xinfang_shared.service import Late, Service
 
 from .api import build_router
@@ -34,10 +35,10 @@ E = TypeVar("E", bound=Event)
 
 
 class Registered(Event):
-    """The part of matters.registered.v1 supervision reads: never the petitioner or the text."""
+    """The part of a registration supervision reads (matters.registered.v2, and v1 drained): never the petitioner,
+    the tracking code or the text. It holds no key to the sealed block."""
 
     matter_id: uuid.UUID
-    tracking_code: str
     registered_at: AwareDatetime
     duplicate_of: uuid.UUID | None = None
     not_accepted_again: bool = False
@@ -93,7 +94,7 @@ def create_service(settings: SupervisionSettings) -> Service:
 
     async def registered(conn: asyncpg.Connection, e: Registered, shift: timedelta) -> None:
         repeat = e.duplicate_of is not None or e.not_accepted_again
-        facts = RegisteredFacts(e.matter_id, e.tracking_code, e.registered_at, repeat)
+        facts = RegisteredFacts(e.matter_id, e.registered_at, repeat)
         await late().ledger.registered(conn, facts, shift)
 
     async def routed(conn: asyncpg.Connection, e: MatterRouted, _: timedelta) -> None:
@@ -105,12 +106,12 @@ def create_service(settings: SupervisionSettings) -> Service:
     # Each topic is read in batches, one transaction per batch; a matter's events on one topic keep their
     # order (same key, same partition). Feedback is not read here: routing validates it and publishes what
     # it changed on matters.status.v1 (with extension_days), in order with the matter's other changes.
-    for topic, handler in (
-        (MATTERS_REGISTERED.name, batches(Registered, MATTERS_REGISTERED.name, registered)),
-        (MATTERS_ROUTED.name, batches(MatterRouted, MATTERS_ROUTED.name, routed)),
-        (MATTERS_STATUS.name, batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
+    for topics, handler in (
+        (REGISTERED_TOPICS, batches(Registered, MATTERS_REGISTERED_V2.name, registered)),
+        ((MATTERS_ROUTED.name,), batches(MatterRouted, MATTERS_ROUTED.name, routed)),
+        ((MATTERS_STATUS.name,), batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
     ):
-        service.batch_subscriber(topic, consumer=f"{topic}:deadlines", max_records=500)(handler.take)
+        service.batch_subscriber(*topics, consumer=f"{topics[0]}:deadlines", max_records=500)(handler.take)
 
     service.api.include_router(build_router(service, late))
     return service

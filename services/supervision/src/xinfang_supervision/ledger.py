@@ -35,8 +35,8 @@ import orjson
 
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import DeadlineEvent, FeedbackRejected, FieldError, MatterStatusChanged
-from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED
+from xinfang_shared.contracts.reference import UNITS, DeadlineState, DeadlineType, Office
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED, unit_feedback_rejected_topic
 from xinfang_shared.deadlines import DeadlineRule, DeadlineRules
 
 from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, REQUEST_MEETS, REQUEST_OPENS, S
@@ -53,7 +53,6 @@ class RegisteredFacts:
     """What supervision reads of matters.registered.v1 (the petitioner is not among it)."""
 
     matter_id: uuid.UUID
-    tracking_code: str
     registered_at: datetime
     repeat: bool
 
@@ -75,11 +74,9 @@ class Ledger:
 
     async def registered(self, conn: asyncpg.Connection, facts: RegisteredFacts, shift: timedelta) -> None:
         await conn.execute(
-            "INSERT INTO matters (matter_id, tracking_code, registered_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (matter_id) DO UPDATE SET tracking_code = EXCLUDED.tracking_code,"
-            " registered_at = EXCLUDED.registered_at, updated_at = now()",
+            "INSERT INTO matters (matter_id, registered_at) VALUES ($1, $2)"
+            " ON CONFLICT (matter_id) DO UPDATE SET registered_at = EXCLUDED.registered_at, updated_at = now()",
             facts.matter_id,
-            facts.tracking_code,
             facts.registered_at,
         )
         if facts.repeat:
@@ -237,7 +234,10 @@ class Ledger:
             errors=[FieldError(field="extension_days", message=problem)],
             raw=orjson.dumps(request).decode(),
         )
-        await outbox.enqueue(conn, FEEDBACK_REJECTED.name, refusal, key=str(matter))
+        # To the unit that asked (its own topic); an extension asked in an operator's name on the shared topic
+        # reaches the unit the matter is with all the same: it is that unit's deadline.
+        topic = unit_feedback_rejected_topic(unit) if unit in UNITS else FEEDBACK_REJECTED.name
+        await outbox.enqueue(conn, topic, refusal, key=str(matter))
         await conn.execute(
             "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
             " SELECT matter_id, deadline, round, 'extension-refused', due_at, unit, $4, $2 FROM deadlines"

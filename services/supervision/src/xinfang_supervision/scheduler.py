@@ -138,7 +138,7 @@ class Scheduler:
             at = now or await self.clock.now(conn)
             rows = await conn.fetch(
                 "SELECT d.matter_id, d.deadline, d.unit, d.stage, d.round, d.due_at, d.warn_at, d.escalate_at,"
-                " d.is_window, m.office, m.tracking_code FROM deadlines d LEFT JOIN matters m USING (matter_id)"
+                " d.is_window, m.office FROM deadlines d LEFT JOIN matters m USING (matter_id)"
                 " WHERE d.next_check_at <= $1 ORDER BY d.next_check_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
                 at,
                 self.batch_size,
@@ -222,17 +222,16 @@ def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outb
 
 def _order(row: Any, office: Office | None, at: datetime) -> UnitInboxMessage:
     """The supervision order (督办) to the unit whose deadline passed."""
-    deadline, code = row["deadline"], row["tracking_code"] or ""
+    deadline = row["deadline"]
     escalate_at: datetime = row["escalate_at"]
     return UnitInboxMessage(
         type="supervision-order",
         matter_id=row["matter_id"],
         unit=row["unit"],
         office=office or Office.SUPERVISION,
-        tracking_code=code,
         respond_by={deadline: escalate_at},
         order_text=(
-            f"督办 Supervision order: the {deadline} deadline of matter {code or row['matter_id']} passed at"
+            f"督办 Supervision order: the {deadline} deadline of matter {row['matter_id']} passed at"
             f" {row['due_at'].isoformat()} ({at.isoformat()} noted). Act on it and report by"
             f" {escalate_at.isoformat()}; after that it is escalated to the Supervision and Review Office."
         ),

@@ -4,8 +4,11 @@
 another runs the official parser (`@asyncapi/parser`, tools/contract-check) over it.
 
 Where things go in AsyncAPI 3.0 (and its Kafka bindings 0.5.0):
-- one channel per topic, with the topic's partitions as a channel binding; the unit inboxes share one
-  parameterised channel `units.{unit}.inbox.v1` (an inbox that differs from the others keeps its own channel);
+- one channel per topic, with the topic's partitions as a channel binding; each per-unit family of topics shares
+  one parameterised channel (`units.{unit}.inbox.v1`, `units.{unit}.feedback.v1`,
+  `units.{unit}.feedback.rejected.v1`; a unit's topic that differs from the others keeps its own channel);
+- a retired topic keeps its channel, its reason in the description and in `x-retired`;
+- two servers: the local stack's open listener and its SCRAM listener (where the broker's ACLs apply);
 - the Kafka key is a *message* binding, so there is one component message per (event model, key): a model
   carried on topics with different keys gets one message per key;
 - one `send` and one `receive` operation per channel, summarising the registry's producers and consumers;
@@ -26,11 +29,25 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .topics import CONTRACT_TOPICS, UNIT_INBOXES, Topic
+from .topics import (
+    CONTRACT_TOPICS,
+    UNIT_FEEDBACK,
+    UNIT_FEEDBACK_REJECTED,
+    UNIT_INBOXES,
+    Topic,
+    unit_feedback_rejected_topic,
+    unit_feedback_topic,
+    unit_inbox_topic,
+)
 
 KAFKA_BINDING_VERSION = "0.5.0"
 _UNIT = "{unit}"
-_INBOX_TEMPLATE = f"units.{_UNIT}.inbox.v1"
+# Each family of per-unit topics: its template, and the topic of each unit.
+FAMILIES: dict[str, Mapping[str, Topic]] = {
+    unit_inbox_topic(_UNIT): UNIT_INBOXES,
+    unit_feedback_topic(_UNIT): UNIT_FEEDBACK,
+    unit_feedback_rejected_topic(_UNIT): UNIT_FEEDBACK_REJECTED,
+}
 _COMPONENT_KEY = re.compile(r"[A-Za-z0-9.\-_]+")
 
 
@@ -45,17 +62,25 @@ class _Channel:
     description: str
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
-    units: tuple[str, ...] = ()  # the values of {unit}, for the inbox template
+    units: tuple[str, ...] = ()  # the values of {unit}, for a family's template
+    retired: str | None = None
 
 
 def _of_topic(topic: Topic) -> _Channel:
     return _Channel(
-        topic.name, topic.model, topic.key, topic.partitions, topic.description, topic.producers, topic.consumers
+        topic.name,
+        topic.model,
+        topic.key,
+        topic.partitions,
+        topic.description,
+        topic.producers,
+        topic.consumers,
+        retired=topic.retired,
     )
 
 
-def _templated(unit: str, topic: Topic) -> _Channel:
-    """The inbox of `unit` with the unit's name replaced by the template parameter."""
+def _templated(unit: str, topic: Topic, template: str) -> _Channel:
+    """The topic of `unit` in a family, with the unit's name replaced by the template parameter."""
 
     whole = re.compile(rf"(?<![\w-]){re.escape(unit)}(?![\w-])")
 
@@ -63,31 +88,40 @@ def _templated(unit: str, topic: Topic) -> _Channel:
         return whole.sub(_UNIT, text)
 
     return _Channel(
-        _INBOX_TEMPLATE if topic.name == _INBOX_TEMPLATE.replace(_UNIT, unit) else topic.name,
+        template if topic.name == template.replace(_UNIT, unit) else topic.name,
         topic.model,
         topic.key,
         topic.partitions,
         sub(topic.description),
         tuple(sub(p) for p in topic.producers),
         tuple(sub(c) for c in topic.consumers),
+        retired=topic.retired,
     )
 
 
-def _channels(topics: Iterable[Topic], inboxes: Mapping[str, Topic]) -> list[_Channel]:
-    """The registry's topics as channels: the inboxes that agree in everything but the unit share the template."""
+def _channels(topics: Iterable[Topic], families: Mapping[str, Mapping[str, Topic]]) -> list[_Channel]:
+    """The registry's topics as channels: the topics of a family that agree in everything but the unit share its
+    template."""
     registered = list(dict.fromkeys(topics))
-    unit_of = {topic.name: unit for unit, topic in inboxes.items()}
-    inbox_topics = [t for t in registered if t.name in unit_of]
-    shapes = {t.name: _templated(unit_of[t.name], t) for t in inbox_topics}
-    common = Counter(s for s in shapes.values() if s.address == _INBOX_TEMPLATE).most_common(1)
-    family = common[0][0] if common else None
-    members = tuple(unit_of[t.name] for t in inbox_topics if shapes[t.name] == family)
+    shared: dict[str, tuple[_Channel, str]] = {}  # topic name -> (the family's channel, the unit)
+    for template, by_unit in families.items():
+        unit_of = {topic.name: unit for unit, topic in by_unit.items()}
+        members = [t for t in registered if t.name in unit_of]
+        shapes = {t.name: _templated(unit_of[t.name], t, template) for t in members}
+        common = Counter(s for s in shapes.values() if s.address == template).most_common(1)
+        if not common:
+            continue
+        family = common[0][0]
+        units = tuple(unit_of[t.name] for t in members if shapes[t.name] == family)
+        for t in members:
+            if shapes[t.name] == family:
+                shared[t.name] = (replace(family, units=units), unit_of[t.name])
     channels: list[_Channel] = []
     for topic in registered:
-        if topic.name not in shapes or shapes[topic.name] != family:
+        if topic.name not in shared:
             channels.append(_of_topic(topic))
-        elif family is not None and unit_of[topic.name] == members[0]:
-            channels.append(replace(family, units=members))
+        elif shared[topic.name][1] == shared[topic.name][0].units[0]:
+            channels.append(shared[topic.name][0])
     addresses = Counter(c.address for c in channels)
     if duplicated := sorted(a for a, n in addresses.items() if n > 1):
         raise ValueError(f"topics registered twice with different definitions: {', '.join(duplicated)}")
@@ -158,9 +192,11 @@ def _summary(action: str, parties: tuple[str, ...], address: str) -> str:
     return f"{', '.join(parties)} {action}{'s' if len(parties) == 1 else ''} {address}"
 
 
-def build(topics: Iterable[Topic] = CONTRACT_TOPICS, inboxes: Mapping[str, Topic] = UNIT_INBOXES) -> dict[str, Any]:
-    """The document for `topics`; `inboxes` (unit → its inbox topic) says which of them share the inbox template."""
-    channels = _channels(topics, inboxes)
+def build(
+    topics: Iterable[Topic] = CONTRACT_TOPICS, families: Mapping[str, Mapping[str, Topic]] = FAMILIES
+) -> dict[str, Any]:
+    """The document for `topics`; `families` (template → unit → its topic) says which of them share a template."""
+    channels = _channels(topics, families)
     models = sorted({c.model for c in channels}, key=lambda m: (m.__name__, m.__module__))
     refs, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = {name: asyncapi_schema(s) for name, s in defs.get("$defs", {}).items()}
@@ -204,6 +240,8 @@ def build(topics: Iterable[Topic] = CONTRACT_TOPICS, inboxes: Mapping[str, Topic
         }
         if channel.units:
             entry["parameters"] = {"unit": {"description": "the unit's code", "enum": list(channel.units)}}
+        if channel.retired:
+            entry["x-retired"] = channel.retired
         doc_channels[channel.address] = entry
         pointer = f"#/channels/{_escape(channel.address)}"
         for action, parties in (("send", channel.producers), ("receive", channel.consumers)):
@@ -225,10 +263,35 @@ def build(topics: Iterable[Topic] = CONTRACT_TOPICS, inboxes: Mapping[str, Topic
             "description": "Topics of the provincial letters-and-visits cluster (CONTRACT.md). Values are JSON.",
         },
         "defaultContentType": "application/json",
-        "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka"}},
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:9092",
+                "protocol": "kafka",
+                "description": "The local stack's open listener, for local tools only (its anonymous principal is a"
+                " super user)",
+            },
+            "local-scram": {
+                "host": "127.0.0.1:9094",
+                "protocol": "kafka",
+                "description": "The local stack's SCRAM listener: every principal (service-<service>,"
+                " unit-<unit>, channel-<channel>) may do what the ACLs generated from the topic registry allow, and"
+                " nothing else; a unit writes only its own feedback topic and reads only its own inbox and refusals",
+                "security": [{"$ref": "#/components/securitySchemes/scram"}],
+            },
+        },
         "channels": doc_channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {
+                "scram": {
+                    "type": "scramSha512",
+                    "description": "SASL/SCRAM-SHA-512 as the principal; the local stack's passwords are in"
+                    " .local/credentials.env (KAFKA_PASSWORD_<principal>, `-` written `_`)",
+                }
+            },
+        },
     }
 
 

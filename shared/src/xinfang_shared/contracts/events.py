@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic.config import JsonDict
 
 from .reference import (
@@ -141,6 +141,8 @@ class SubmissionRejected(Event):
 
 
 class MatterRegistered(Event):
+    """Retired (matters.registered.v1): read only to drain what an earlier release wrote."""
+
     matter_id: uuid.UUID
     tracking_code: str
     channel: Channel
@@ -164,6 +166,65 @@ class MatterRegistered(Event):
     title: str
     content: str
     language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
+
+
+class SealedPersonal(ContractModel):
+    """What the `sealed` block of matters.registered.v2 holds, once opened: everything about a matter that only
+    the services whose handling needs it may know (routing: the handling unit's inbox; notify: the petitioner's
+    contact and the code the petitioner uses)."""
+
+    tracking_code: str = _personal("The petitioner's code for the look-up and the rating (a secret)")
+    petitioner: Petitioner = _personal("The petitioner")
+    representatives: list[Person] = _personal("A group's representatives", default_factory=list)
+    related_tracking_code: str | None = _personal(
+        "The tracking code the review request named (the petitioner's own earlier one)", default=None
+    )
+
+
+class MatterRegisteredV2(Event):
+    """A registered matter. Nothing personal travels in clear: the petitioner, the representatives and the
+    tracking codes are sealed (AES-256-GCM, authenticated with the matter_id) in `sealed`, which only the
+    services whose handling needs them hold the key to open (routing and notify)."""
+
+    matter_id: uuid.UUID
+    channel: Channel
+    external_id: str
+    registered_at: AwareDatetime
+    duplicate_of: uuid.UUID | None = Field(default=None, description="The earlier matter this one repeats")
+    not_accepted_again: bool = Field(default=False, description="Re-raised after a terminated case")
+    submitted_at: AwareDatetime
+    kind: Kind
+    addressee: Addressee
+    mailbox: Mailbox | None = None
+    assigned_by: AssignedBy | None = None
+    headcount: int
+    representative_count: int = Field(default=0, description="How many representatives the group elected")
+    visit: Visit | None = None
+    location: Location | None = None
+    level: Level
+    category: Category | None = None
+    related_matter_id: uuid.UUID | None = Field(
+        default=None, description="For a review or re-review request: the matter whose opinion it contests"
+    )
+    title: str
+    content: str
+    language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
+    sealed: str = Field(
+        description="The personal block (SealedPersonal) as `<version>.<key id>.<base64url(nonce | ciphertext)>`:"
+        " AES-256-GCM under the transport key, the matter_id as associated data (a block moved to another"
+        " matter does not open)"
+    )
+    # The block once opened by a reader that holds the key (personal.py); never serialised.
+    _opened: SealedPersonal | None = PrivateAttr(default=None)
+
+    def opened(self) -> SealedPersonal:
+        if self._opened is None:
+            raise RuntimeError("the personal block of this registration was not opened")
+        return self._opened
+
+    def with_opened(self, personal: SealedPersonal) -> MatterRegisteredV2:
+        self._opened = personal
+        return self
 
 
 class MatterRouted(Event):
@@ -227,6 +288,11 @@ class MatterStatusChanged(Event):
     reason: str | None = _personal(
         "Why, where the change has a reason: the unit's (not accepted, an extension asked)", default=None
     )
+    reported_at: AwareDatetime | None = Field(
+        default=None,
+        description="With a unit's action: the time the unit said it acted, kept for the record. `at` is when its"
+        " feedback reached the system, the time every deadline is judged by",
+    )
 
 
 class MatterRated(Event):
@@ -245,10 +311,14 @@ class UnitInboxMessage(Event):
         " withdrawal: the matter was reassigned to another unit and is no longer this unit's, or reminder: a"
         " deadline of the unit's is due soon or passed (notify's notice, for units told through their inbox)"
     )
-    matter_id: uuid.UUID
+    matter_id: uuid.UUID = Field(description="The matter: how a unit names it in its feedback")
     unit: str
     office: Office
-    tracking_code: str
+    tracking_code: str | None = Field(
+        default=None,
+        description="Withheld (always null): the tracking code is the petitioner's secret for the look-up and the"
+        " rating; a unit names a matter by its matter_id",
+    )
     respond_by: dict[str, AwareDatetime] = Field(
         default_factory=dict, description="Deadline type → when the unit must have acted"
     )
