@@ -105,7 +105,9 @@ class Cluster:
         return [orjson.loads(r.value) for r in self.tail.on(DEADLINES_EVENTS.name) if r.key == key]
 
     async def advance(self, seconds: int) -> None:
-        response = await self.supervision.post("/v1/admin/clock/advance", json={"seconds": seconds})
+        response = await self.supervision.post(
+            "/v1/admin/clock/advance", json={"seconds": seconds}, headers=_bearer(OPERATOR)
+        )
         assert response.status_code == 200, response.text
 
 
@@ -171,7 +173,8 @@ async def test_one_source_of_truth_for_the_respond_by_times_and_a_reassigned_uni
     # deadline rules (supervision's controlled clock may run ahead of routing's by `offset`).
     await eventually(lambda: "set" in _states(cluster, matter["matter_id"], "acceptance"))
     held = await cluster.deadlines(matter["matter_id"])
-    offset = timedelta(seconds=(await cluster.supervision.get("/v1/admin/clock")).json()["offset_s"])
+    clock = await cluster.supervision.get("/v1/admin/clock", headers=_bearer(OPERATOR))
+    offset = timedelta(seconds=clock.json()["offset_s"])
     for deadline in (DeadlineType.ACCEPTANCE, DeadlineType.OBJECTION):
         transferred = datetime.fromisoformat(held[deadline.value]["started_at"]) - offset
         assert transfer.respond_by[deadline.value] == RULES[deadline].due(transferred)
@@ -267,7 +270,8 @@ async def test_a_chain_whose_review_window_lapses_is_closed(cluster: Cluster) ->
 
     # Thirty days pass without a request (counted as the law counts: to 24:00 of the last day, past a holiday
     # if it falls on one): the window lapses, the matter is closed.
-    now = datetime.fromisoformat((await cluster.supervision.get("/v1/admin/clock")).json()["now"])
+    clock = await cluster.supervision.get("/v1/admin/clock", headers=_bearer(OPERATOR))
+    now = datetime.fromisoformat(clock.json()["now"])
     await cluster.advance(int((datetime.fromisoformat(window["due_at"]) - now).total_seconds()) + 60)
     await eventually(lambda: "closed" in _states(cluster, matter["matter_id"], "review"), timeout=60)
     closed = await cluster.status_is(matter["tracking_code"], "closed")

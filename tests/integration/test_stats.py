@@ -288,7 +288,9 @@ async def test_every_figure_equals_the_submitted_set_and_the_rebuild_equals_live
 
     await eventually(units_heard, timeout=60)
     # Twenty days on: acceptance deadlines of the idle ones (and the office queues' routing ones) go overdue.
-    response = await cluster.supervision.post("/v1/admin/clock/advance", json={"seconds": 20 * 86400})
+    response = await cluster.supervision.post(
+        "/v1/admin/clock/advance", json={"seconds": 20 * 86400}, headers=_bearer(OPERATOR)
+    )
     assert response.status_code == 200, response.text
     idle_ids = {a["matter_id"] for a in idle}
 

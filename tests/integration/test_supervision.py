@@ -118,7 +118,7 @@ class Pipeline:
         return next(e for e in self.deadline_events(matter_id) if e["deadline"] == deadline and e["state"] == state)
 
     async def advance(self, seconds: float) -> dict[str, Any]:
-        response = await self.http.post("/v1/admin/clock/advance", json={"seconds": int(seconds)})
+        response = await self.http.post("/v1/admin/clock/advance", json={"seconds": int(seconds)}, headers=AUTH)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -128,7 +128,7 @@ class Pipeline:
         return {d["deadline"]: d for d in response.json()["deadlines"]}
 
     async def now(self) -> datetime:
-        response = await self.http.get("/v1/admin/clock")
+        response = await self.http.get("/v1/admin/clock", headers=AUTH)
         return datetime.fromisoformat(response.json()["now"])
 
     async def advance_past(self, when: datetime, margin: timedelta = timedelta(minutes=1)) -> None:

@@ -31,6 +31,7 @@ from xinfang_supervision.app import MIGRATIONS
 
 UNIT = "city-5107"
 MATTERS = 3000
+OPERATOR = "kill9-operator-" + uuid.uuid4().hex
 
 
 async def _fetchval(dsn: str, sql: str, ids: list[uuid.UUID]) -> Any:
@@ -58,6 +59,7 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
         "LOG_LEVEL": "WARNING",
         "OUTBOX_POLL_INTERVAL_S": "0.2",
         "SUPERVISION_CLOCK": "controlled",
+        "OPERATOR_API_KEY": OPERATOR,
         "SCHEDULER_INTERVAL_S": "0.2",
         # Small batches: many transactions, so the kill lands among them (and the two instances interleave).
         "SCHEDULER_BATCH_SIZE": "50",
@@ -94,7 +96,7 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
 
     overdue_sql = "SELECT count(*) FROM deadlines WHERE deadline = 'acceptance' AND overdue_at IS NOT NULL"
     overdue_sql += " AND matter_id = ANY($1)"
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {OPERATOR}"}) as client:
         # A moves the clock past every due time (15 days, to the end of the last day, past a holiday if it falls
         # on one) but not to an escalation, and starts the checks; B's scheduler joins in; A dies mid-way.
         last_due = await _fetchval(database, "SELECT max(due_at) FROM deadlines WHERE matter_id = ANY($1)", ids)

@@ -21,6 +21,10 @@ _PII_PATTERNS = (
     re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)"),
     # landline: area code 0xx(x) then 7-8 digits
     re.compile(r"(?<!\d)0\d{2,3}-?\d{7,8}(?!\d)"),
+    # either written in groups, as people and gateways write them (+86 138 1234 5678, (028) 8612-3456); apart
+    # from letters, digits and hyphens, so that a UUID's all-digit groups are not taken for one
+    re.compile(r"(?<![0-9A-Za-z-])(?:\+?86[- ]?)?1[3-9]\d[- ]\d{4}[- ]\d{4}(?![0-9A-Za-z-])"),
+    re.compile(r"(?<![0-9A-Za-z-])(?:0\d{2,3}|\(0\d{2,3}\))[- ]?(?:\d{7,8}|\d{3,4}[- ]\d{4})(?![0-9A-Za-z-])"),
     re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
 )
 MASK = "[redacted]"

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, stat
 from pydantic import BaseModel, Field
 
 from xinfang_shared.contracts.values import ONE_LINE
+from xinfang_shared.logging import redact
 from xinfang_shared.service import Service
 
 from . import store
@@ -27,7 +28,7 @@ class NotificationView(BaseModel):
     address: str | None = Field(description="Where it went, masked: 138****5678, z***@example.org")
     status: str = Field(description="pending, held, sent, delivered, undelivered or failed")
     attempts: int
-    error: str | None = Field(description="Why the last attempt failed, if it did")
+    error: str | None = Field(description="Why the last attempt failed, if it did; any address or phone in it masked")
     at: datetime = Field(description="When its status last changed")
 
 
@@ -56,7 +57,9 @@ def _view(r: asyncpg.Record) -> NotificationView:
         address=r["address_masked"],
         status=r["status"],
         attempts=r["attempts"],
-        error=r["last_error"],
+        # A server's or gateway's words may quote the address or phone ("550 <zhang@...> unknown user"), and
+        # "retried by" names whoever the operator said they were: masked whenever it is shown.
+        error=redact(r["last_error"]) if r["last_error"] is not None else None,
         at=r["updated_at"],
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
@@ -58,6 +58,43 @@ def encoded_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
+SMTP_SCHEMES = {"smtp": 25, "smtps": 465, "smtp+starttls": 587}  # and the port each defaults to
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where e-mail goes, from SMTP_URL: smtp:// (plain), smtps:// (implicit TLS) or smtp+starttls://
+    (upgraded with STARTTLS before anything else is said), host, optional port, optional user:password@."""
+
+    host: str
+    port: int
+    tls: bool
+    starttls: bool
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls or self.starttls
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpServer:
+        # The messages never quote the URL: it may hold the password.
+        parts = urlsplit(url)
+        if parts.scheme not in SMTP_SCHEMES:
+            raise ValueError(f"SMTP_URL must start with smtp://, smtps:// or smtp+starttls://, not {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("SMTP_URL names no host")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or SMTP_SCHEMES[parts.scheme],
+            tls=parts.scheme == "smtps",
+            starttls=parts.scheme == "smtp+starttls",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
 class Email:
     """Sends over connections it keeps open between messages (one per sender at a time, at most `keep` idle):
     a connection per message would cost its TCP handshake, banner, EHLO and QUIT each time, which is most of
@@ -65,14 +102,7 @@ class Email:
     closed meanwhile is replaced once, at once, before the message counts as failed."""
 
     def __init__(self, url: str, sender: str, timeout_s: float, keep: int = 8) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"SMTP_URL must be smtp://host:port or smtps://host:port, not {url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
-        self.tls = parts.scheme == "smtps"
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
+        self.server = SmtpServer.parse(url)
         self.sender = sender
         self.timeout_s = timeout_s
         self.keep = keep
@@ -111,17 +141,26 @@ class Email:
         return msg.as_bytes()
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        server = self.server
         smtp = aiosmtplib.SMTP(
-            hostname=self.host,
-            port=self.port,
-            use_tls=self.tls,
-            start_tls=False if not self.tls else None,
-            username=self.username,
-            password=self.password,
+            hostname=server.host,
+            port=server.port,
+            use_tls=server.tls,
+            # True: STARTTLS before logging in, or an error if the server does not offer it (never on in clear);
+            # False: no opportunistic upgrade either, so plain is plain and implicit TLS is left alone.
+            start_tls=server.starttls,
+            username=server.username,
+            password=server.password,
             timeout=self.timeout_s,
             local_hostname=self.helo,
         )
-        await smtp.connect()
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPException as exc:
+            if type(exc) is not aiosmtplib.SMTPException:
+                raise
+            # aiosmtplib's own refusal (no STARTTLS or AUTH on offer): its words say which, and name nobody.
+            raise SendFailed(f"SMTP session not set up as SMTP_URL asks: {exc}", False) from None
         return smtp
 
     async def send(self, key: uuid.UUID, to: str, subject: str, body: str) -> str:

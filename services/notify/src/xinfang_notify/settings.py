@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from xinfang_shared.settings import PersonalDataSettings
+
+from .channels import SmtpServer
 
 DATA = Path(__file__).with_name("data")
 
@@ -18,7 +20,9 @@ class NotifySettings(PersonalDataSettings):
 
     smtp_url: str = Field(
         default="smtp://127.0.0.1:1025",
-        description="smtp://host:port (plain, as the local stack's server) or smtps://host:port (TLS);"
+        description="smtp://host:port (plain, as the local stack's server; not in production),"
+        " smtps://host:port (implicit TLS, port 465 by default) or smtp+starttls://host:port (STARTTLS before"
+        " anything else, port 587 by default; a server that does not offer it gets nothing);"
         " user:password@ before the host to log in",
     )
     smtp_from: str = Field(default="xinfang@xfj.sc.gov.example", description="The sender of every e-mail")
@@ -57,3 +61,13 @@ class NotifySettings(PersonalDataSettings):
 
     notices_file: Path = DATA / "notices.toml"
     contacts_file: Path = DATA / "contacts.toml"
+
+    @model_validator(mode="after")
+    def _smtp_encrypted_in_production(self) -> NotifySettings:
+        server = SmtpServer.parse(self.smtp_url)  # a malformed URL is refused here, in every environment
+        if self.environment == "production" and not server.encrypted:
+            raise ValueError(
+                "SMTP_URL must be encrypted in production: smtps://host[:465] (implicit TLS) or"
+                " smtp+starttls://host[:587] (STARTTLS); plain smtp:// is for the local stack and tests"
+            )
+        return self

@@ -4,6 +4,7 @@ How each figure is defined is in figures.py, and in each route's description (Op
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -24,6 +25,9 @@ FIGURES = (figures.__doc__ or "").split("\n\n", 1)[-1]
 WINDOWS = {"PT24H": timedelta(hours=24), "P7D": timedelta(days=7)}
 MAX_DAYS = 3 * 366
 CITY = r"^51[0-9]{2}$"
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def _period(start: date | None, end: date | None) -> Period:
@@ -37,13 +41,23 @@ def _period(start: date | None, end: date | None) -> Period:
     return Period(start, end)
 
 
+def _cell(value: Any) -> Any:
+    """A text a spreadsheet would evaluate, behind a quote so that it reads as text; numbers stay numbers."""
+    # A text that is only a decimal number ("-0.5") stays as it is: a spreadsheet reads it as that number,
+    # which evaluates nothing, and the quote would make it text.
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _csv(rows: Iterable[dict[str, Any]]) -> Response:
     rows = list(rows)
     out = io.StringIO()
     if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        # CRLF (RFC 4180): the writer then quotes any field with a CR in it, not only those with an LF.
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
 
 

@@ -1,5 +1,5 @@
-"""Supervision's HTTP API: a matter's deadlines, the due-soon / overdue / escalated lists by office and unit,
-on-time figures, pause and resume for hearings (operator key), and the controlled clock."""
+"""Supervision's HTTP API, all with the operator key: a matter's deadlines, the due-soon / overdue / escalated
+lists by office and unit, on-time figures, pause and resume for hearings, and the controlled clock."""
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
 
 import uuid
@@ -243,6 +243,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         @router.post(
             "/admin/clock/advance",
             response_model=ClockView,
+            dependencies=[operator],
             tags=["controlled clock"],
             responses={422: {"model": ErrorList, "description": "Too far in one step, or past 2200-01-01"}},
         )
@@ -263,7 +264,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
             moved = await state.scheduler.settle(now)
             return ClockView(now=now, offset_s=offset.total_seconds(), moved=moved)
 
-        @router.get("/admin/clock", response_model=ClockView, tags=["controlled clock"])
+        @router.get("/admin/clock", response_model=ClockView, dependencies=[operator], tags=["controlled clock"])
         async def clock() -> ClockView:
             state = current()
             async with state.pool.acquire() as conn:
