@@ -10,7 +10,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -37,7 +37,7 @@ from xinfang_shared.contracts.events import (
     Opinion,
     SealedPersonal,
 )
-from xinfang_shared.contracts.reference import Channel
+from xinfang_shared.contracts.reference import Channel, DeadlineType
 from xinfang_shared.contracts.topics import (
     CHANNEL_SUBMITTED,
     DEADLINES_EVENTS,
@@ -49,10 +49,13 @@ from xinfang_shared.contracts.topics import (
     channel_rejected_topic,
 )
 from xinfang_shared.db import migrate_dsn
+from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.periods import china_date, period_last_day
 from xinfang_shared.personal import TransportSeal
 from xinfang_shared.service import Service
 from xinfang_shared.settings import LOCAL_DEV_SECRET
 from xinfang_shared.telemetry import add_span_processor, configure_tracing
+from xinfang_shared.workdays import CHINA
 
 KEY = "test-channel-key-" + uuid.uuid4().hex
 CONSUMED = [
@@ -445,6 +448,32 @@ async def _status(intake: Harness, code: str, status: str) -> bool:
     return (await intake.look_up(code))["status"] == status
 
 
+REVIEW_WINDOW = DeadlineRules.default().request_window(DeadlineType.REVIEW)
+
+
+def _opinions_either_side_of_the_window_end(now: datetime) -> tuple[datetime, datetime]:
+    """(outside, inside): the latest opinion (noon, Beijing) whose review window had ended by `now`, and the earliest
+    whose window is still open an hour after `now`. The ends come from the window's rule, as intake applies it
+    (from the next Beijing day, to 24:00 of the last one, moved past rest days), never from days counted here."""
+
+    def at(day: date) -> datetime:
+        return datetime.combine(day, time(12), tzinfo=CHINA)
+
+    day = china_date(now)  # concluded today: open
+    while REVIEW_WINDOW.due(at(day - timedelta(days=1))) > now + timedelta(hours=1):
+        day -= timedelta(days=1)
+    inside = at(day)
+    while REVIEW_WINDOW.due(at(day)) > now:
+        day -= timedelta(days=1)
+    return at(day), inside
+
+
+async def _concluded_at(intake: Harness, matter: dict[str, Any], when: datetime) -> None:
+    await intake.service.pool.execute(
+        "UPDATE matters SET concluded_at = $2 WHERE matter_id = $1", uuid.UUID(matter["matter_id"]), when
+    )
+
+
 # --- reviews, look-up, rating ------------------------------------------------------------------------
 
 
@@ -465,15 +494,20 @@ async def test_review_requests_link_to_a_concluded_matter_within_its_window(inta
     accepted = await intake.post(intake.body(related_tracking_code=earlier["tracking_code"].lower(), **review))
     assert accepted.status_code == 202, accepted.text
 
-    late = (await intake.post(intake.body(petitioner=intake.person()))).json()
-    await _conclude(intake, late, opinion)
-    # 31 days pass.
-    await intake.service.pool.execute(
-        "UPDATE matters SET concluded_at = concluded_at - interval '31 days' WHERE matter_id = $1",
-        uuid.UUID(late["matter_id"]),
-    )
+    # Either side of the window's end as the law counts it: 31 days back is still inside when the 30th day was a
+    # rest day (concluded on a Thursday, asked on the Sunday after the Saturday it ended on).
+    outside, inside = _opinions_either_side_of_the_window_end(datetime.now(UTC))
+    late, edge = [(await intake.post(intake.body(petitioner=intake.person()))).json() for _ in range(2)]
+    for matter, when in ((late, outside), (edge, inside)):
+        await _conclude(intake, matter, opinion)
+        await _concluded_at(intake, matter, when)
     too_late = await intake.post(intake.body(related_tracking_code=late["tracking_code"], kind="review-request"))
-    assert too_late.status_code == 422 and "window" in too_late.json()["errors"][0]["message"]
+    assert too_late.status_code == 422, too_late.text
+    refusal = too_late.json()["errors"][0]
+    assert refusal["field"] == "related_tracking_code" and "window" in refusal["message"]
+    assert period_last_day(REVIEW_WINDOW.due(outside)).isoformat() in refusal["message"]
+    in_time = await intake.post(intake.body(related_tracking_code=edge["tracking_code"], kind="review-request"))
+    assert in_time.status_code == 202, in_time.text
 
     re_review = await intake.post(
         intake.body(related_tracking_code=earlier["tracking_code"], kind="re-review-request", petitioner=person)

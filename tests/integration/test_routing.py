@@ -10,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from xinfang_routing.app import MIGRATIONS, create_service
 from xinfang_routing.rules import DEFAULT_RULES
 from xinfang_routing.settings import RoutingSettings
 from xinfang_shared.contracts.events import MatterRegisteredV2, UnitFeedback, UnitInboxMessage
-from xinfang_shared.contracts.reference import UNITS, FeedbackAction
+from xinfang_shared.contracts.reference import UNITS, DeadlineType, FeedbackAction
 from xinfang_shared.contracts.topics import (
     FEEDBACK_REJECTED,
     MATTERS_REGISTERED_V2,
@@ -44,6 +44,7 @@ from xinfang_shared.contracts.topics import (
     unit_inbox_topic,
 )
 from xinfang_shared.db import migrate_dsn
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.service import Service
 from xinfang_shared.telemetry import add_span_processor, configure_tracing
 from xinfang_shared.tracking import new_tracking_code
@@ -274,7 +275,15 @@ CASES = [
     ),
     (
         "group visit below the threshold",
-        {"channel": "visit", "visit": {"place": "chengdu"}, "headcount": 49, "representatives": REPS},
+        {
+            "channel": "visit",
+            "visit": {"place": "chengdu"},
+            "headcount": 49,
+            "representatives": REPS,
+            # On a day in no sensitive period: registered now, it would go to guidance on one (e.g. in the
+            # Spring Festival 2027 period that the case above uses).
+            "registered_at": datetime(2027, 2, 20, 10, tzinfo=UTC),
+        },
         "reception",
         "office-5-visit",
         "city-",
@@ -482,6 +491,19 @@ async def test_a_city_system_over_kafka_takes_a_matter_to_its_conclusion(routing
     assert [h["actor"] for h in history] == ["routing", "city-5101", "city-5101", "city-5101"]
 
 
+OBJECTION_WINDOW = DeadlineRules.default()[DeadlineType.OBJECTION]
+
+
+def _objection_window_closed(transferred_at: datetime, now: datetime) -> datetime:
+    """`transferred_at` moved back by whole days to the latest day whose objection window had ended by `now`, the
+    end as routing counts it (5 working days after the transfer's Beijing day, to 24:00 of the last one): ten
+    calendar days back is not always past it (from the Thursday before the Spring Festival, 14 days are not)."""
+    back = 1
+    while OBJECTION_WINDOW.due(transferred_at - timedelta(days=back)) > now:
+        back += 1
+    return transferred_at - timedelta(days=back)
+
+
 async def test_unit_feedback_is_refused_when_not_theirs_illegal_or_malformed(routing: Harness) -> None:
     event = await routing.register(location={"region_code": "510104"})
     await routing.status_reaches(event.matter_id, "transferred")
@@ -499,9 +521,14 @@ async def test_unit_feedback_is_refused_when_not_theirs_illegal_or_malformed(rou
     )
     assert illegal.status_code == 409 and illegal.json()["errors"][0]["field"] == "action"
     assert (await post("city-5101", UNIT_KEYS["city-5101"], "not-accepted")).status_code == 422  # no reason
-    # Six working days later the objection window (5 working days) has closed.
+    # Transferred long enough ago that the objection window (5 working days) has closed.
+    transferred_at = await routing.service.pool.fetchval(
+        "SELECT transferred_at FROM matters WHERE matter_id = $1", event.matter_id
+    )
     await routing.service.pool.execute(
-        "UPDATE matters SET transferred_at = transferred_at - interval '10 days' WHERE matter_id = $1", event.matter_id
+        "UPDATE matters SET transferred_at = $2 WHERE matter_id = $1",
+        event.matter_id,
+        _objection_window_closed(transferred_at, datetime.now(UTC)),
     )
     late = await post("city-5101", UNIT_KEYS["city-5101"], "objected", reason="不归我们管")
     assert late.status_code == 409 and "objection window" in late.json()["errors"][0]["message"]
