@@ -17,8 +17,24 @@ class IntakeSettings(ServiceSettings):
     channel_api_key: SecretStr | None = None
     max_message_bytes: int = 256 * 1024
     submitted_at_skew_s: int = 300
-    # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
-    repeat_similarity: float = 0.35
+    repeat_similarity: float = Field(
+        default=0.18,
+        gt=0,
+        le=1,
+        description="Two texts of one petitioner whose Jaccard similarity (shared tokens over all tokens of both,"
+        " repeats.py) is at least this are the same matter. Chosen on tests/data/repeats.jsonl: every repeat"
+        " there but a one-line follow-up is at 0.188 or above, every different matter long enough to compare but"
+        " three template-like letters at 0.172 or below; `python -m tests.unit.repeat_accuracy` prints the error"
+        " rates.",
+    )
+    repeat_min_tokens: int = Field(
+        default=12,
+        ge=1,
+        description="A text with fewer tokens than this (Chinese character bigrams, other words of three letters"
+        " or more) is too short to compare and is never a repeat, even of itself: 问题, 投诉, help or"
+        " 请领导帮忙解决问题 (10) name no matter, and would match whatever someone else's ID number finds. The"
+        " shortest real matter in tests/data/repeats.jsonl, a two-sentence English complaint, has 15.",
+    )
     # Kafka channel topics are consumed in batches of up to this many records (one transaction each).
     consume_batch_max: int = 1000
     # A batch is registered in this many concurrent transactions (split by partition).
