@@ -15,6 +15,14 @@ class IntakeSettings(ServiceSettings):
     # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys
     # with `xinfang-intake keys add`.
     channel_api_key: SecretStr | None = None
+    channel_keys_refresh_s: float = Field(
+        default=30,
+        gt=0,
+        le=60,
+        description="Seconds an instance keeps its copy of the channel keys before a request reloads it: a key"
+        " revoked with `xinfang-intake keys revoke` is refused by every instance at most this long after. At"
+        " most a minute; 30 s costs one small query per instance per 30 s.",
+    )
     max_message_bytes: int = 256 * 1024
     submitted_at_skew_s: int = 300
     repeat_similarity: float = Field(
