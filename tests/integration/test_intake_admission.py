@@ -1,12 +1,13 @@
 """Who intake lets in, on a running service over the real database (and broker): a channel key revoked is
-refused by every instance within the keys' refresh interval, and concurrent lookups share one reload."""
+refused by every instance within the keys' refresh interval, and concurrent lookups share one reload; when the
+queue of submissions waiting to be registered is full, a submission is answered 503 with Retry-After."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +16,18 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import start_group_at_end
 from tests.integration.test_intake import CONSUMED
 from xinfang_intake import __main__ as cli
 from xinfang_intake.app import MIGRATIONS, create_asgi
 from xinfang_intake.channel_keys import UNKNOWN_KEY_RELOAD_S, ChannelKeys, ChannelSystem, add_key
+from xinfang_intake.registration import Outcome, Prepared
 from xinfang_intake.settings import IntakeSettings
 from xinfang_intake.state import IntakeState
 from xinfang_intake.submissions import FastPath
+from xinfang_shared.batching import Coalescer
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.service import Service
@@ -170,3 +174,48 @@ async def test_a_copy_due_for_a_reload_that_fails_lets_no_key_through(running: R
         assert await running.status_for(KEY) == 422
     finally:
         running.state.keys = saved
+
+
+async def test_a_full_queue_is_answered_503_with_retry_after_and_registers_nothing(running: Running) -> None:
+    state = running.state
+    flushing, release = asyncio.Event(), asyncio.Event()
+
+    async def held(batch: Sequence[Prepared]) -> list[Outcome]:
+        flushing.set()
+        await release.wait()
+        return await state.intake.register_http(batch)
+
+    tiny: Coalescer[Prepared, Outcome] = Coalescer(held, max_batch=1, workers=1, max_queue=1)
+    tiny.start()
+    saved, state.coalescer = state.coalescer, tiny
+    bodies = [factories.submission() for _ in range(3)]
+    try:
+        being_registered = asyncio.create_task(_submit(running, bodies[0]))
+        await asyncio.wait_for(flushing.wait(), 30)
+        waiting = asyncio.create_task(_submit(running, bodies[1]))
+        await eventually(lambda: tiny.queued == 1, timeout=30)
+
+        refused = await _submit(running, bodies[2])
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "5"
+        assert "overloaded" in refused.json()["detail"] and "not registered" in refused.json()["detail"]
+
+        release.set()
+        assert (await being_registered).status_code == 202
+        assert (await waiting).status_code == 202
+    finally:
+        release.set()
+        state.coalescer = saved
+        await tiny.stop()
+    assert [await _registered(running, b) for b in bodies] == [True, True, False]
+    again = await _submit(running, bodies[2])
+    assert again.status_code == 202, "sent again, it is registered"
+
+
+async def _submit(running: Running, body: dict[str, Any]) -> httpx.Response:
+    return await running.http.post("/v1/submissions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+
+
+async def _registered(running: Running, body: dict[str, Any]) -> bool:
+    query = "SELECT count(*) FROM matters WHERE external_id = $1"
+    return bool(await running.service.pool.fetchval(query, body["external_id"]))

@@ -52,6 +52,17 @@ class IntakeSettings(ServiceSettings):
     # Transactions registering HTTP submissions at once: while some wait on PostgreSQL, requests arriving
     # meanwhile are validated and gathered for the next.
     http_flushers: int = 2
+    http_queue_max: int = Field(
+        default=4000,
+        ge=1,
+        description="HTTP submissions that may wait for a registering transaction (those in one not counted);"
+        " more are answered 503 with Retry-After at once, not registered, instead of piling up in memory."
+        " 4000 = 10 rounds of every flusher's full batch (10 x http_batch_max 200 x http_flushers 2): a burst"
+        " the flushers clear in ten transactions each is taken whole; a queue longer than that means PostgreSQL"
+        " is not keeping up, and a request further back would wait ten transactions or more for its answer,"
+        " which a quick 503 lets the channel system retry later or at another instance. Raise it with"
+        " http_batch_max or http_flushers.",
+    )
 
     # The petitioners' public endpoints (GET /v1/matters/{code}, POST /v1/matters/{code}/rating): a token bucket
     # per client address, in this instance's memory (xinfang_shared.ratelimit); answered 429 + Retry-After.

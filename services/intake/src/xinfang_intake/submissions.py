@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from xinfang_shared.batching import ItemFailed
+from xinfang_shared.batching import ItemFailed, Overloaded
 from xinfang_shared.contracts.events import FieldError
 from xinfang_shared.dlq_limit import ConsumerHalted
 from xinfang_shared.messaging import TRANSIENT_ERRORS
@@ -79,6 +79,11 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
         # It passed validation but cannot be stored (the others of its batch were): the client's to mend.
         log.warning("a submission could not be registered", extra={"error_type": type(failed.cause).__name__})
         return _errors(422, "the submission is refused", [unstorable(failed.cause)])
+    except Overloaded:
+        # More are waiting to be registered than the flushers clear in a while (settings.http_queue_max).
+        return _detail(
+            503, "intake is overloaded: the submission was not registered; send it again in a few seconds", **SOON
+        )
     except ConsumerHalted:
         # Too many submissions failed lately: a bug or a broken dependency, not this request.
         return _detail(503, "submissions cannot be registered at the moment; send it again later", **RETRY_LATER)
