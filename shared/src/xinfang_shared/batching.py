@@ -11,7 +11,8 @@ and `EventBatches`, the body of every batch consumer of events.
 `await coalescer.submit(item)`. A fixed number of workers each take everything queued at that moment (up to
 `max_batch`), run `flush` on it once, and hand every caller its own result (or its own failure). There is no
 timer: under light load a batch is one item and adds no latency; under heavy load requests queue while a flush
-runs and the next flush takes them all.
+runs and the next flush takes them all. The queue is bounded (`max_queue`): when it is full, `submit` raises
+`Overloaded` at once and the item is not taken, so an overload is refused instead of piling up in memory.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ class ItemFailed(Exception):
         self.cause = cause
 
 
+class Overloaded(Exception):
+    """The coalescer's queue is full: this item was not taken (nothing was done with it); try again later."""
+
+    def __init__(self, max_queue: int) -> None:
+        super().__init__(f"{max_queue} items are queued already")
+        self.max_queue = max_queue
+
+
+# The queue's bound when none is given: this many rounds of every worker's full batch.
+QUEUED_ROUNDS = 10
+
+
 class Coalescer(Generic[T, R]):
     def __init__(
         self,
@@ -99,13 +112,24 @@ class Coalescer(Generic[T, R]):
         limit: DeadLetterLimit | None = None,
         max_batch: int = 200,
         workers: int = 2,
+        max_queue: int | None = None,
     ) -> None:
+        """`max_queue`: items waiting for a flush (those being flushed are not counted), by default
+        QUEUED_ROUNDS * max_batch * workers."""
+        max_queue = QUEUED_ROUNDS * max_batch * workers if max_queue is None else max_queue
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, not {max_queue}")
         self._flush = flush
         self._limit = limit
         self._max_batch = max_batch
         self._workers = workers
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=max_queue)
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a flush."""
+        return self._queue.qsize()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"coalescer-{i}") for i in range(self._workers)]
@@ -119,14 +143,18 @@ class Coalescer(Generic[T, R]):
         self._tasks = []
 
     async def submit(self, item: T) -> R:
-        """The item's result; raises ItemFailed when it alone cannot be processed, ConsumerHalted when too many
-        have failed lately (a bug or a broken dependency), or the infrastructure's error."""
+        """The item's result; raises Overloaded at once when the queue is full (the item is not taken),
+        ItemFailed when it alone cannot be processed, ConsumerHalted when too many have failed lately (a bug or a
+        broken dependency), or the infrastructure's error."""
         if not self._tasks:
             raise RuntimeError("Coalescer.start() was not called")
         if self._limit is not None and self._limit.halted:
             raise ConsumerHalted(self._limit.consumer, self._limit.describe())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise Overloaded(self._queue.maxsize) from None
         return await future
 
     async def _work(self) -> None:

@@ -21,10 +21,34 @@ class IntakeSettings(PersonalDataSettings):
     # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys
     # with `xinfang-intake keys add`.
     channel_api_key: SecretStr | None = None
+    channel_keys_refresh_s: float = Field(
+        default=30,
+        gt=0,
+        le=60,
+        description="Seconds an instance keeps its copy of the channel keys before a request reloads it: a key"
+        " revoked with `xinfang-intake keys revoke` is refused by every instance at most this long after. At"
+        " most a minute; 30 s costs one small query per instance per 30 s.",
+    )
     max_message_bytes: int = 256 * 1024
     submitted_at_skew_s: int = 300
-    # Two texts from one petitioner at or above this similarity are "the same matter" (see repeats.py).
-    repeat_similarity: float = 0.35
+    repeat_similarity: float = Field(
+        default=0.18,
+        gt=0,
+        le=1,
+        description="Two texts of one petitioner whose Jaccard similarity (shared tokens over all tokens of both,"
+        " repeats.py) is at least this are the same matter. Chosen on tests/data/repeats.jsonl: every repeat"
+        " there but a one-line follow-up is at 0.188 or above, every different matter long enough to compare but"
+        " three template-like letters at 0.172 or below; `python -m tests.unit.repeat_accuracy` prints the error"
+        " rates.",
+    )
+    repeat_min_tokens: int = Field(
+        default=12,
+        ge=1,
+        description="A text with fewer tokens than this (Chinese character bigrams, other words of three letters"
+        " or more) is too short to compare and is never a repeat, even of itself: 问题, 投诉, help or"
+        " 请领导帮忙解决问题 (10) name no matter, and would match whatever someone else's ID number finds. The"
+        " shortest real matter in tests/data/repeats.jsonl, a two-sentence English complaint, has 15.",
+    )
     # Kafka channel topics are consumed in batches of up to this many records (one transaction each).
     consume_batch_max: int = 1000
     # A batch is registered in this many concurrent transactions (split by partition).
@@ -34,6 +58,17 @@ class IntakeSettings(PersonalDataSettings):
     # Transactions registering HTTP submissions at once: while some wait on PostgreSQL, requests arriving
     # meanwhile are validated and gathered for the next.
     http_flushers: int = 2
+    http_queue_max: int = Field(
+        default=4000,
+        ge=1,
+        description="HTTP submissions that may wait for a registering transaction (those in one not counted);"
+        " more are answered 503 with Retry-After at once, not registered, instead of piling up in memory."
+        " 4000 = 10 rounds of every flusher's full batch (10 x http_batch_max 200 x http_flushers 2): a burst"
+        " the flushers clear in ten transactions each is taken whole; a queue longer than that means PostgreSQL"
+        " is not keeping up, and a request further back would wait ten transactions or more for its answer,"
+        " which a quick 503 lets the channel system retry later or at another instance. Raise it with"
+        " http_batch_max or http_flushers.",
+    )
 
     # The petitioners' public endpoints (GET /v1/matters/{code}, POST /v1/matters/{code}/rating): a token bucket
     # per client address, in this instance's memory (xinfang_shared.ratelimit); answered 429 + Retry-After.

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from xinfang_shared.batching import ItemFailed
+from xinfang_shared.batching import ItemFailed, Overloaded
 from xinfang_shared.contracts.events import FieldError
 from xinfang_shared.dlq_limit import ConsumerHalted
 from xinfang_shared.messaging import TRANSIENT_ERRORS
@@ -56,7 +56,10 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
     """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even when
     Kafka is down."""
     key = bearer_token(authorization)
-    system = await state.keys.system_for(key) if key else None
+    try:
+        system = await state.keys.system_for(key) if key else None
+    except TRANSIENT_ERRORS as exc:  # the keys' copy is due for a reload that failed: no key is let through
+        return _database_away(exc)
     if system is None:
         return _detail(
             401,
@@ -76,12 +79,16 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
         # It passed validation but cannot be stored (the others of its batch were): the client's to mend.
         log.warning("a submission could not be registered", extra={"error_type": type(failed.cause).__name__})
         return _errors(422, "the submission is refused", [unstorable(failed.cause)])
+    except Overloaded:
+        # More are waiting to be registered than the flushers clear in a while (settings.http_queue_max).
+        return _detail(
+            503, "intake is overloaded: the submission was not registered; send it again in a few seconds", **SOON
+        )
     except ConsumerHalted:
         # Too many submissions failed lately: a bug or a broken dependency, not this request.
         return _detail(503, "submissions cannot be registered at the moment; send it again later", **RETRY_LATER)
     except TRANSIENT_ERRORS as exc:
-        log.warning("a submission waits for the database", extra={"error_type": type(exc).__name__})
-        return _detail(503, "the database is unavailable; the submission was not registered, send it again", **SOON)
+        return _database_away(exc)
     if outcome.result == Result.CONFLICT:
         return _errors(409, "external_id already used for other content", outcome.errors)
     if outcome.result == Result.REFUSED:
@@ -97,6 +104,11 @@ async def answer(state: IntakeState, authorization: str | None, body: bytes) -> 
 
 RETRY_LATER = {"retry-after": "60"}
 SOON = {"retry-after": "5"}
+
+
+def _database_away(exc: BaseException) -> Answer:
+    log.warning("a submission waits for the database", extra={"error_type": type(exc).__name__})
+    return _detail(503, "the database is unavailable; the submission was not registered, send it again", **SOON)
 
 
 def _prepare(state: IntakeState, submission: Any) -> Prepared:
