@@ -27,9 +27,13 @@ from xinfang_notify.settings import NotifySettings
 REAL_SECRETS = {
     "operator_api_key": "k" * 32,
     "personal_data_key": "a" * 44,
-    "personal_data_hash_key": "b" * 44,
+    "personal_data_transport_key": "b" * 44,
     "sms_access_key": "s" * 32,
     "sms_receipt_token": "t" * 32,
+    # Production reaches the brokers over TLS, as its own principal.
+    "kafka_security_protocol": "SASL_SSL",
+    "kafka_sasl_username": "service-notify",
+    "kafka_sasl_password": "p" * 32,
 }
 SENDER = "xinfang@xfj.sc.gov.example"
 

@@ -57,8 +57,9 @@ def test_production_refuses_the_controlled_clock() -> None:
             environment="production",
             supervision_clock="controlled",
             operator_api_key="k" * 32,
-            personal_data_key="a" * 44,
-            personal_data_hash_key="b" * 44,
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_username="service-supervision",
+            kafka_sasl_password="p" * 32,
         )
 
 

@@ -50,10 +50,14 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
         intake = Intake(settings, registrar, svc.pool, svc.limit(CHANNEL_CONSUMER))
         http_limit = svc.limit(HTTP_CONSUMER)
         coalescer = Coalescer(
-            intake.register_http, limit=http_limit, max_batch=settings.http_batch_max, workers=settings.http_flushers
+            intake.register_http,
+            limit=http_limit,
+            max_batch=settings.http_batch_max,
+            workers=settings.http_flushers,
+            max_queue=settings.http_queue_max,
         )
         coalescer.start()
-        keys = ChannelKeys(svc.pool)
+        keys = ChannelKeys(svc.pool, refresh_s=settings.channel_keys_refresh_s)
         if settings.channel_api_key is not None:
             async with svc.pool.acquire() as conn:
                 await add_key(

@@ -6,8 +6,9 @@ a batch of them is `register`ed:
   1. advisory locks on the batch's petitioners, so two instances cannot both miss each other's repeat;
   2. `(channel, external_id)` already known: same content → that matter again; other content → conflict;
   3. review and re-review requests must name a concluded matter, within the review window;
-  4. repeats: an earlier matter of the same petitioner with a near-identical text (repeats.py) makes this
-     one `duplicate_of` it while it is open, or `not_accepted_again` once it was terminated;
+  4. repeats: an earlier matter of the same petitioner (the same ID number and the same name: MatchKeys) with a
+     near-identical text (repeats.py: never a text too short to compare) makes this one `duplicate_of` it while it
+     is open, or `not_accepted_again` once it was terminated;
   5. insert, then put `matters.registered.v2` in the outbox, its personal block sealed for routing and notify.
 """
 
@@ -33,7 +34,7 @@ from xinfang_shared.periods import period_last_day
 from xinfang_shared.personal import MatchKeys, PersonalDataVault, TransportSeal
 from xinfang_shared.tracking import new_tracking_code, normalise
 
-from .repeats import fingerprint, similarity
+from .repeats import RepeatRule, fingerprint
 from .settings import IntakeSettings
 from .validation import REVIEW_KINDS, error
 
@@ -98,7 +99,7 @@ class Registrar:
             PersonalDataVault.from_settings(settings),
             MatchKeys(settings.personal_data_hash_key.get_secret_value()),
             TransportSeal.from_settings(settings),
-            repeat_similarity=settings.repeat_similarity,
+            repeats=RepeatRule(threshold=settings.repeat_similarity, min_tokens=settings.repeat_min_tokens),
             deadlines=DeadlineRules.load(settings.deadline_rules_file),
         )
 
@@ -108,13 +109,13 @@ class Registrar:
         match_keys: MatchKeys,
         transport: TransportSeal,
         *,
-        repeat_similarity: float,
+        repeats: RepeatRule,
         deadlines: DeadlineRules,
     ) -> None:
         self.vault = vault
         self.match_keys = match_keys
         self.transport = transport
-        self.repeat_similarity = repeat_similarity
+        self.repeats = repeats
         self.deadlines = deadlines
 
     def prepare(self, submission: Submission) -> Prepared:
@@ -282,11 +283,7 @@ class Registrar:
 
     def _repeat(self, p: Prepared, earlier: dict[bytes, list[_Earlier]]) -> tuple[uuid.UUID | None, bool]:
         """(duplicate_of, not_accepted_again) for a new submission against the petitioner's earlier matters."""
-        same = [
-            e
-            for e in earlier.get(p.petitioner_key, [])
-            if similarity(p.fingerprint, e.fingerprint) >= self.repeat_similarity
-        ]
+        same = [e for e in earlier.get(p.petitioner_key, []) if self.repeats.same(p.fingerprint, e.fingerprint)]
         for e in same:  # oldest first: a copy points at the original
             if e.status in OPEN:
                 return e.matter_id, False
