@@ -25,7 +25,9 @@ _PII_PATTERNS = (
     # from letters, digits and hyphens, so that a UUID's all-digit groups are not taken for one
     re.compile(r"(?<![0-9A-Za-z-])(?:\+?86[- ]?)?1[3-9]\d[- ]\d{4}[- ]\d{4}(?![0-9A-Za-z-])"),
     re.compile(r"(?<![0-9A-Za-z-])(?:0\d{2,3}|\(0\d{2,3}\))[- ]?(?:\d{7,8}|\d{3,4}[- ]\d{4})(?![0-9A-Za-z-])"),
-    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
+    # an e-mail address, tried only where a run of its characters begins (and taken whole): tried at every
+    # position, a long run of letters without an @ costs the square of its length
+    re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]+\.[\w.-]+"),
 )
 MASK = "[redacted]"
 
