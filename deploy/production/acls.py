@@ -1,84 +1,92 @@
-"""Kafka ACLs for production (SASL/SCRAM users, one per unit system and per service), from the topic registry.
+"""Kafka ACLs for production, from the topic registry: the same generator as the local stack's
+(xinfang_shared.contracts.acls), printed as kafka-acls.sh commands, or as Strimzi KafkaUser resources.
 
-    uv run --frozen python deploy/production/acls.py > acls.sh    # then run it against the cluster
+    uv run --frozen python deploy/production/acls.py > acls.sh             # then run it against the cluster
+    uv run --frozen python deploy/production/acls.py --strimzi > users.yaml  # one KafkaUser per principal
 
-Each unit's system may read only its own inbox topic (with consumer groups named after it) and write only
-to units.feedback.v1. That a unit sends feedback only for its own matters is enforced by routing, which
-refuses anything else (units.feedback.rejected.v1, HTTP 403). Services get what the registry says they
-produce and consume. Everything else is denied (allow.everyone.if.no.acl.found=false on the brokers).
+Each principal (service-<service>, unit-<unit>, channel-<channel>) may do what the registry says and nothing else
+(the brokers run with allow.everyone.if.no.acl.found=false): a unit's system reads only its own inbox and refusals
+and writes only its own feedback topic; a channel system writes its channel topic and reads its own refusals;
+services read and write what the registry names, and the dead letters of what they read.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import shlex
 import sys
-from dataclasses import dataclass
+from itertools import groupby
 
-from xinfang_shared.contracts.reference import UNITS
-from xinfang_shared.contracts.topics import CONTRACT_TOPICS, FEEDBACK_REJECTED, UNIT_INBOXES, UNITS_FEEDBACK
+from xinfang_shared.contracts.acls import Acl, acls
 
-SERVICES = ("intake", "routing", "supervision", "notify", "stats")
-
-
-@dataclass(frozen=True)
-class Acl:
-    principal: str
-    operation: str  # Read, Write, Describe
-    resource: str  # topic or group
-    name: str
-    prefixed: bool = False
-
-    def command(self) -> str:
-        parts = [
-            "kafka-acls.sh",
-            "--bootstrap-server",
-            "${KAFKA_BOOTSTRAP}",
-            "--command-config",
-            "${ADMIN_CONFIG}",
-            "--add",
-            "--allow-principal",
-            f"User:{self.principal}",
-            "--operation",
-            self.operation,
-            f"--{self.resource}",
-            self.name,
-        ]
-        if self.prefixed:
-            parts += ["--resource-pattern-type", "prefixed"]
-        return " ".join(p if p.startswith("${") else shlex.quote(p) for p in parts)
+KAFKA_ACLS = "kafka-acls.sh"
 
 
-def unit_principal(unit: str) -> str:
-    return f"unit-{unit}"
+def command(acl: Acl) -> str:
+    parts = [
+        KAFKA_ACLS,
+        "--bootstrap-server",
+        "${KAFKA_BOOTSTRAP}",
+        "--command-config",
+        "${ADMIN_CONFIG}",
+        "--add",
+        "--allow-principal",
+        f"User:{acl.principal}",
+        "--operation",
+        acl.operation.capitalize(),
+        f"--{acl.resource.lower()}",
+        acl.name,
+    ]
+    if acl.prefixed:
+        parts += ["--resource-pattern-type", "prefixed"]
+    return " ".join(p if p.startswith("${") else shlex.quote(p) for p in parts)
 
 
-def acls() -> list[Acl]:
-    rules: list[Acl] = []
-    for unit in UNITS:
-        who = unit_principal(unit)
-        inbox = UNIT_INBOXES[unit].name
-        rules += [
-            Acl(who, "Read", "topic", inbox),
-            Acl(who, "Describe", "topic", inbox),
-            Acl(who, "Read", "group", f"{unit}-", prefixed=True),
-            Acl(who, "Write", "topic", UNITS_FEEDBACK.name),
-            Acl(who, "Read", "topic", FEEDBACK_REJECTED.name),  # refusals name the unit; a shared topic
-        ]
-    for service in SERVICES:
-        who = f"service-{service}"
-        rules.append(Acl(who, "Read", "group", f"xinfang-{service}"))
-        for topic in CONTRACT_TOPICS:
-            if service in topic.consumers:
-                rules += [Acl(who, "Read", "topic", topic.name), Acl(who, "Write", "topic", topic.dlq)]
-            if service in topic.producers:
-                rules.append(Acl(who, "Write", "topic", topic.name))
-    return rules
+def strimzi_users(cluster: str, prefix: str = "") -> list[dict[str, object]]:
+    """One KafkaUser (kafka.strimzi.io/v1) per principal, SCRAM-SHA-512, with its simple-authorization ACLs."""
+    users = []
+    for principal, rules in groupby(acls(prefix), key=lambda a: a.principal):
+        users.append(
+            {
+                "apiVersion": "kafka.strimzi.io/v1",
+                "kind": "KafkaUser",
+                "metadata": {"name": principal, "labels": {"strimzi.io/cluster": cluster}},
+                "spec": {
+                    "authentication": {"type": "scram-sha-512"},
+                    "authorization": {
+                        "type": "simple",
+                        "acls": [
+                            {
+                                "resource": {
+                                    "type": a.resource.lower(),
+                                    "name": a.name,
+                                    "patternType": "prefix" if a.prefixed else "literal",
+                                },
+                                "operations": [a.operation.capitalize()],
+                            }
+                            for a in rules
+                        ],
+                    },
+                },
+            }
+        )
+    return users
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--strimzi", metavar="CLUSTER", help="print KafkaUser resources for this Strimzi cluster")
+    parser.add_argument("--prefix", default="", help="a namespace (TOPIC_PREFIX) the cluster's topics carry")
+    args = parser.parse_args()
+    if args.strimzi:
+        # JSON is YAML: one document per user.
+        sys.stdout.write("\n".join("---\n" + json.dumps(u, indent=2) for u in strimzi_users(args.strimzi, args.prefix)))
+        sys.stdout.write("\n")
+        return
     sys.stdout.write("#!/usr/bin/env sh\n# Generated by deploy/production/acls.py from the topic registry.\nset -e\n")
-    for acl in acls():
-        sys.stdout.write(acl.command() + "\n")
+    for acl in acls(args.prefix):
+        sys.stdout.write(command(acl) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ the channel topics; the Kafka figure starts once that group is Stable with the c
 
 Routing (after intake has stopped, which would otherwise consume the routed and status events): one, then two
 `xinfang-routing` processes, each run with its own fresh database and consumer group (started at the ends of
-matters.registered.v1 and units.feedback.v1; the two instances share it and so split the partitions). Once the
+matters.registered.v2 and the units' feedback topics; the two instances share it and so split the partitions). Once the
 group is Stable with the partitions spread over every instance, the bench produces N MatterRegistered events
 (half of them without a category, so routing infers it) and times first send → the last matters.routed.v1
 event of the routing under test about them (matched by key, and by routed_at against the bench database).
@@ -52,8 +52,9 @@ from typing import TypeVar
 import orjson
 
 from tests.integration.processes import free_port
+from xinfang_shared.contracts.acls import acls, principals
 from xinfang_shared.contracts.topics import topics_to_create
-from xinfang_shared.kafka_admin import delete_topics, ensure_topics
+from xinfang_shared.kafka_admin import apply_security, delete_topics, ensure_topics, remove_acls
 
 from . import e2e_bench as e2e
 from . import http_bench as http
@@ -131,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--n-kafka", type=int, default=20_000, help="submissions through the channel topic")
     parser.add_argument("--n-http", type=int, default=5_000, help="measured POST /v1/submissions")
     parser.add_argument(
-        "--n-routing", type=int, default=10_000, help="matters.registered.v1 events per routing run (1 and 2 instances)"
+        "--n-routing", type=int, default=10_000, help="matters.registered.v2 events per routing run (1 and 2 instances)"
     )
     parser.add_argument(
         "--n-deadlines", type=int, default=100_000, help="open deadlines for the supervision scheduler passes"
@@ -227,6 +228,8 @@ class Bench:
     stats_figures: list[Figure] = field(default_factory=list)
     e2e_figures: list[Figure] = field(default_factory=list)
     routing_processes: list[ServiceProcess] = field(default_factory=list)
+    # The stack's SCRAM listener, where the end-to-end cluster runs each service as its own principal.
+    principals: e2e.Principals | None = None
     baseline_processes: list[ServiceProcess] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     cpu: list[tuple[str, CpuUse, int]] = field(default_factory=list)
@@ -491,7 +494,7 @@ class Bench:
     async def _kafka(self, payloads_: list[Payload], baseline: kafka.RoundTrip) -> None:
         timeout_s = max(60.0, len(payloads_) / 300)
         work = kafka.intake_roundtrip(self.bootstrap, payloads_, self.db.matter_ids, self.intake.check_alive, timeout_s)
-        trip = await self._measured("Kafka channel topic → intake → matters.registered.v1", work, lambda t: t.n)
+        trip = await self._measured("Kafka channel topic → intake → matters.registered.v2", work, lambda t: t.n)
         note = (
             f"{trip.arrived:,}/{trip.n:,} registered events seen"
             + (f" in {trip.total_s:.1f} s" if trip.total_s else f" — NOT all within {timeout_s:.0f} s")
@@ -572,7 +575,7 @@ class Bench:
             timeout_s = max(60.0, len(events) / 100)
             work = routing.routing_roundtrip(self.bootstrap, group, events, db.routed_at, alive, timeout_s)
             trip = await self._measured(
-                f"routing, {label}: matters.registered.v1 → matters.routed.v1", work, lambda t: t.n
+                f"routing, {label}: matters.registered.v2 → matters.routed.v1", work, lambda t: t.n
             )
         finally:
             codes = await asyncio.to_thread(stop_all, processes)
@@ -642,7 +645,9 @@ class Bench:
         await db.create()
         try:
             await self._settle("the whole cluster end to end")
-            result = await e2e.measure(db.dsn, self.bootstrap, self.workdir, self.opts.e2e, progress)
+            result = await e2e.measure(
+                db.dsn, self.bootstrap, self.workdir, self.opts.e2e, progress, principals=self.principals
+            )
             self.e2e_figures += result.figures
             self.notes += result.notes + [f"end to end saved: {path}" for path in result.saved]
             if result.cpu is not None:
@@ -761,20 +766,37 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     bench = Bench(opts, creds["DATABASE_URL"], bootstrap, workdir)
+    bench.principals = _principals(creds)
     namespace = {NAMESPACE + name: partitions for name, partitions in topics_to_create().items()}
+    granted = acls(NAMESPACE) if bench.principals else []
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(ensure_topics(bootstrap, namespace))
-            progress(f"topics in the bench's namespace {NAMESPACE!r} created (deleted at the end)")
+            runner.run(apply_security(bootstrap, {}, granted))
+            progress(
+                f"topics in the bench's namespace {NAMESPACE!r} created, and their {len(granted)} ACLs (both deleted"
+                " at the end)"
+            )
             try:
                 runner.run(bench.run(kafka_payloads, http_payloads, routing_events))
             finally:
+                runner.run(remove_acls(bootstrap, granted))
                 runner.run(delete_topics(bootstrap, list(namespace)))
     finally:
         print("\n".join(["", *header]))
         bench.report()
         print(f"\ntotal {time.perf_counter() - started:.0f} s; service logs in {workdir}")
 
+
+def _principals(creds: dict[str, str]) -> e2e.Principals | None:
+    """The local stack's SCRAM listener and the principals' passwords (.local/credentials.env), when it runs."""
+    passwords = {p: creds.get("KAFKA_PASSWORD_" + p.replace("-", "_"), "") for p in principals()}
+    if not _port_open(SCRAM_PORT) or not all(passwords.values()):
+        return None
+    return e2e.Principals(f"127.0.0.1:{SCRAM_PORT}", passwords)
+
+
+SCRAM_PORT = 9094
 
 if __name__ == "__main__":
     main()

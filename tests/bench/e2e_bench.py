@@ -41,8 +41,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests import factories
 from tests.integration.processes import free_port
+from xinfang_shared.contracts.acls import Acl
 from xinfang_shared.contracts.topics import BY_NAME, CHANNEL_SUBMITTED
-from xinfang_shared.kafka_admin import ensure_topics
+from xinfang_shared.kafka_admin import apply_security, ensure_topics, remove_acls
+from xinfang_shared.kafka_auth import KafkaConnection
 
 from .common import NAMESPACE, ROOT, CpuMeter, CpuUse, Figure, cpu_between, topic
 from .notify_bench import SENDERS, listening, standin
@@ -127,6 +129,24 @@ def consumed_topics(service: str) -> list[str]:
     return [topic(t.name) for t in BY_NAME.values() if service in t.consumers]
 
 
+@dataclass(frozen=True)
+class Principals:
+    """The SCRAM listener the services connect to, each as its own principal (service-<service>), and their
+    passwords (the namespace's ACLs applied: acls(NAMESPACE))."""
+
+    bootstrap: str
+    passwords: dict[str, str]
+
+    def env(self, service: str) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": f"service-{service}",
+            "KAFKA_SASL_PASSWORD": self.passwords[f"service-{service}"],
+        }
+
+
 @dataclass
 class Cluster:
     dsn: str
@@ -155,10 +175,18 @@ class Cluster:
 
 
 async def start_cluster(
-    dsn: str, bootstrap: str, workdir: Path, opts: Options, *, services_bootstrap: str | None = None
+    dsn: str,
+    bootstrap: str,
+    workdir: Path,
+    opts: Options,
+    *,
+    services_bootstrap: str | None = None,
+    principals: Principals | None = None,
 ) -> Cluster:
     """The cluster on `bootstrap`; its services alone on `services_bootstrap` when given (the same broker
-    through a proxy, for the chaos run's network faults), the load, Watch and checks staying on `bootstrap`."""
+    through a proxy, for the chaos run's network faults), the load, Watch and checks staying on `bootstrap`. With
+    `principals`, each service connects as its own principal on their SCRAM listener (through `services_bootstrap`
+    when given), as `make up` runs them."""
     run = uuid.uuid4().hex[:8]
     home = workdir / f"e2e-{run}"
     home.mkdir(parents=True, exist_ok=True)
@@ -191,7 +219,8 @@ async def start_cluster(
             "SMS_PER_S": "100000",
         },
     }
-    groups = {name: f"bench-e2e-{name}-{run}" for name in SERVICES}
+    # Named as the services' ACLs allow (a service may use the groups xinfang-<service>...).
+    groups = {name: f"{NAMESPACE}xinfang-{name}-e2e-{run}" for name in SERVICES}
     processes: list[ServiceProcess] = []
     for name in SERVICES:
         for k in range(opts.instances.get(name, 1)):
@@ -205,7 +234,9 @@ async def start_cluster(
                     group_id=groups[name],
                     bootstrap=services_bootstrap or bootstrap,
                     log_path=home / f"{name}-{k + 1}.log",
-                    env=extra.get(name),
+                    env=(extra.get(name) or {})
+                    | (principals.env(name) if principals else {})
+                    | ({"KAFKA_BOOTSTRAP_SERVERS": services_bootstrap} if services_bootstrap else {}),
                 )
             )
     for process in {p.binary: p for p in processes}.values():
@@ -490,14 +521,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))] if ordered else float("nan")
 
 
-async def raw_baseline(bootstrap: str, payloads: list[bytes]) -> float:
-    """Messages/s: the same bytes produced to one topic of 6 partitions and consumed back by plain aiokafka."""
+async def raw_baseline(bootstrap: str, payloads: list[bytes], *, client: KafkaConnection | None = None) -> float:
+    """Messages/s: the same bytes produced to one topic of 6 partitions and consumed back by plain aiokafka (as
+    `client`, whose rights on the topic and its group are granted for the measurement and taken back after)."""
     name = topic(f"bench.e2e-raw.{uuid.uuid4().hex[:6]}")
+    group = f"{NAMESPACE}xinfang-raw-{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, {name: 6})
-    consumer = AIOKafkaConsumer(
-        name, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest"
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256_000)
+    client = client or KafkaConnection(bootstrap)
+    granted: list[Acl] = []
+    if client.sasl_username:
+        who = client.sasl_username
+        granted = [Acl(who, "WRITE", "TOPIC", name), Acl(who, "READ", "TOPIC", name), Acl(who, "READ", "GROUP", group)]
+        await apply_security(bootstrap, {}, granted)
+    consumer = AIOKafkaConsumer(name, **client.aiokafka(), group_id=group, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(**client.aiokafka(), acks="all", linger_ms=5, max_batch_size=256_000)
     await consumer.start()
     await producer.start()
     try:
@@ -520,6 +557,7 @@ async def raw_baseline(bootstrap: str, payloads: list[bytes]) -> float:
     finally:
         await producer.stop()
         await consumer.stop()
+        await remove_acls(bootstrap, granted)
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         with contextlib.suppress(Exception):
@@ -539,8 +577,15 @@ class Result:
     saved: list[Path]
 
 
-async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progress: Callable[[str], None]) -> Result:
-    cluster = await start_cluster(dsn, bootstrap, workdir, opts)
+async def measure(
+    dsn: str,
+    bootstrap: str,
+    workdir: Path,
+    opts: Options,
+    progress: Callable[[str], None],
+    principals: Principals | None = None,
+) -> Result:
+    cluster = await start_cluster(dsn, bootstrap, workdir, opts, principals=principals)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     watch = Watch(cluster, pool)
     await watch.start()
@@ -549,9 +594,15 @@ async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progre
     stop = asyncio.Event()
     watching = asyncio.create_task(watch.run(stop))
     figures: list[Figure] = []
+    how = (
+        f"each as its own principal (SCRAM-SHA-512, the registry's ACLs) at {principals.bootstrap}"
+        if principals
+        else "without authentication (no SCRAM listener found)"
+    )
     notes: list[str] = [
         f"end to end: {', '.join(f'{p.name}' for p in cluster.processes)}; namespace {NAMESPACE!r}; logs in"
-        f" {cluster.processes[0].log_path.parent}"
+        f" {cluster.processes[0].log_path.parent}",
+        f"the services connect {how}",
     ]
     cpu: CpuUse | None = None
     cpu_n = 0
@@ -594,9 +645,26 @@ async def measure(dsn: str, bootstrap: str, workdir: Path, opts: Options, progre
         burst_s = await watch.until_drained("e2e burst", max(600.0, opts.burst / 20), progress)
         exact = await pool.fetchval(DONE_EXACTLY)
 
-        # 4. the raw baseline, with the same bytes
+        # 4. the raw baseline, with the same bytes; and what authentication costs it (the same, as a principal on
+        # the SCRAM listener: the handshake is once per connection, the records then flow as on the open one)
         rng = random.Random(opts.seed + 1)
-        raw_rate = await raw_baseline(bootstrap, [orjson.dumps(submission(rng, i)) for i in range(20_000)])
+        same = [orjson.dumps(submission(rng, i)) for i in range(20_000)]
+        raw_rate = await raw_baseline(bootstrap, same)
+        if principals is not None:
+            as_intake = KafkaConnection(principals.bootstrap).as_principal(
+                "service-intake", principals.passwords["service-intake"]
+            )
+            scram_rate = await raw_baseline(bootstrap, same, client=as_intake)
+            figures.append(
+                Figure(
+                    "raw aiokafka produce→consume as a SCRAM principal",
+                    scram_rate,
+                    "msg/s",
+                    scram_rate / raw_rate if raw_rate else None,
+                    note="ratio to the same without authentication, measured just before: what SASL/SCRAM and the"
+                    " ACL checks cost the raw path",
+                )
+            )
 
         ratio = sustained / raw_rate if raw_rate else None
         figures += [

@@ -1,4 +1,4 @@
-"""Kafka figures: submissions through intake (produce to a channel topic → the matters.registered.v1 events
+"""Kafka figures: submissions through intake (produce to a channel topic → the matters.registered.v2 events
 of the intake under test), and the baseline of the same path without the service: produce to a bench topic →
 a consumer that takes it as intake does and produces it again as the outbox relay does (kafka_baseline.py, a
 process of its own like the service) → the bench's consumer reads it from a second bench topic."""
@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from xinfang_shared.contracts.reference import Channel
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, MATTERS_REGISTERED_V2
 
 from .common import Payload, topic
 
 CHANNEL_TOPIC = topic(CHANNEL_SUBMITTED[Channel.LETTER].name)
-REGISTERED_TOPIC = topic(MATTERS_REGISTERED.name)
+REGISTERED_TOPIC = topic(MATTERS_REGISTERED_V2.name)
 
 # external_id → {matter_id → when it was first seen}
 Arrivals = dict[str, dict[str, float]]
@@ -162,7 +162,7 @@ async def intake_roundtrip(
     alive: Callable[[], None],
     timeout_s: float,
 ) -> RoundTrip:
-    """Produce to the letter channel topic; done when every submission's matters.registered.v1 event from
+    """Produce to the letter channel topic; done when every submission's matters.registered.v2 event from
     the intake under test has been seen. A running `make up` intake registers the same submissions in its
     own database and publishes events for them too: those are told apart by matter_id, which is looked up
     in the bench database (`registered_by_bench`)."""

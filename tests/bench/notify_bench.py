@@ -22,7 +22,7 @@ import random
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -31,8 +31,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests import factories
 from tests.integration.processes import free_port
-from xinfang_shared.contracts.events import MatterRegistered, Submission
-from xinfang_shared.contracts.topics import BY_NAME, MATTERS_REGISTERED
+from xinfang_shared.contracts.topics import BY_NAME, MATTERS_REGISTERED_V2
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_shared.workdays import CHINA
 
@@ -47,13 +46,8 @@ def _registered(i: int, run: str) -> bytes:
     if i % 2 == 0:
         petitioner["email"] = f"p{i}-{run}@example.org"
     body = factories.submission(random.Random(i), petitioner=petitioner)
-    event = MatterRegistered(
-        matter_id=uuid.uuid4(),
-        tracking_code=new_tracking_code(),
-        registered_at=datetime.now(UTC),
-        **dict(Submission.model_validate(body)),
-    )
-    return event.model_dump_json().encode()
+    event = factories.registration(body, tracking_code=new_tracking_code())
+    return bytes(event.model_dump_json().encode())
 
 
 def standin(script: str, port: int, folder: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -164,7 +158,7 @@ async def measure(db_dsn: str, bootstrap: str, workdir: Path, n: int) -> tuple[l
         await producer.start()
         try:
             for i in range(n):
-                await producer.send(topic(MATTERS_REGISTERED.name), _registered(i, run), key=uuid.uuid4().bytes)
+                await producer.send(topic(MATTERS_REGISTERED_V2.name), _registered(i, run), key=uuid.uuid4().bytes)
             await producer.flush()
         finally:
             await producer.stop()

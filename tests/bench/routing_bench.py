@@ -1,7 +1,7 @@
-"""Routing figures: matters.registered.v1 events produced by the bench → the matters.routed.v1 events the
+"""Routing figures: matters.registered.v2 events produced by the bench → the matters.routed.v1 events the
 routing instances under test publish for them (one per matter, key = matter_id).
 
-What the routing under test dead-letters instead (matters.registered.v1.dlq, its group in the headers) is
+What the routing under test dead-letters instead (matters.registered.v2.dlq, its group in the headers) is
 counted too, so a batch lost to the DLQ ends the wait instead of running into the timeout: the topics are
 shared, and a duplicated record someone else publishes there can make routing dead-letter a whole batch."""
 
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,17 +20,17 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests import factories
-from xinfang_shared.contracts.events import MatterRegistered, Submission, utc_now
+from xinfang_shared.contracts.events import utc_now
 from xinfang_shared.contracts.reference import Category
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED
 from xinfang_shared.tracking import new_tracking_code
 
 from .common import Payload, topic
 from .kafka_bench import RoundTrip, _partitions, _wait, produce
 
-REGISTERED_TOPIC = topic(MATTERS_REGISTERED.name)
+REGISTERED_TOPIC = topic(MATTERS_REGISTERED_V2.name)
 ROUTED_TOPIC = topic(MATTERS_ROUTED.name)
-DLQ_TOPIC = topic(MATTERS_REGISTERED.dlq)
+DLQ_TOPIC = topic(MATTERS_REGISTERED_V2.dlq)
 
 # matter_id → {routed_at of a matters.routed.v1 event about it → when that event was first seen}
 RoutedArrivals = dict[str, dict[datetime, float]]
@@ -49,9 +48,9 @@ class RoutingTrip(RoundTrip):
 
 
 def registered_events(n: int, seed: int) -> list[Payload]:
-    """`n` MatterRegistered events as intake would publish them, serialised once (Payload.external_id holds
-    the record key, the matter_id). Every other one has no category, so routing infers it (jieba); the
-    others carry one at random."""
+    """`n` matters.registered.v2 events as intake would publish them (sealed), serialised once
+    (Payload.external_id holds the record key, the matter_id). Every other one has no category, so routing
+    infers it (jieba); the others carry one at random."""
     rng = random.Random(seed)
     categories = list(Category)
     now = utc_now()
@@ -59,10 +58,7 @@ def registered_events(n: int, seed: int) -> list[Payload]:
     for i in range(n):
         body = factories.submission(rng)
         body["category"] = None if i % 2 == 0 else rng.choice(categories).value
-        submission = Submission.model_validate(body)
-        event = MatterRegistered(
-            matter_id=uuid.uuid4(), tracking_code=new_tracking_code(), registered_at=now, **dict(submission)
-        )
+        event = factories.registration(body, tracking_code=new_tracking_code(), registered_at=now)
         out.append(Payload(str(event.matter_id), event.model_dump_json().encode()))
     return out
 
@@ -96,7 +92,7 @@ async def routing_roundtrip(
     alive: Callable[[], None],
     timeout_s: float,
 ) -> RoutingTrip:
-    """Produce the events to matters.registered.v1; done when every matter's matters.routed.v1 event from the
+    """Produce the events to matters.registered.v2; done when every matter's matters.routed.v1 event from the
     routing under test has been seen. Any other routing consuming the topic (a `make up` stack, another
     session's tests) routes the same matters and publishes events with the same keys: the ones of the routing
     under test are told apart by routed_at, which equals transferred_at in the bench database

@@ -26,12 +26,12 @@ from aiokafka.structs import OffsetAndMetadata
 
 from xinfang_shared.contracts.topics import (
     CHANNEL_SUBMITTED,
+    CONTRACT_TOPICS,
     DEADLINES_EVENTS,
-    MATTERS_REGISTERED,
     MATTERS_ROUTED,
     MATTERS_STATUS,
-    UNITS_FEEDBACK,
 )
+from xinfang_shared.settings import LOCAL_DEV_SECRET
 
 from .common import NAMESPACE, ROOT, topic
 from .kafka_baseline import consumer_args
@@ -45,8 +45,8 @@ INTAKE_TOPICS = [topic(t.name) for t in CHANNEL_SUBMITTED.values()] + [
     topic(MATTERS_ROUTED.name),
     topic(DEADLINES_EVENTS.name),
 ]
-# Everything routing subscribes to (its app.py).
-ROUTING_TOPICS = [topic(MATTERS_REGISTERED.name), topic(UNITS_FEEDBACK.name)]
+# Everything routing subscribes to (the registry's consumers: registrations, v1 drained, and every feedback topic).
+ROUTING_TOPICS = [topic(t.name) for t in CONTRACT_TOPICS if "routing" in t.consumers]
 
 
 # ----------------------------------------------------------------------------------------------- database
@@ -258,6 +258,8 @@ class ServiceProcess:
             "TOPIC_PREFIX": NAMESPACE,
             "LOG_LEVEL": "WARNING",
             "ENVIRONMENT": "local",
+            # The key the bench seals the registrations it produces with (tests.factories.registration).
+            "PERSONAL_DATA_TRANSPORT_KEY": LOCAL_DEV_SECRET,
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

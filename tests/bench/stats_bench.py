@@ -28,22 +28,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from tests import factories
 from tests.integration.processes import free_port
 from xinfang_shared.contracts.events import (
     Location,
-    MatterRegistered,
     MatterRouted,
     MatterStatus,
     MatterStatusChanged,
-    Petitioner,
 )
-from xinfang_shared.contracts.reference import CITIES, Addressee, Category, Channel, Kind, Level, Office
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.reference import CITIES, Category, Channel, Kind, Office
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.db import create_pool, migrate_dsn
-from xinfang_shared.tracking import new_tracking_code
 from xinfang_stats import figures, fold
 from xinfang_stats.app import MIGRATIONS
+from xinfang_stats.fold import Registered
 
 from .common import ROOT, Figure
 from .common import topic as namespaced
@@ -64,19 +61,13 @@ def _events(n: int, seed: int) -> list[tuple[str, Any]]:
         category = rng.choice(list(Category))
         unit = f"city-{region[:4]}"
         registered.append(
-            MatterRegistered(
+            Registered(
                 matter_id=matter_id,
-                tracking_code=new_tracking_code(),
                 channel=rng.choice(list(Channel)),
-                external_id=f"bench-{matter_id}",
                 registered_at=at,
-                submitted_at=at,
                 kind=Kind.COMPLAINT,
-                addressee=Addressee.PROVINCIAL_GOVERNMENT,
-                petitioner=Petitioner(name="测试人", id_number=factories.id_number(rng), phone=factories.mobile(rng)),
                 headcount=1,
                 location=Location(region_code=region),
-                level=Level.LOCAL,
                 category=category if i % 2 else None,
                 title="关于拖欠农民工工资的反映",
                 content="某建筑公司拖欠农民工工资三个月，多次讨要无果，请求督促支付。",
@@ -104,7 +95,7 @@ def _events(n: int, seed: int) -> list[tuple[str, Any]]:
             )
         )
     return (
-        [(MATTERS_REGISTERED.name, e) for e in registered]
+        [(MATTERS_REGISTERED_V2.name, e) for e in registered]
         + [(MATTERS_ROUTED.name, e) for e in routed]
         + [(MATTERS_STATUS.name, e) for e in status]
     )
@@ -177,7 +168,7 @@ async def _folds_alone(db_dsn: str, events: list[tuple[str, Any]]) -> float:
 
 
 PLAIN = {
-    MATTERS_REGISTERED.name: (
+    MATTERS_REGISTERED_V2.name: (
         "INSERT INTO facts (matter_id, registered_at, day, channel, kind, region, headcount, category)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (matter_id) DO UPDATE SET"
         " registered_at = EXCLUDED.registered_at, day = EXCLUDED.day, channel = EXCLUDED.channel",

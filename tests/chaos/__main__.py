@@ -58,12 +58,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tests.bench.common import NAMESPACE, ROOT, credentials, topic
-from tests.bench.e2e_bench import Cluster, Load, Options, Watch, open_loop, start_cluster, stop_cluster
+from tests.bench.e2e_bench import (
+    Cluster,
+    Load,
+    Options,
+    Principals,
+    Watch,
+    open_loop,
+    start_cluster,
+    stop_cluster,
+)
 from tests.bench.service import BenchDatabase, ServiceProcess
 from tests.chaos import crash_points, network
 from tests.integration.private_kafka import PrivateKafka
+from xinfang_shared.contracts.acls import acls, principals
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS, topics_to_create
-from xinfang_shared.kafka_admin import ensure_topics
+from xinfang_shared.kafka_admin import apply_security, ensure_topics
 
 SERVICES = ("intake", "routing", "supervision", "notify", "stats")
 
@@ -312,7 +322,8 @@ async def run(opts: argparse.Namespace) -> bool:
     creds = credentials()
     workdir = Path(tempfile.mkdtemp(prefix="xinfang-chaos-"))
     net = network.Network(workdir, opts)
-    kafka = PrivateKafka(workdir / "kafka", heap="1g", advertise_proxied=net.proxy_port, data=net.kafka_data)
+    # Secured as `make up`'s broker: the services reach it through the proxy as their own principals (SCRAM, ACLs).
+    kafka = PrivateKafka(workdir / "kafka", heap="1g", advertise_proxied=net.proxy_port, data=net.kafka_data, sasl=True)
     try:
         for line in await net.start(kafka):
             say(line)
@@ -328,12 +339,19 @@ async def _run(
     await asyncio.to_thread(kafka.start, 120.0)
     say(f"private Kafka on {kafka.bootstrap}; work in {workdir}")
     await ensure_topics(kafka.bootstrap, {NAMESPACE + n: p for n, p in topics_to_create().items()})
+    passwords = {p: secrets.token_urlsafe(18) for p in principals()}
+    await apply_security(kafka.bootstrap, passwords, acls(NAMESPACE))
     db = BenchDatabase(creds["DATABASE_URL"], f"xinfang_chaos_{secrets.token_hex(4)}")
     await db.create()
     cluster: Cluster | None = None
     try:
         cluster = await start_cluster(
-            db.dsn, kafka.bootstrap, workdir, Options(seed=opts.seed), services_bootstrap=kafka.proxied_bootstrap
+            db.dsn,
+            kafka.bootstrap,
+            workdir,
+            Options(seed=opts.seed),
+            services_bootstrap=kafka.proxied_bootstrap,
+            principals=Principals(kafka.sasl_bootstrap, passwords),
         )
         pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=2)
         watch = Watch(cluster, pool)

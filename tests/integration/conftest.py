@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Producer
 
+from xinfang_shared.contracts.acls import acls, principals
 from xinfang_shared.contracts.topics import topics_to_create
-from xinfang_shared.kafka_admin import ensure_topics
+from xinfang_shared.kafka_admin import apply_security, ensure_topics
+from xinfang_shared.kafka_auth import KafkaConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = ROOT / ".local" / "credentials.env"
@@ -68,27 +72,59 @@ def _idempotent_producer_acknowledged(bootstrap: str) -> None:
     assert producer.flush(130) == 0 and not failed, f"the tests' Kafka broker does not acknowledge: {failed}"
 
 
+@dataclass(frozen=True)
+class Secured:
+    """The tests' broker as the local stack secures it: its SCRAM listener, where every principal of the registry
+    (service-<service>, unit-<unit>, channel-<channel>) has its password and the registry's ACLs apply."""
+
+    bootstrap: str
+    passwords: dict[str, str]
+
+    def principal(self, name: str) -> KafkaConnection:
+        return KafkaConnection(self.bootstrap).as_principal(name, self.passwords[name])
+
+
 @pytest.fixture(scope="session")
-def bootstrap(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_broker(
+    stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Secured | None]]:
     """The tests' own Kafka broker: a private one for the session (the stack's jars, other ports, its data in a
-    temporary folder), with every registry topic created, so no test leaves a record on the topics a
-    `make up` stack reads. TEST_KAFKA_BOOTSTRAP_SERVERS names a broker to use instead (its topics created)."""
+    temporary folder), with every registry topic created, so no test leaves a record on the topics a `make up`
+    stack reads; secured as the stack's is (its open listener for the tests' tools, its SCRAM listener with the
+    registry's ACLs). TEST_KAFKA_BOOTSTRAP_SERVERS names a broker to use instead (its topics created; no SCRAM)."""
     from tests.integration.private_kafka import PrivateKafka  # here: it imports this module
 
     given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = None if given else PrivateKafka(tmp_path_factory.mktemp("kafka"), heap="1g")
+    kafka = None if given else PrivateKafka(tmp_path_factory.mktemp("kafka"), heap="1g", sasl=True)
     if kafka is not None:
         kafka.start()
     address = given or (kafka.bootstrap if kafka else "")
     asyncio.run(ensure_topics(address, topics_to_create() | {WARM_UP: 1}))
     _idempotent_producer_acknowledged(address)
+    secured = None
+    if kafka is not None:
+        passwords = {p: secrets.token_urlsafe(18) for p in principals()}
+        asyncio.run(apply_security(address, passwords, acls()))
+        secured = Secured(kafka.sasl_bootstrap, passwords)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = address  # for the processes the tests start
     try:
-        yield address
+        yield address, secured
     finally:
         if kafka is not None:
             kafka.stop()
             shutil.rmtree(kafka.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka_broker: tuple[str, Secured | None]) -> str:
+    return kafka_broker[0]
+
+
+@pytest.fixture(scope="session")
+def secured(kafka_broker: tuple[str, Secured | None]) -> Secured:
+    if kafka_broker[1] is None:
+        pytest.skip("TEST_KAFKA_BOOTSTRAP_SERVERS names a broker of its own: no SCRAM listener to test")
+    return kafka_broker[1]
 
 
 @pytest.fixture(scope="session")

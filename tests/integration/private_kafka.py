@@ -4,7 +4,11 @@ stop and restart Kafka without disturbing the shared one.
 With `advertise_proxied=PORT` it has a second client listener, PROXIED, on a port of its own
 (`proxied_listener`) that advertises 127.0.0.1:PORT instead: put a TCP proxy (toxiproxy) on PORT forwarding to
 `proxied_listener`, and clients bootstrapping at `proxied_bootstrap` go through the proxy for every connection
-(the metadata they get back names PORT), while `bootstrap` stays direct."""
+(the metadata they get back names PORT), while `bootstrap` stays direct.
+
+With `sasl=True` it is secured as the local stack's broker is (deploy/local/kafka.sh): the standard authorizer with
+nothing allowed that no ACL allows, and a SASL_PLAINTEXT listener with SCRAM-SHA-512 at `sasl_bootstrap` (the proxied
+listener too, if any); `bootstrap` stays open for the tests' own tools, its anonymous principal a super user."""
 
 from __future__ import annotations
 
@@ -27,11 +31,14 @@ class PrivateKafka:
         *,
         advertise_proxied: int | None = None,
         data: Path | None = None,
+        sasl: bool = False,
     ) -> None:
         self.home = home
         self.heap = heap
-        self.port = port or free_port(consecutive=2)  # the broker's and its controller's
+        self.port = port or free_port(consecutive=3)  # the broker's, its controller's and its SASL listener's
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.sasl = sasl
+        self.sasl_bootstrap = f"127.0.0.1:{self.port + 2}"
         self.advertise_proxied = advertise_proxied
         self.proxied_listener: int | None = None  # where the proxy forwards to
         while advertise_proxied and self.proxied_listener in (None, self.port, self.port + 1, advertise_proxied):
@@ -50,10 +57,25 @@ class PrivateKafka:
         listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", f"CONTROLLER://127.0.0.1:{controller}"]
         advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
         protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        security: list[str] = []
+        if self.sasl:
+            listeners.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
+            advertised.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            security = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.proxied.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                "super.users=User:ANONYMOUS",
+            ]
         if self.advertise_proxied:
             listeners.append(f"PROXIED://127.0.0.1:{self.proxied_listener}")
             advertised.append(f"PROXIED://127.0.0.1:{self.advertise_proxied}")
-            protocols.append("PROXIED:PLAINTEXT")
+            protocols.append("PROXIED:SASL_PLAINTEXT" if self.sasl else "PROXIED:PLAINTEXT")
         self.config.write_text(
             "\n".join(
                 [
@@ -74,6 +96,7 @@ class PrivateKafka:
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=false",
+                    *security,
                 ]
             )
             + "\n"

@@ -36,9 +36,8 @@ from tests.integration.processes import (
     start_fuzzed,
 )
 from xinfang_routing.app import MIGRATIONS
-from xinfang_shared.contracts.events import MatterRegistered, Submission
 from xinfang_shared.contracts.reference import UNITS, Category, FeedbackAction, Office
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, UNIT_INBOXES
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, UNIT_INBOXES
 from xinfang_shared.tracking import new_tracking_code
 
 OPERATOR_KEY = "fuzz-operator-" + uuid.uuid4().hex
@@ -70,7 +69,7 @@ class Routing:
 
 
 async def _seed(bootstrap: str, count: int) -> list[uuid.UUID]:
-    """Registered matters on matters.registered.v1, as intake publishes them: varied categories, so routing
+    """Registered matters on matters.registered.v2, as intake publishes them: varied categories, so routing
     sends them to different units (and some to an office's manual queue)."""
     rng = random.Random(7)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -79,16 +78,10 @@ async def _seed(bootstrap: str, count: int) -> list[uuid.UUID]:
     try:
         for i in range(count):
             overrides: dict[str, Any] = {"category": list(Category)[i % len(Category)].value} if i % 4 else {}
-            submission = Submission.model_validate(factories.submission(rng, **overrides))
-            event = MatterRegistered(
-                matter_id=uuid.uuid4(),
-                tracking_code=new_tracking_code(),
-                registered_at=datetime.now(UTC),
-                **dict(submission),
-            )
+            event = factories.registration(factories.submission(rng, **overrides), tracking_code=new_tracking_code())
             ids.append(event.matter_id)
             await producer.send(
-                MATTERS_REGISTERED.name, event.model_dump_json().encode(), key=str(event.matter_id).encode()
+                MATTERS_REGISTERED_V2.name, event.model_dump_json().encode(), key=str(event.matter_id).encode()
             )
         await producer.flush()
     finally:

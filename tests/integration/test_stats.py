@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import random
 import uuid
@@ -126,8 +127,15 @@ async def cluster(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Cluste
             await tail.stop()
 
 
+# Petitioners' names as people have them, and a name every matter mentions (enough matters to be a hot term, were
+# person names not left out): the text stats reads holds personal data, as real petitions do.
+NAMES = ["王建国", "李秀英", "张伟", "刘德明", "陈桂兰", "杨志强", "赵淑芬", "黄立新", "周玉梅", "吴振华", "徐海燕"]
+MENTIONED = "马德胜"
+
+
 def _bodies(rng: random.Random) -> list[dict[str, Any]]:
-    """A known set: every channel, several cities, kinds and categories, a group visit."""
+    """A known set: every channel, several cities, kinds and categories, a group visit. Each petitioner writes their
+    own name, ID number, phone and e-mail into the content, and every matter names the same other person."""
     bodies = []
     categories = ["labor", "housing", "land", "environment"]
     kinds = ["complaint", "request", "suggestion"]
@@ -152,6 +160,13 @@ def _bodies(rng: random.Random) -> list[dict[str, Any]]:
         )
     )
     bodies.append(factories.submission(rng, channel="mailbox", mailbox="governor", category="environment"))
+    for i, body in enumerate(bodies):
+        person = body["petitioner"] | {"name": NAMES[i % len(NAMES)], "email": f"xf{i}-{RUN}@example.cn"}
+        body["petitioner"] = person
+        body["content"] += (
+            f" 我叫{person['name']}，身份证号{person['id_number']}，电话{person['phone']}，邮箱{person['email']}。"
+            f"此事{MENTIONED}经手，{MENTIONED}说不归他管。"
+        )
     return bodies
 
 
@@ -401,8 +416,9 @@ async def test_every_figure_equals_the_submitted_set_and_the_rebuild_equals_live
 
 
 async def test_figures_hold_no_personal_data(cluster: Cluster) -> None:
-    """Not a name, an ID number, a phone or a hashed ID: the facts have no column for them, and no value of any
-    column is one of the petitioners' (the terms are words of the text, never its people)."""
+    """Not a name, an ID number, a phone, an e-mail or a hashed ID, though the texts stats reads hold them all (each
+    petitioner wrote theirs into the content, and every matter names one more person): the facts have no column
+    for them, no value of any column is one of them, and no hot term of any window, category or city is."""
     pool: asyncpg.Pool = await create_pool(cluster.stats_settings.database_url, "stats", min_size=1, max_size=1)
     try:
         rows = await pool.fetch("SELECT * FROM facts")
@@ -414,10 +430,23 @@ async def test_figures_hold_no_personal_data(cluster: Cluster) -> None:
         for answer in cluster.submitted
         for person in [answer["body"]["petitioner"], *answer["body"].get("representatives", [])]
         for value in person.values()
-    }
+    } | {MENTIONED}
+    texts = " ".join(a["body"]["content"] for a in cluster.submitted)
+    assert all(name in texts for name in NAMES) and MENTIONED in texts, "the texts stats read held the people"
     values = {str(v) for r in rows for v in r.values()} | {t for r in rows for t in r["terms"]}
-    assert not people & values
+    assert not {v for v in people for t in values if v in t}, "a person's value in the facts or their terms"
     assert not {"petitioner", "name", "id_number", "phone", "petitioner_hash"} & set(rows[0].keys())
+    answers = []
+    for window in ("PT24H", "P7D"):
+        for scope in ({}, *({"category": c} for c in ("labor", "housing")), {"region": "5101"}):
+            found = await cluster.stats.get(
+                "/v1/stats/hot-terms", params={"window": window, **scope}, headers=_bearer(OPERATOR)
+            )
+            assert found.status_code == 200, found.text
+            answers.append(found.text)
+    assert any(json.loads(a)["terms"] for a in answers), "the hot terms had something to show"
+    shown = " ".join(answers)
+    assert not [v for v in people if v in shown], "a person's value among the hot terms"
 
 
 def test_the_figures_definitions_are_in_the_openapi_description() -> None:

@@ -57,6 +57,8 @@ from xinfang_supervision.app import create_service as create_supervision
 from xinfang_supervision.settings import SupervisionSettings
 
 OPERATOR = "operator-" + uuid.uuid4().hex
+# The units the matters here go to, whose refusals (each on its own topic) the tests read.
+REFUSED_TO = ("city-5101", "dept-human-resources", REVIEW_OFFICE_UNIT)
 AUTH = {"Authorization": f"Bearer {OPERATOR}"}
 DAY = 86_400
 UNIT = "city-5101"  # where a matter located in Chengdu (510104) goes
@@ -100,7 +102,8 @@ class Pipeline:
         await self.producer.send_and_wait(topic, event.model_dump_json().encode(), key=str(event.matter_id).encode())
 
     async def feedback(self, matter_id: uuid.UUID, action: FeedbackAction, unit: str = UNIT, **fields: Any) -> None:
-        event = UnitFeedback(matter_id=matter_id, unit=unit, action=action, at=datetime.now(UTC), **fields)
+        fields.setdefault("at", datetime.now(UTC))
+        event = UnitFeedback(matter_id=matter_id, unit=unit, action=action, **fields)
         await self.send(unit_feedback_topic(unit), event)
 
     def deadline_events(self, matter_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -208,7 +211,12 @@ async def pipeline(database: str, bootstrap: str) -> AsyncIterator[Pipeline]:
         routing, supervision = create_routing(routing_settings), create_supervision(supervision_settings)
         tail = Tail(
             bootstrap,
-            [DEADLINES_EVENTS.name, unit_feedback_rejected_topic(UNIT), MATTERS_STATUS.name, unit_inbox_topic(UNIT)],
+            [
+                DEADLINES_EVENTS.name,
+                MATTERS_STATUS.name,
+                unit_inbox_topic(UNIT),
+                *(unit_feedback_rejected_topic(u) for u in REFUSED_TO),
+            ],
         )
         await tail.start()
         await routing.start()
@@ -336,6 +344,49 @@ async def test_an_accepted_matter_gets_60_days_one_extension_and_no_second(pipel
     assert "overdue" not in pipeline.states(matter, "handling")
     await pipeline.feedback(matter, FeedbackAction.CONCLUDED, opinion={"result": "support", "text": "已解决"})
     assert (await pipeline.reaches(matter, "handling", "met"))["on_time"] is True
+
+
+async def test_a_late_conclusion_dated_early_counts_late(pipeline: Pipeline) -> None:
+    """The time that counts is the system's: a conclusion reaching the system 30 days after its handling deadline,
+    dated by the unit the day before it, is met late; the unit's date is kept beside it, for the record."""
+    matter = (await pipeline.register()).matter_id
+    await pipeline.reaches(matter, "acceptance", "set")
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    await pipeline.reaches(matter, "handling", "set")
+    await pipeline.settled(matter)
+    # The matter was accepted 90 days ago: its handling deadline (60 days) passed a month ago. (Moved back in both
+    # services' rows, with the scheduler's next look taken away so that it does not urge in the meantime.)
+    ago = timedelta(days=90)
+    await pipeline.routing.pool.execute(
+        "UPDATE matters SET status_at = status_at - $2::interval WHERE matter_id = $1", matter, ago
+    )
+    due = await pipeline.supervision.pool.fetchval(
+        "UPDATE deadlines SET started_at = started_at - $2::interval, due_at = due_at - $2::interval,"
+        " warn_at = warn_at - $2::interval, escalate_at = escalate_at - $2::interval, next_check_at = NULL"
+        " WHERE matter_id = $1 AND deadline = 'handling'"
+        " RETURNING due_at",
+        matter,
+        ago,
+    )
+    # Dated the day before the deadline, as supervision's clock counts (it may run ahead of the real one here).
+    shift = await pipeline.now() - datetime.now(UTC)
+    claimed = due - shift - timedelta(days=1)
+    sent = datetime.now(UTC)
+    await pipeline.feedback(
+        matter, FeedbackAction.CONCLUDED, opinion={"result": "support", "text": "已解决"}, at=claimed.isoformat()
+    )
+    met = await pipeline.reaches(matter, "handling", "met")
+    assert met["on_time"] is False, "a late conclusion dated early was counted on time"
+    status = next(
+        orjson.loads(r.value)
+        for r in pipeline.tail.on(MATTERS_STATUS.name)
+        if r.key == str(matter).encode() and orjson.loads(r.value)["status"] == "concluded"
+    )
+    assert datetime.fromisoformat(status["at"]) >= sent - timedelta(seconds=5), "the change counts from its arrival"
+    assert datetime.fromisoformat(status["reported_at"]) == claimed, "the unit's own time is kept beside it"
+    history = await pipeline.routing_http.get(f"/v1/matters/{matter}", headers=AUTH)
+    last = history.json()["history"][-1]
+    assert last["action"] == "concluded" and datetime.fromisoformat(last["reported_at"]) == claimed
 
 
 async def test_a_review_one_level_up_gets_its_30_day_deadline(pipeline: Pipeline) -> None:
@@ -486,7 +537,7 @@ async def test_a_repeat_gets_no_deadline_and_the_api_needs_the_operator_key(pipe
 
 
 def _refusals(pipeline: Pipeline) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in pipeline.tail.on(unit_feedback_rejected_topic(UNIT))]
+    return [orjson.loads(r.value) for u in REFUSED_TO for r in pipeline.tail.on(unit_feedback_rejected_topic(u))]
 
 
 # --- personal data -----------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Scale-out, on a running `make up` stack (stack.sh calls it before its `make down`): `make up ROUTING=2` adds
 # routing-2 on 8102, both instances healthy and in the consumer group xinfang-routing with the partitions of
-# matters.registered.v1 split between them (Kafka's DescribeGroups: consumer_group.py); `make status` lists both;
+# matters.registered.v2 split between them (Kafka's DescribeGroups: consumer_group.py); `make status` lists both;
 # then `make up` (ROUTING=1) stops routing-2 and routing alone holds every partition again. Prints the timings.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/lib.sh
 GROUP=xinfang-routing
-TOPIC=matters.registered.v1
+TOPIC=matters.registered.v2
 
 health() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health"; }
 

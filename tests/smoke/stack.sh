@@ -14,7 +14,7 @@ grep -E "Kafka started in" "$LOGS/smoke-up-1.log" || true
 
 expected="$(uv run --frozen python -c '
 from xinfang_shared.contracts.topics import topics_to_create
-for name, partitions in sorted(topics_to_create().items()): print(name, partitions)')"
+for name, spec in sorted(topics_to_create().items()): print(name, spec.partitions)')"
 actual="$(kcat -b 127.0.0.1:9092 -L | sed -nE 's/^  topic "([^"]+)" with ([0-9]+) partitions:$/\1 \2/p' \
   | grep -v '^__' | sort)"
 [[ "$expected" == "$actual" ]] || die "kcat -L does not show the registry's topics and partitions:
@@ -22,9 +22,22 @@ $(diff <(echo "$expected") <(echo "$actual") || true)"
 say "kcat -L: $(echo "$actual" | wc -l) topics with the registry's partitions"
 
 load_credentials
-schemas="$(psql "$DATABASE_URL" -qtAc "SELECT string_agg(nspname, ' ' ORDER BY nspname) FROM pg_namespace
-  WHERE nspname IN ('intake','routing','supervision','notify','stats')")"
-[[ "$schemas" == "intake notify routing stats supervision" ]] || die "schemas: got '$schemas'"
+[[ "$(stat -c %a "$LOCAL/credentials.env")" == 600 ]] || die "credentials.env is not mode 0600"
+schemas="$(psql "$DATABASE_URL" -qtAc "SELECT string_agg(nspname || ':' || pg_get_userbyid(nspowner), ' ' ORDER BY
+  nspname) FROM pg_namespace WHERE nspname IN ('intake','routing','supervision','notify','stats')")"
+[[ "$schemas" == "intake:xinfang_intake notify:xinfang_notify routing:xinfang_routing stats:xinfang_stats supervision:xinfang_supervision" ]] \
+  || die "each service's schema owned by its own role: got '$schemas'"
+# Each service talks to PostgreSQL as its own role, and to Kafka as its own principal on the SCRAM listener.
+roles="$(psql "$DATABASE_URL" -qtAc "SELECT string_agg(DISTINCT application_name || ':' || usename, ' ')
+  FROM pg_stat_activity WHERE application_name LIKE 'xinfang-%'")"
+for svc in "${SERVICES[@]}"; do
+  [[ " $roles " == *" xinfang-$svc:xinfang_$svc "* ]] || die "$svc does not connect as xinfang_$svc: $roles"
+done
+for svc in "${SERVICES[@]}"; do
+  tr '\0' '\n' <"/proc/$(cat "$RUN/$svc.pid")/environ" | grep -qx "KAFKA_SASL_USERNAME=service-$svc" \
+    || die "$svc does not run as the Kafka principal service-$svc"
+done
+say "each service is its own database role and its own Kafka principal; credentials.env is 0600"
 for svc in "${SERVICES[@]}"; do
   code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${SERVICE_PORTS[$svc]}/health")"
   [[ "$code" == 200 ]] || die "$svc /health answered $code"

@@ -185,13 +185,7 @@ def _apply_security(
     stale = ours - wanted
     missing = wanted - present
     if stale:
-        filters = [
-            AclBindingFilter(
-                b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
-            )
-            for b in stale
-        ]
-        for future in admin.delete_acls(filters, request_timeout=60).values():
+        for future in admin.delete_acls([_exactly(b) for b in stale], request_timeout=60).values():
             future.result()
         done.removed = len(stale)
     if missing:
@@ -199,3 +193,30 @@ def _apply_security(
             future.result()
         done.added = len(missing)
     return done
+
+
+async def remove_acls(kafka: str | KafkaConnection, acls: Iterable[Acl]) -> int:
+    """Deletes these ACLs (a namespace's, when a benchmark or a chaos run ends); returns how many were there."""
+    return await asyncio.to_thread(_remove_acls, _connection(kafka), list(acls))
+
+
+def _remove_acls(kafka: KafkaConnection, acls: list[Acl]) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    if not acls:
+        return 0
+    admin = AdminClient({**kafka.librdkafka(), "client.id": "xinfang-security"})
+    removed = 0
+    for future in admin.delete_acls([_exactly(a.binding()) for a in acls], request_timeout=60).values():
+        removed += len(future.result())
+    return removed
+
+
+def _exactly(binding: Any) -> Any:
+    """The filter that matches this one binding."""
+    from confluent_kafka.admin import AclBindingFilter  # type: ignore[attr-defined]
+
+    b = binding
+    return AclBindingFilter(
+        b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+    )
