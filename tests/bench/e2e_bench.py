@@ -654,15 +654,21 @@ async def measure(
             as_intake = KafkaConnection(principals.bootstrap).as_principal(
                 "service-intake", principals.passwords["service-intake"]
             )
-            scram_rate = await raw_baseline(bootstrap, same, client=as_intake)
+            # Alternating, three of each, the best of each kept: the machine is shared and noisy.
+            plain, scram = [raw_rate], []
+            for _ in range(3):
+                scram.append(await raw_baseline(bootstrap, same, client=as_intake))
+                plain.append(await raw_baseline(bootstrap, same))
+            raw_rate = max(plain)
             figures.append(
                 Figure(
                     "raw aiokafka produce→consume as a SCRAM principal",
-                    scram_rate,
+                    max(scram),
                     "msg/s",
-                    scram_rate / raw_rate if raw_rate else None,
-                    note="ratio to the same without authentication, measured just before: what SASL/SCRAM and the"
-                    " ACL checks cost the raw path",
+                    max(scram) / raw_rate if raw_rate else None,
+                    note="ratio to the same without authentication (best of 3 each, alternating): what SASL/SCRAM"
+                    f" and the ACL checks cost the raw path; all runs {[round(r) for r in scram]} vs"
+                    f" {[round(r) for r in plain]} msg/s",
                 )
             )
 
