@@ -40,7 +40,7 @@ INTAKE_CONSUMER = {
     "fetch_max_wait_ms": 200,
     "batch_timeout_ms": 200,
 }
-# How routing consumes matters.registered.v1 (max_records 500, aiokafka's fetch defaults).
+# How routing consumes matters.registered.v2 (max_records 500, aiokafka's fetch defaults).
 ROUTING_CONSUMER = {"max_records": 500, "fetch_min_bytes": 1, "fetch_max_wait_ms": 500, "batch_timeout_ms": 200}
 
 

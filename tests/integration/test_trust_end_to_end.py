@@ -187,12 +187,16 @@ async def test_a_matter_goes_through_every_service_each_as_its_own_principal(clu
         return row is not None and row["concluded_at"] is not None
 
     await eventually(counted, timeout=60)
-    deadlines = await cluster.services["supervision"].pool.fetch(
-        "SELECT deadline, state FROM deadlines WHERE matter_id = $1", uuid.UUID(matter)
-    )
-    assert {"routing": "met", "acceptance": "met", "handling": "met"}.items() <= {
-        (r["deadline"], r["state"]) for r in deadlines
-    }
+
+    async def met() -> bool:
+        rows = await cluster.services["supervision"].pool.fetch(
+            "SELECT deadline, state FROM deadlines WHERE matter_id = $1", uuid.UUID(matter)
+        )
+        return {("routing", "met"), ("acceptance", "met"), ("handling", "met")} <= {
+            (r["deadline"], r["state"]) for r in rows
+        }
+
+    await eventually(met, timeout=60)
 
 
 async def test_a_unit_acting_in_another_units_name_is_refused_and_told_on_its_own_topic(cluster: Cluster) -> None:

@@ -98,7 +98,7 @@ class ServiceSettings(KafkaSettings):
         max_length=64,
         pattern=r"^([a-z0-9][a-z0-9._-]*[._-])?$",
         description="A namespace on the broker: every topic this service reads or writes, and its consumer group"
-        " (unless KAFKA_GROUP_ID names one), is named with this prefix (`bench-1a2b.matters.registered.v1`), so"
+        " (unless KAFKA_GROUP_ID names one), is named with this prefix (`bench-1a2b.matters.registered.v2`), so"
         " a benchmark or a chaos run on a shared broker never touches the topics a `make up` stack reads."
         " Empty: the contract's names.",
     )

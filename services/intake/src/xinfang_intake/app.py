@@ -1,4 +1,4 @@
-"""The intake service: channel topics and POST /v1/submissions in, matters.registered.v1 out."""
+"""The intake service: channel topics and POST /v1/submissions in, matters.registered.v2 out."""
 
 from __future__ import annotations
 

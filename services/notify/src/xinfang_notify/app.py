@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from xinfang_shared.batching import EventBatches
@@ -113,7 +114,13 @@ def create_service(settings: NotifySettings) -> Service:
         for pool in pools:
             await pool.close()
 
-    def consume(topics: tuple[str, ...], model: type[E], plan: Planner[E], *, parse: Any = None) -> None:
+    def consume(
+        topics: tuple[str, ...],
+        model: type[E],
+        plan: Planner[E],
+        *,
+        parse: Callable[[ConsumerRecord[Any, Any]], E] | None = None,
+    ) -> None:
         consumer = f"{topics[0]}:notify"
 
         async def handle(events: list[E]) -> int:

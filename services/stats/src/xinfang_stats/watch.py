@@ -3,7 +3,7 @@
 
 Hours are event time, not the wall clock, so a replay, a consumer catching up on a backlog, or a month of
 generated data is checked exactly as it would have been live, and an hour is never judged on part of its
-matters. Stats records, per partition of matters.registered.v1, the last offset it folded and the latest
+matters. Stats records, per partition of matters.registered.v2, the last offset it folded and the latest
 registration in it (`mark_folded`, after the fold commits). Each round asks Kafka for the partitions' ends:
 while some partition is behind, the watermark is the earliest latest-registration among those behind (what
 comes next in them is later still); when stats has folded everything, it is now. An hour is checked once the

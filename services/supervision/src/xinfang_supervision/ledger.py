@@ -50,7 +50,7 @@ EXTENSIBLE = (D.HANDLING, D.REVIEW, D.RE_REVIEW)
 
 @dataclass(frozen=True)
 class RegisteredFacts:
-    """What supervision reads of matters.registered.v1 (the petitioner is not among it)."""
+    """What supervision reads of a registration (no petitioner, no tracking code: it holds no key to them)."""
 
     matter_id: uuid.UUID
     registered_at: datetime

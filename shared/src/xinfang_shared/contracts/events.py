@@ -140,11 +140,10 @@ class SubmissionRejected(Event):
 # --- matters -----------------------------------------------------------------------------------------
 
 
-class MatterRegistered(Event):
-    """Retired (matters.registered.v1): read only to drain what an earlier release wrote."""
+class _Registration(Event):
+    """What every registration tells of its matter, in clear."""
 
     matter_id: uuid.UUID
-    tracking_code: str
     channel: Channel
     external_id: str
     registered_at: AwareDatetime
@@ -155,17 +154,23 @@ class MatterRegistered(Event):
     addressee: Addressee
     mailbox: Mailbox | None = None
     assigned_by: AssignedBy | None = None
-    petitioner: Petitioner
     headcount: int
-    representatives: list[Person] = Field(default_factory=list)
     visit: Visit | None = None
     location: Location | None = None
     level: Level
     category: Category | None = None
-    related_tracking_code: str | None = None
     title: str
     content: str
     language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
+
+
+class MatterRegistered(_Registration):
+    """Retired (matters.registered.v1): read only to drain what an earlier release wrote."""
+
+    tracking_code: str
+    petitioner: Petitioner
+    representatives: list[Person] = Field(default_factory=list)
+    related_tracking_code: str | None = None
 
 
 class SealedPersonal(ContractModel):
@@ -181,34 +186,15 @@ class SealedPersonal(ContractModel):
     )
 
 
-class MatterRegisteredV2(Event):
+class MatterRegisteredV2(_Registration):
     """A registered matter. Nothing personal travels in clear: the petitioner, the representatives and the
     tracking codes are sealed (AES-256-GCM, authenticated with the matter_id) in `sealed`, which only the
     services whose handling needs them hold the key to open (routing and notify)."""
 
-    matter_id: uuid.UUID
-    channel: Channel
-    external_id: str
-    registered_at: AwareDatetime
-    duplicate_of: uuid.UUID | None = Field(default=None, description="The earlier matter this one repeats")
-    not_accepted_again: bool = Field(default=False, description="Re-raised after a terminated case")
-    submitted_at: AwareDatetime
-    kind: Kind
-    addressee: Addressee
-    mailbox: Mailbox | None = None
-    assigned_by: AssignedBy | None = None
-    headcount: int
     representative_count: int = Field(default=0, description="How many representatives the group elected")
-    visit: Visit | None = None
-    location: Location | None = None
-    level: Level
-    category: Category | None = None
     related_matter_id: uuid.UUID | None = Field(
         default=None, description="For a review or re-review request: the matter whose opinion it contests"
     )
-    title: str
-    content: str
-    language: Language = Field(default=Language.ZH_CN, description="The language of the petitioner's notices")
     sealed: str = Field(
         description="The personal block (SealedPersonal) as `<version>.<key id>.<base64url(nonce | ciphertext)>`:"
         " AES-256-GCM under the transport key, the matter_id as associated data (a block moved to another"
