@@ -108,3 +108,15 @@ def test_production_reaches_kafka_over_tls_only(protocol: str) -> None:
 def test_sasl_needs_a_username_and_a_password() -> None:
     with pytest.raises(ValidationError, match="KAFKA_SASL_USERNAME"):
         ServiceSettings(_env_file=None, environment="test", kafka_security_protocol="SASL_PLAINTEXT")
+
+
+def test_a_refused_setting_does_not_show_the_secrets_it_was_given() -> None:
+    with pytest.raises(ValidationError) as refused:
+        IntakeSettings(
+            _env_file=None,
+            environment="production",
+            operator_api_key="the-operators-own-secret",  # as the environment gives them: plain text
+            personal_data_key="a-key-nobody-may-read",
+        )
+    assert "must be" in str(refused.value)
+    assert "a-key-nobody-may-read" not in str(refused.value) and "the-operators-own-secret" not in str(refused.value)

@@ -24,7 +24,12 @@ class KafkaSettings(BaseSettings):
     admin client, and the command-line tools (deploy/local/topics.py, the benchmarks) read the same variables."""
 
     model_config = SettingsConfigDict(
-        env_file=_CREDENTIALS, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=_CREDENTIALS,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        # A refused setting is named with its reason, never with its value: the values are secrets.
+        hide_input_in_errors=True,
     )
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
