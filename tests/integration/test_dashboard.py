@@ -66,7 +66,8 @@ VENDOR = STATIC / "vendor"
 ARTIFACTS = ROOT / ".local" / "artifacts"
 OPERATOR_KEY = "dashboard-operator-" + uuid.uuid4().hex
 PETITIONER = "测试信访人丙"  # every matter's petitioner: never on the page
-BURST_CITY, BURST = "5134", 52  # matters in one hour in Liangshan: above the cold-start floor of 50
+BURST_CITY, BURST = "5134", 50  # matters in one hour in Liangshan: at the cold-start floor of 50
+CALM_MOST = 4  # matters a category may have in a surge window without alarming (the detector's min_observed is 5)
 STRINGS = {lang: json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("zh-CN", "en")}
 TEXTS = {
     Category.LABOR: ("农民工工资被拖欠", "某建筑公司拖欠农民工工资三个月，多次讨薪无果。"),
@@ -143,18 +144,6 @@ def known_set(now: datetime) -> tuple[list[Matter], list[Matter]]:
         ago(4, C.ONLINE, "510107", Category.LABOR, Of.ONLINE, "city-5101", flags="accepted concluded late"),
         ago(3, C.LETTER, "510104", Category.LABOR, Of.LETTERS_2, "city-5101", flags="accepted concluded"),
     ]
-    categories = list(Category)
-    burst = [
-        Matter(
-            burst_hour + timedelta(minutes=1, seconds=i * 60),
-            C.ONLINE,
-            "513401" if i % 2 else "513422",
-            categories[i % len(categories)],  # at most 4 a category: no category surges
-            Of.ONLINE,
-            "city-5134",
-        )
-        for i in range(BURST)
-    ]
     span = (b - midnight).total_seconds()
     at = [midnight + timedelta(seconds=span * f) for f in (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)]
     first = Matter(at[0], C.LETTER, "510104", Category.LABOR, Of.LETTERS_2, "city-5101", accepted=True, concluded=True)
@@ -166,6 +155,26 @@ def known_set(now: datetime) -> tuple[list[Matter], list[Matter]]:
         Matter(at[4], C.LETTER, None, Category.OTHER, Of.LETTERS_2, None),
         Matter(at[5], C.LETTER, "510104", Category.LABOR, duplicate_of=first.matter_id),  # a repeat: not routed
         Matter(b, C.ONLINE, "510302", Category.TRANSPORT, Of.ONLINE, "dept-transport"),
+    ]
+    # No category may surge: early in the Beijing day today's matters share the burst's longest window (PT3H),
+    # so the burst fills each category only up to what today's matters leave of CALM_MOST.
+    window = (burst_hour - timedelta(hours=2), burst_hour + timedelta(hours=1))
+    room = dict.fromkeys(Category, CALM_MOST)
+    for m in today:
+        if window[0] <= m.at < window[1]:
+            room[m.category] -= 1
+    categories = [c for turn in range(CALM_MOST) for c in Category if room[c] > turn]
+    assert len(categories) >= BURST, "the burst cannot spread over the categories without one surging"
+    burst = [
+        Matter(
+            burst_hour + timedelta(minutes=1, seconds=i * 60),
+            C.ONLINE,
+            "513401" if i % 2 else "513422",
+            categories[i],
+            Of.ONLINE,
+            "city-5134",
+        )
+        for i in range(BURST)
     ]
     return earlier + burst, today
 
