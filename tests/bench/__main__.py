@@ -646,7 +646,13 @@ class Bench:
         try:
             await self._settle("the whole cluster end to end")
             result = await e2e.measure(
-                db.dsn, self.bootstrap, self.workdir, self.opts.e2e, progress, principals=self.principals
+                db.dsn,
+                self.bootstrap,
+                self.workdir,
+                self.opts.e2e,
+                progress,
+                principals=self.principals,
+                admin_dsn=self.admin_dsn,
             )
             self.e2e_figures += result.figures
             self.notes += result.notes + [f"end to end saved: {path}" for path in result.saved]

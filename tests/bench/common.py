@@ -171,6 +171,11 @@ class Figure:
     note: str = ""
 
 
+def ratio_text(ratio: float) -> str:
+    """Three significant digits: 0.0034 and 0.0091 stay apart (two decimals would print both as 0.00)."""
+    return f"{ratio:.3g}"
+
+
 def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
@@ -182,7 +187,7 @@ def print_table(title: str, figures: list[Figure]) -> None:
             f.name,
             _num(f.value),
             f.unit,
-            f"{f.ratio:.2f}" if f.ratio is not None else "",
+            ratio_text(f.ratio) if f.ratio is not None else "",
             f"≥ {f.target:,.0f}" if f.target is not None else "",
             ("yes" if f.value >= f.target else "NO") if f.target is not None else "",
         )

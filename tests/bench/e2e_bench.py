@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import random
 import secrets
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -288,6 +288,69 @@ SELECT xact_commit AS commits, tup_inserted + tup_updated + tup_deleted AS rows,
 """
 
 
+# Each statement's totals in the bench's database (pg_stat_statements, when `make up`'s PostgreSQL preloads it;
+# its view is in the stack's database, and shows every database's): their differences over the saturation window
+# say which statements the matters cost.
+STATEMENTS = """
+SELECT queryid, calls, rows, total_exec_time AS ms, query
+  FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
+"""
+# The watcher's own statements (its counts), named apart in the statements' table.
+WATCHER_STATEMENTS = ("WITH repeats AS", "SELECT xact_commit", "SELECT schemaname", "SELECT pg_backend_pid")
+
+
+@dataclass(frozen=True)
+class Statement:
+    calls: int
+    rows: int
+    ms: float
+    query: str
+
+
+async def statements(admin_dsn: str | None, database: str) -> dict[int, Statement] | str:
+    """pg_stat_statements' totals by query id in `database`, or why they cannot be read."""
+    if admin_dsn is None:
+        return "pg_stat_statements not read (no administrator's database given)"
+    try:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            rows = await conn.fetch(STATEMENTS, database)
+        finally:
+            await conn.close()
+    except asyncpg.PostgresError as exc:  # not installed, or not preloaded
+        return f"pg_stat_statements unavailable ({type(exc).__name__}: {exc}"[:200] + ")"
+    return {int(r["queryid"]): Statement(int(r["calls"]), int(r["rows"]), float(r["ms"]), r["query"]) for r in rows}
+
+
+def statements_per(before: dict[int, Statement], after: dict[int, Statement], n: int, top: int = 15) -> list[str]:
+    """Lines: every statement's calls, rows and execution ms per matter over a window, the costliest first, and
+    the totals of the services' statements (the watcher's apart)."""
+    if not n:
+        return []
+    lines: list[str] = []
+    services = [0.0, 0.0, 0.0]  # calls, rows, ms per matter
+    watcher = [0.0, 0.0, 0.0]
+    deltas = []
+    for qid, end in after.items():
+        start = before.get(qid, Statement(0, 0, 0.0, end.query))
+        calls, rows, ms = (end.calls - start.calls) / n, (end.rows - start.rows) / n, (end.ms - start.ms) / n
+        if calls <= 0:
+            continue
+        mine = end.query.lstrip().startswith(WATCHER_STATEMENTS)
+        totals = watcher if mine else services
+        totals[0], totals[1], totals[2] = totals[0] + calls, totals[1] + rows, totals[2] + ms
+        deltas.append((ms, calls, rows, mine, " ".join(end.query.split())))
+    lines.append(
+        f"statements per matter: the services' {services[0]:.1f} statements, {services[1]:.1f} rows,"
+        f" {services[2]:.3f} ms executing; the bench watcher's {watcher[0]:.2f}, {watcher[1]:.0f} rows,"
+        f" {watcher[2]:.3f} ms"
+    )
+    for ms, calls, rows, mine, query in sorted(deltas, reverse=True)[:top]:
+        who = "watcher " if mine else ""
+        lines.append(f"  {ms:7.3f} ms {calls:6.2f} calls {rows:7.1f} rows  {who}{query[:110]}")
+    return lines
+
+
 # Rows written per table (pg_stat_user_tables), to say where the database's writes go.
 TABLE_WRITES = """
 SELECT schemaname || '.' || relname AS name, n_tup_ins + n_tup_upd + n_tup_del AS rows FROM pg_stat_user_tables
@@ -314,11 +377,22 @@ class Work:
         return ", ".join(f"{t} {w:.1f}" for t, w in ranked if w > 0)
 
 
+# How often the watcher counts the stages. Each count scans the stage tables whole, so it costs PostgreSQL in
+# proportion to what is stored: counting every second was a visible part of "PostgreSQL" per matter (and most of
+# the rows fetched). The closed loop only needs `done` to within a few seconds of 3,000 matters in flight; the
+# window's ends are counted exactly when they are reached.
+SAMPLE_EVERY_S = 5.0
+RATE_WINDOW_S = 15.0  # the chart's done/s: the slope over this trailing window, not between two samples
+
+
 class Watch:
-    """Once a second: what was offered, how many are through each stage, and the consumer groups' total lag."""
+    """Every SAMPLE_EVERY_S: what was offered, how many are through each stage, and the consumer groups' total
+    lag. It counts on its own connection, whose PostgreSQL backend (`backend_pid`) is charged to the bench."""
 
     def __init__(self, cluster: Cluster, pool: asyncpg.Pool) -> None:
         self.cluster, self.pool = cluster, pool
+        self.conn: asyncpg.Connection | None = None
+        self.backend_pid = 0
         self.t0 = time.perf_counter()
         self.offered = 0
         self.samples: list[Sample] = []
@@ -328,12 +402,21 @@ class Watch:
         self._topics = {group: consumed_topics(service) for service, group in cluster.groups.items()}
 
     async def start(self) -> None:
+        self.conn = await asyncpg.connect(self.cluster.dsn)
+        self.backend_pid = int(await self.conn.fetchval("SELECT pg_backend_pid()"))
         await self.admin.start()
         await self.ends.start()
 
     async def stop(self) -> None:
         await self.admin.close()
         await self.ends.stop()
+        if self.conn is not None:
+            await self.conn.close()
+
+    @property
+    def db(self) -> asyncpg.Connection:
+        assert self.conn is not None, "the watch is started"
+        return self.conn
 
     async def lag(self) -> int:
         total = 0
@@ -360,7 +443,7 @@ class Watch:
     async def work(self) -> Work:
         """Counters of the work done so far: the database's transactions and rows, the records on the
         namespace's topics, and those each group has consumed (differences over a window: work per matter)."""
-        db = await self.pool.fetchrow(DATABASE_WORK)
+        db = await self.db.fetchrow(DATABASE_WORK)
         assert db is not None
         names = {name for names in self._topics.values() for name in names}
         parts = [TopicPartition(n, p) for n in names for p in self.ends.partitions_for_topic(n) or ()]
@@ -369,11 +452,12 @@ class Watch:
         for group, wanted in self._topics.items():
             committed = await self.admin.list_consumer_group_offsets(group)
             consumed += sum(m.offset for tp, m in committed.items() if tp.topic in wanted and m.offset > 0)
-        tables = {r["name"]: int(r["rows"]) for r in await self.pool.fetch(TABLE_WRITES)}
+        tables = {r["name"]: int(r["rows"]) for r in await self.db.fetch(TABLE_WRITES)}
         return Work(int(db["commits"]), int(db["rows"]), int(db["fetched"]), sum(ends.values()), consumed, tables)
 
     async def sample(self) -> Sample:
-        row = await self.pool.fetchrow(STAGE_COUNTS)
+        """An exact count of every stage now (a whole scan of the stage tables: see SAMPLE_EVERY_S)."""
+        row = await self.db.fetchrow(STAGE_COUNTS)
         assert row is not None
         try:
             lag = await self.lag()
@@ -389,7 +473,7 @@ class Watch:
             self.cluster.check_alive()
             await self.sample()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
 
     async def until_drained(self, what: str, timeout_s: float, progress: Callable[[str], None]) -> float:
         """Seconds until every offered matter is done and the lag is zero."""
@@ -407,7 +491,7 @@ class Watch:
                 progress(
                     f"{what}: {s.done:,}/{self.offered:,} done, lag {s.lag:,} {self.by_service}, stages {s.stages}"
                 )
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)  # the drain time to within 2 s, at a count every 2 s (not every second)
 
 
 # ------------------------------------------------------------------------------------------------ the load
@@ -567,6 +651,21 @@ async def raw_baseline(bootstrap: str, payloads: list[bytes], *, client: KafkaCo
 
 # ------------------------------------------------------------------------------------------------ the run
 
+WATCHER_BACKEND = "bench watcher's PostgreSQL backend"
+CLUSTER_INFRA = ("kafka broker", "postgresql (all backends)")
+
+
+def cluster_cpu_per_matter(cpu: CpuUse, n: int) -> tuple[float, str]:
+    """CPU ms per matter of the cluster itself (every service instance, Kafka, PostgreSQL without the watcher's
+    backend), and the same by part."""
+    parts = {
+        group: 1000 * seconds / n
+        for group, seconds in cpu.by_group.items()
+        if n and (group.split("-")[0] in SERVICES or group in CLUSTER_INFRA)
+    }
+    text = ", ".join(f"{g} {ms:.2f}" for g, ms in sorted(parts.items(), key=lambda kv: -kv[1]))
+    return sum(parts.values()), text
+
 
 @dataclass
 class Result:
@@ -584,7 +683,9 @@ async def measure(
     opts: Options,
     progress: Callable[[str], None],
     principals: Principals | None = None,
+    admin_dsn: str | None = None,
 ) -> Result:
+    database = urlsplit(dsn).path.lstrip("/")
     cluster = await start_cluster(dsn, bootstrap, workdir, opts, principals=principals)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     watch = Watch(cluster, pool)
@@ -609,21 +710,28 @@ async def measure(
     try:
         # 1. saturation
         progress(f"e2e saturation: {opts.seconds:.0f} s, {opts.in_flight:,} matters in flight")
-        meter = CpuMeter(cluster.pids())
+        meter = CpuMeter(cluster.pids() | {watch.backend_pid: WATCHER_BACKEND})
         warm = opts.seconds / 5
         began = time.perf_counter()
         saturating = asyncio.create_task(closed_loop(load, watch, opts.seconds, opts.in_flight))
         await asyncio.sleep(warm)
         first = await watch.sample()
         before, work_before = meter.snapshot(), await watch.work()
+        statements_before = await statements(admin_dsn, database)
         await saturating
         last = await watch.sample()
         after, work_after = meter.snapshot(), await watch.work()
+        statements_after = await statements(admin_dsn, database)
         window = last.t - first.t
         sustained = (last.done - first.done) / window if window > 0 else 0.0
         cpu, cpu_n = cpu_between(before, after), last.done - first.done
         work = work_after.per(work_before, cpu_n)
         notes.append(f"rows written per matter, by table: {work_after.tables_per(work_before, cpu_n)}")
+        if isinstance(statements_before, dict) and isinstance(statements_after, dict):
+            notes += statements_per(statements_before, statements_after, cpu_n)
+        else:
+            notes.append(str(statements_after))
+        cluster_ms, parts = cluster_cpu_per_matter(cpu, cpu_n)
         progress(f"e2e saturation: {sustained:,.0f} matters/s sustained; draining")
         await load.flush()
         await watch.until_drained("e2e saturation drain", max(300.0, opts.in_flight / 5), progress)
@@ -714,6 +822,16 @@ async def measure(
                 + (" — all of them" if exact == watch.offered else " — MISSING SOME"),
             )
         )
+        figures.append(
+            Figure(
+                "cluster CPU per matter (services + Kafka + PostgreSQL)",
+                cluster_ms,
+                "ms",
+                cluster_ms / (1000 / raw_rate) if raw_rate else None,
+                note=f"{parts}; without the load client, the SMTP and SMS stand-ins and the bench's watcher; ratio:"
+                " to raw aiokafka's wall time per record (1000 / its msg/s) in this run, to compare machines",
+            )
+        )
         figures += [
             Figure(f"work per matter (saturation): {what}", work[key], unit)
             for what, key, unit in (
@@ -725,7 +843,10 @@ async def measure(
             )
             if key in work
         ]
-        line = f"end-to-end: {sustained:,.0f} matters/s ({ratio or 0:.3f} x raw aiokafka)"
+        line = (
+            f"end-to-end: {sustained:,.0f} matters/s ({ratio or 0:.3g} x raw aiokafka),"
+            f" cluster CPU {cluster_ms:.2f} ms per matter"
+        )
         notes.append(line)
         print(line)
     finally:
@@ -757,6 +878,22 @@ def save(workdir: Path, samples: list[Sample], figures: list[Figure]) -> list[Pa
     return saved
 
 
+def trailing_rate(
+    samples: list[Sample], count: Callable[[Sample], int], window_s: float = RATE_WINDOW_S
+) -> list[float]:
+    """Per sample, the slope of `count` over the trailing `window_s` (from the latest sample at least that far
+    back; the first samples, with less behind them, over what there is): samples come at uneven intervals, and
+    the slope between two close ones (a drain's counts 2 s apart after a 5 s one) swings with the spacing."""
+    rates: list[float] = []
+    j = 0
+    for i, s in enumerate(samples):
+        while j + 1 < i and s.t - samples[j + 1].t >= window_s:
+            j += 1
+        a = samples[j]
+        rates.append((count(s) - count(a)) / (s.t - a.t) if s.t > a.t else 0.0)
+    return rates
+
+
 def _chart(samples: list[Sample], path: Path) -> Path:
     import matplotlib
 
@@ -764,13 +901,11 @@ def _chart(samples: list[Sample], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     t = [s.t for s in samples]
-    rate = [0.0] + [(b.done - a.done) / (b.t - a.t) if b.t > a.t else 0.0 for a, b in itertools.pairwise(samples)]
-    offered = [0.0] + [
-        (b.offered - a.offered) / (b.t - a.t) if b.t > a.t else 0.0 for a, b in itertools.pairwise(samples)
-    ]
+    rate = trailing_rate(samples, lambda s: s.done)
+    offered = trailing_rate(samples, lambda s: s.offered)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     top.plot(t, offered, label="offered /s", alpha=0.5)
-    top.plot(t, rate, label="done end to end /s")
+    top.plot(t, rate, label=f"done end to end /s (over {RATE_WINDOW_S:.0f} s)")
     top.set_ylabel("matters/s")
     top.legend()
     top.grid(alpha=0.3)
