@@ -290,7 +290,10 @@ class Service:
     def batch_subscriber(self, *topics: str, consumer: str, **options: Any) -> Callable[[RecordsHandler], None]:
         """A batch consumer whose handler takes the raw records (and parses them itself, with the model and
         the error handling it needs): FastStream's own decoding of every record's JSON is skipped. The handler
-        keeps its dead-letter limit's account itself (`self.limit(consumer)`)."""
+        keeps its dead-letter limit's account itself (`self.limit(consumer)`). Its fetches gather records for
+        `consume_fetch_max_wait_ms` unless `options` say otherwise."""
+        options.setdefault("fetch_min_bytes", self.settings.consume_fetch_min_bytes)
+        options.setdefault("fetch_max_wait_ms", self.settings.consume_fetch_max_wait_ms)
 
         async def records_only(message: StreamMessage[Any]) -> Any:
             return []

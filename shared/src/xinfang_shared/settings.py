@@ -124,6 +124,19 @@ class ServiceSettings(KafkaSettings):
         default=1024 * 1024, ge=1024, description="The largest HTTP request body any route reads (413 beyond it)"
     )
 
+    # A batch consumer's fetch: the broker answers once this many bytes are there or the wait is over, so a batch
+    # (one transaction, one offset commit) gathers what arrives in the meantime instead of a record or two.
+    consume_fetch_min_bytes: int = Field(
+        default=64 * 1024, ge=1, description="Bytes a batch consumer's fetch waits for (Kafka fetch.min.bytes)"
+    )
+    consume_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        le=500,
+        description="The longest a batch consumer's fetch waits for them (Kafka fetch.max.wait.ms): at light load"
+        " every hop of a matter waits this long once",
+    )
+
     # Consumers retry a failing message this many times, backing off, before dead-lettering it.
     consumer_max_attempts: int = 4
     consumer_backoff_initial_s: float = 0.2
