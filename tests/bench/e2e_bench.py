@@ -38,6 +38,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from tests import factories
 from tests.integration.processes import free_port
@@ -619,7 +620,18 @@ async def raw_baseline(bootstrap: str, payloads: list[bytes], *, client: KafkaCo
         await apply_security(bootstrap, {}, granted)
     consumer = AIOKafkaConsumer(name, **client.aiokafka(), group_id=group, auto_offset_reset="earliest")
     producer = AIOKafkaProducer(**client.aiokafka(), acks="all", linger_ms=5, max_batch_size=256_000)
-    await consumer.start()
+    # ACLs reach the broker's authorizer through the metadata log, a moment after the admin call returns.
+    began = time.perf_counter()
+    while True:
+        try:
+            await consumer.start()
+            break
+        except (TopicAuthorizationFailedError, GroupAuthorizationFailedError):
+            await consumer.stop()
+            if time.perf_counter() - began > 30:
+                raise
+            await asyncio.sleep(0.5)
+            consumer = AIOKafkaConsumer(name, **client.aiokafka(), group_id=group, auto_offset_reset="earliest")
     await producer.start()
     try:
         while not consumer.assignment():
@@ -758,16 +770,20 @@ async def measure(
         rng = random.Random(opts.seed + 1)
         same = [orjson.dumps(submission(rng, i)) for i in range(20_000)]
         raw_rate = await raw_baseline(bootstrap, same)
+        plain, scram = [raw_rate], []
         if principals is not None:
             as_intake = KafkaConnection(principals.bootstrap).as_principal(
                 "service-intake", principals.passwords["service-intake"]
             )
             # Alternating, three of each, the best of each kept: the machine is shared and noisy.
-            plain, scram = [raw_rate], []
-            for _ in range(3):
-                scram.append(await raw_baseline(bootstrap, same, client=as_intake))
-                plain.append(await raw_baseline(bootstrap, same))
+            try:
+                for _ in range(3):
+                    scram.append(await raw_baseline(bootstrap, same, client=as_intake))
+                    plain.append(await raw_baseline(bootstrap, same))
+            except Exception as exc:  # a side measurement: the run's figures are kept without it
+                notes.append(f"the raw path as a SCRAM principal was not measured: {type(exc).__name__}: {exc}")
             raw_rate = max(plain)
+        if scram:
             figures.append(
                 Figure(
                     "raw aiokafka produce→consume as a SCRAM principal",
