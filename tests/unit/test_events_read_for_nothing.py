@@ -1,7 +1,8 @@
 """A batch consumer does no database work for the events it does not act on (issue 18): stats folds only the
 deadline events a figure uses (an obligation overdue or met) and keeps inbox records only for those; routing acts
-only on a petitioner's request window that lapsed. A batch of nothing relevant acquires no connection, so it
-opens no transaction and writes nothing; its offsets are committed as any batch's."""
+only on a petitioner's request window that lapsed; supervision does not read matters.routed.v1 (the status change
+carries the office). A batch of nothing relevant acquires no connection, so it opens no transaction and writes
+nothing; its offsets are committed as any batch's."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from xinfang_routing.app import DeadlineSeen, _close
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import DeadlineEvent
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_STATUS
+from xinfang_shared.contracts.topics import BY_NAME, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_stats import fold
+from xinfang_supervision.app import create_service as create_supervision
+from xinfang_supervision.settings import SupervisionSettings
 
 AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 
@@ -157,3 +160,12 @@ async def test_routing_batch_of_other_deadline_events_acquires_no_connection() -
     events = [DeadlineSeen.model_validate_json(e.model_dump_json()) for e in TYPICAL]
     events.append(DeadlineSeen(matter_id=uuid.uuid4(), deadline=DeadlineType.OBJECTION, state="closed", window=True))
     assert await _close(SimpleNamespace(pool=NoPool()), events) == 0  # type: ignore[arg-type]
+
+
+def test_supervision_does_not_read_matters_routed() -> None:
+    """The office comes with every status change (routing publishes one in the transaction that routes), so
+    supervision reads matters.status.v1 and not matters.routed.v1 (nor do the registry and the ACLs say so)."""
+    service = create_supervision(SupervisionSettings(_env_file=None, environment="test"))
+    topics = {topic.name for sub in service.broker.subscribers for topic in sub.topics}
+    assert MATTERS_STATUS.name in topics and MATTERS_ROUTED.name not in topics
+    assert "supervision" not in BY_NAME[MATTERS_ROUTED.name].consumers
