@@ -21,13 +21,15 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import Tail
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
-from xinfang_shared.contracts.reference import CITIES, DeadlineType
+from xinfang_shared.contracts.events import DeadlineEvent
+from xinfang_shared.contracts.reference import CITIES, DeadlineState, DeadlineType
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.db import create_pool
 from xinfang_shared.deadlines import DeadlineRules
@@ -455,3 +457,52 @@ def test_the_figures_definitions_are_in_the_openapi_description() -> None:
     description = document["paths"]["/v1/stats/summary"]["get"]["description"]
     for figure in ("on_time_rate", "median_days_to_conclude", "satisfaction", "overdue"):
         assert figure in description
+
+
+async def test_zz_deadline_events_no_figure_uses_leave_no_inbox_record(cluster: Cluster, bootstrap: str) -> None:
+    """Of the deadline events only an obligation's overdue and met are in a figure: the others (set, due-soon,
+    closed, a window met) are skipped before any database work, with no inbox record, while the met event after
+    them on the same partition is folded once, its inbox record kept (met adds to a count: a redelivery must not
+    count it again), and so is the overdue one after that. Runs last: its matter has a fact row of its own."""
+    matter, at = uuid.uuid4(), datetime.now(UTC)
+
+    def event(deadline: DeadlineType, state: DeadlineState, **fields: Any) -> DeadlineEvent:
+        return DeadlineEvent(
+            matter_id=matter,
+            deadline=deadline,
+            state=state,
+            due_at=at + timedelta(days=15),
+            unit="city-5101",
+            at=at,
+            **fields,
+        )
+
+    ignored = [
+        event(DeadlineType.ROUTING, DeadlineState.SET),
+        event(DeadlineType.ACCEPTANCE, DeadlineState.DUE_SOON),
+        event(DeadlineType.OBJECTION, DeadlineState.MET, window=True),
+        event(DeadlineType.OBJECTION, DeadlineState.CLOSED, window=True),
+    ]
+    met = event(DeadlineType.ACCEPTANCE, DeadlineState.MET, on_time=True)
+    last = event(DeadlineType.HANDLING, DeadlineState.OVERDUE)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for e in [*ignored, met, met, last]:  # the met one twice (a redelivery): counted once
+            await producer.send_and_wait(DEADLINES_EVENTS.name, e.model_dump_json().encode(), key=str(matter).encode())
+    finally:
+        await producer.stop()
+    pool = cluster.services["stats"].pool
+    ids = [e.event_id for e in [*ignored, met, last]]
+
+    async def kept() -> set[uuid.UUID]:
+        rows = await pool.fetch("SELECT event_id FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
+        return {r["event_id"] for r in rows}
+
+    async def folded() -> bool:
+        return last.event_id in await kept()  # the partition's last: everything before it was taken
+
+    await eventually(folded)
+    assert await kept() == {met.event_id, last.event_id}, "no inbox record for an event no figure uses"
+    fact = await pool.fetchrow("SELECT met, late, overdue FROM facts WHERE matter_id = $1", matter)
+    assert dict(fact) == {"met": 1, "late": False, "overdue": True}

@@ -40,6 +40,7 @@ from xinfang_shared.contracts.reference import REVIEW_OFFICE_UNIT, DeadlineType,
 from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
     MATTERS_REGISTERED_V2,
+    MATTERS_ROUTED,
     MATTERS_STATUS,
     unit_feedback_rejected_topic,
     unit_feedback_topic,
@@ -513,6 +514,28 @@ async def test_an_objection_back_to_the_queue_runs_the_routing_deadline_again(pi
     await eventually(lambda: pipeline.states(matter, "routing") == ["set", "met", "set"])
     view = await pipeline.deadlines(matter)
     assert view["routing"]["open"] and view["acceptance"]["state"] == "closed"
+
+
+async def test_the_office_comes_with_the_status_changes_alone(pipeline: Pipeline) -> None:
+    """Supervision does not read matters.routed.v1: the deadlines that start when a matter is routed (acceptance,
+    the objection window, routing again from the office's queue) and the scheduler's warnings name the office
+    routing chose, from the status changes."""
+    assert MATTERS_ROUTED.name not in consumed_by("supervision")
+    matter = (await pipeline.register()).matter_id
+    await pipeline.reaches(matter, "objection", "set")
+    office = (await pipeline.routing_http.get(f"/v1/matters/{matter}", headers=AUTH)).json()["office"]
+    assert office is not None
+    for deadline, state in (("routing", "met"), ("acceptance", "set"), ("objection", "set")):
+        assert (await pipeline.reaches(matter, deadline, state))["office"] == office, (deadline, state)
+    await pipeline.feedback(matter, FeedbackAction.OBJECTED, reason="不属于本单位")
+    await eventually(lambda: pipeline.states(matter, "routing") == ["set", "met", "set"])
+    again = [e for e in pipeline.deadline_events(matter) if e["deadline"] == "routing"][-1]
+    assert again["office"] == office, "routing again, from the office's queue"
+    await pipeline.advance_past(_at(again) - timedelta(days=3))
+    assert (await pipeline.reaches(matter, "routing", "due-soon"))["office"] == office
+    view = (await pipeline.http.get(f"/v1/matters/{matter}/deadlines", headers=AUTH)).json()
+    assert view["office"] == office
+    assert next(d for d in view["deadlines"] if d["deadline"] == "routing")["open"]
 
 
 async def test_a_repeat_gets_no_deadline_and_the_api_needs_the_operator_key(pipeline: Pipeline) -> None:

@@ -176,13 +176,18 @@ async def status(conn: asyncpg.Connection, events: Sequence[MatterStatusChanged]
     )
 
 
+def counted(event: DeadlineEvent) -> bool:
+    """Whether a deadline event is in the figures: an obligation gone overdue or met. A window binds nobody (no
+    on-time figure), and the other states (set, due-soon, extended, paused, resumed, escalated, closed) change
+    no figure: those events are not folded and leave no inbox record."""
+    return not event.window and event.state in (DeadlineState.OVERDUE, DeadlineState.MET)
+
+
 async def deadline(conn: asyncpg.Connection, events: Sequence[DeadlineEvent]) -> None:
     rows = []
     for e in events:
-        if e.window:
-            continue  # a window binds nobody: no on-time figure
-        overdue, met = e.state == DeadlineState.OVERDUE, e.state == DeadlineState.MET
-        if overdue or met:
+        if counted(e):
+            overdue, met = e.state == DeadlineState.OVERDUE, e.state == DeadlineState.MET
             rows.append((e.matter_id, overdue, met and e.on_time is False, 1 if met else 0))
     await conn.executemany(
         "INSERT INTO facts (matter_id, overdue, late, met) VALUES ($1, $2, $3, $4)"
@@ -223,9 +228,19 @@ FOLDS: tuple[tuple[str, type[Event], Fold], ...] = (
 )
 
 
+# The events of a topic the figures use, where not all are (the others are skipped before any database work).
+FOLDED: dict[str, Callable[[Any], bool]] = {DEADLINES_EVENTS.name: counted}
+
+
 async def fold_events(pool: asyncpg.Pool, topic: str, apply: Fold, events: Sequence[Event]) -> int:
     """Fold the events not folded before, in one transaction with their inbox records (so a redelivery changes
-    nothing); returns how many were new."""
+    nothing); returns how many were new. Events no figure uses (FOLDED) are left out first: a batch of only those
+    opens no transaction and keeps no inbox record (skipping one twice changes nothing either)."""
+    folded = FOLDED.get(topic)
+    if folded is not None:
+        events = [e for e in events if folded(e)]
+    if not events:
+        return 0
     # By matter (stable), so the consumers lock the fact rows they share in one order.
     ordered = sorted(events, key=lambda e: str(getattr(e, "matter_id", "")))
     async with pool.acquire() as conn, conn.transaction():

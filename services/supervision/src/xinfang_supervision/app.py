@@ -1,5 +1,5 @@
-"""The supervision service: registrations, routings and lifecycle changes in; deadline events, supervision
-orders and refused extensions out; a scheduler in every instance."""
+"""The supervision service: registrations and lifecycle changes in; deadline events, supervision orders and
+refused extensions out; a scheduler in every instance."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pydantic import AwareDatetime
 
 from xinfang_shared import inbox
 from xinfang_shared.batching import EventBatches
-from xinfang_shared.contracts.events import Event, MatterRouted, MatterStatusChanged
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.events import Event, MatterStatusChanged
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_STATUS
 from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.registrations import REGISTERED_TOPICS
 from xinfang_shared.service import Late, Service
@@ -79,7 +79,7 @@ def create_service(settings: SupervisionSettings) -> Service:
 
         async def handle(events: list[E]) -> int:
             state = late()
-            # By matter (stable: a matter's events keep their order), so the three consumers lock the rows
+            # By matter (stable: a matter's events keep their order), so the two consumers lock the rows
             # of the matters they share in one order and never deadlock each other.
             ordered = sorted(events, key=lambda e: str(getattr(e, "matter_id", "")))
             async with state.pool.acquire() as conn, conn.transaction():
@@ -97,18 +97,17 @@ def create_service(settings: SupervisionSettings) -> Service:
         facts = RegisteredFacts(e.matter_id, e.registered_at, repeat)
         await late().ledger.registered(conn, facts, shift)
 
-    async def routed(conn: asyncpg.Connection, e: MatterRouted, _: timedelta) -> None:
-        await late().ledger.routed(conn, e.matter_id, e.office.value, e.unit)
-
     async def status_changed(conn: asyncpg.Connection, e: MatterStatusChanged, shift: timedelta) -> None:
         await late().ledger.status_changed(conn, e, shift)
 
     # Each topic is read in batches, one transaction per batch; a matter's events on one topic keep their
     # order (same key, same partition). Feedback is not read here: routing validates it and publishes what
     # it changed on matters.status.v1 (with extension_days), in order with the matter's other changes.
+    # Nor is matters.routed.v1: routing changes the status in the transaction that routes a matter (transferred,
+    # or awaiting-assignment in the office's queue), and every status change carries the matter's office, set
+    # there and never changed after; so the office is known from the change a routing's deadlines start on.
     for topics, handler in (
         (REGISTERED_TOPICS, batches(Registered, MATTERS_REGISTERED_V2.name, registered)),
-        ((MATTERS_ROUTED.name,), batches(MatterRouted, MATTERS_ROUTED.name, routed)),
         ((MATTERS_STATUS.name,), batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
     ):
         service.batch_subscriber(*topics, consumer=f"{topics[0]}:deadlines", max_records=500)(handler.take)

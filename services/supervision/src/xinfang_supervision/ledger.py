@@ -85,19 +85,10 @@ class Ledger:
         if await self._is_open(conn, facts.matter_id, D.ROUTING) is None:
             await self._open(conn, facts.matter_id, D.ROUTING, None, facts.registered_at + shift)
 
-    async def routed(self, conn: asyncpg.Connection, matter_id: uuid.UUID, office: str, unit: str | None) -> None:
-        await conn.execute(
-            "INSERT INTO matters (matter_id, office, unit) VALUES ($1, $2, $3)"
-            " ON CONFLICT (matter_id) DO UPDATE SET office = EXCLUDED.office, updated_at = now()",
-            matter_id,
-            office,
-            unit,
-        )
-
     async def status_changed(self, conn: asyncpg.Connection, event: MatterStatusChanged, shift: timedelta) -> None:
         at = event.at + shift
         matter, unit = event.matter_id, event.unit
-        # The office comes with the change (and from matters.routed.v1, read by another consumer).
+        # The office comes with the change (supervision does not read matters.routed.v1): kept once known.
         await conn.execute(
             "INSERT INTO matters (matter_id, unit, status, office) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status,"

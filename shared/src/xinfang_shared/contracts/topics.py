@@ -144,7 +144,7 @@ MATTERS_ROUTED = Topic(
     model=events.MatterRouted,
     description="The office and unit a matter was routed to, with the rule that matched",
     producers=("routing",),
-    consumers=("supervision", "notify", "stats", "intake"),
+    consumers=("notify", "stats", "intake"),
     has_dlq=True,
 )
 MATTERS_RATED = Topic(
