@@ -24,6 +24,7 @@ from xinfang_shared.personal import PersonalDataVault
 from .rules import Planned
 
 DUE = ("pending", "held")
+DUE_SQL = "(" + ", ".join(f"'{status}'" for status in DUE) + ")"  # constants, as the partial indexes name them
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,15 @@ async def plan(conn: asyncpg.Connection, planned: Sequence[Planned]) -> int:
 
 async def claim(pool: asyncpg.Pool, limit: int, lease: timedelta) -> list[Claimed]:
     rows = await pool.fetch(
-        "WITH due AS (SELECT id FROM notifications WHERE status = ANY($1) AND next_attempt_at <= now()"
-        " AND (lease_until IS NULL OR lease_until < now()) ORDER BY urgent DESC, next_attempt_at LIMIT $2"
+        # The statuses written out (not a parameter): a generic plan then still matches notifications_claim's
+        # predicate, and reads the index in its order (migration 0002).
+        f"WITH due AS (SELECT id FROM notifications WHERE status IN {DUE_SQL} AND next_attempt_at <= now()"
+        " AND (lease_until IS NULL OR lease_until < now()) ORDER BY urgent DESC, next_attempt_at LIMIT $1"
         " FOR UPDATE SKIP LOCKED)"
-        " UPDATE notifications n SET lease_until = now() + $3::interval, attempts = n.attempts + 1,"
+        " UPDATE notifications n SET lease_until = now() + $2::interval, attempts = n.attempts + 1,"
         " updated_at = now() FROM due WHERE n.id = due.id"
         " RETURNING n.id, n.key, n.matter_id, n.notice, n.recipient_kind, n.recipient, n.urgent, n.params,"
         " n.attempts, n.created_at",
-        list(DUE),
         limit,
         lease,
     )
