@@ -206,3 +206,23 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.1)
+
+
+async def committed(admin_dsn: str, database: str) -> int:
+    """Transactions committed in `database` so far (pg_stat_database's xact_commit), read from the administrator's
+    database so that reading adds none. A backend reports its counts lazily (up to seconds after), but at the
+    latest as it exits: so this waits until no session is connected to `database` any more (the caller has
+    closed its own) and reads then."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+
+        async def nobody_connected() -> bool:
+            sessions = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
+            return bool(sessions == 0)
+
+        await eventually(nobody_connected, timeout=10)
+        await asyncio.sleep(0.2)  # gone from pg_stat_activity a moment before its counts are in
+        count: int = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database)
+        return count
+    finally:
+        await conn.close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -137,9 +139,21 @@ class Harness:
         await eventually(known, timeout=30)
 
 
+@contextmanager
+def _at_debug(logger: str) -> Iterator[None]:
+    own = logging.getLogger(logger)
+    level = own.level
+    own.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        own.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
-    with capture_logs() as logs:
+    # The service's own debug lines (its per-batch ones) are captured too, and checked for personal data.
+    with capture_logs() as logs, _at_debug("xinfang_intake"):
         configure_tracing("integration-tests", record=True)
         spans = InMemorySpanExporter()
         add_span_processor(SimpleSpanProcessor(spans))

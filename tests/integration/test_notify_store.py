@@ -1,5 +1,6 @@
 """Notify's bookkeeping against a real PostgreSQL: a sender's batch marked sent in one statement, fenced by each
-claim's attempt, and a delivery receipt that overtakes its batch's mark."""
+claim's attempt, a delivery receipt that overtakes its batch's mark, and a consumer's batch that plans nothing
+committing nothing (one that plans, once, whatever redelivers it)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from tests.integration.conftest import committed
 from xinfang_notify import store
-from xinfang_notify.app import MIGRATIONS
-from xinfang_notify.registry import Notice, RecipientKind
-from xinfang_notify.rules import Planned
-from xinfang_shared.contracts.events import utc_now
+from xinfang_notify.app import MIGRATIONS, State, handle
+from xinfang_notify.registry import Notice, RecipientKind, load_notices
+from xinfang_notify.rules import Planned, Rules
+from xinfang_notify.settings import NotifySettings
+from xinfang_shared.contracts.events import DeadlineEvent, utc_now
 from xinfang_shared.db import create_pool, migrate_dsn
+from xinfang_shared.deadlines import DeadlineRules
 
 pytestmark = pytest.mark.integration
 LEASE = timedelta(seconds=60)
@@ -71,3 +75,60 @@ async def test_a_receipt_before_the_sent_mark_is_kept_by_it(pool: asyncpg.Pool) 
     assert await _status(pool, unclaimed) == "pending"
     error = await pool.fetchval("SELECT last_error FROM notifications WHERE id = $1", late_one.id)
     assert error == "UNDELIVERED phone off"
+
+
+async def test_a_batch_that_plans_nothing_commits_nothing_and_a_redelivered_one_adds_nothing(
+    database: str, stack: dict[str, str]
+) -> None:
+    # Its own schema and pools (not `pool`), so that theirs are the only sessions counted.
+    schema = f"notify_batches_{uuid.uuid4().hex[:8]}"
+    await migrate_dsn(database, schema, MIGRATIONS)
+    name = database.rsplit("/", 1)[1]
+    settings = NotifySettings(_env_file=None, environment="test")  # type: ignore[call-arg]
+    rules = Rules(load_notices(settings.notices_file), DeadlineRules.default())
+    at = utc_now()
+
+    def deadline(state: str, **fields: object) -> DeadlineEvent:
+        fields.setdefault("deadline", "acceptance")
+        return DeadlineEvent(
+            matter_id=uuid.uuid4(), state=state, due_at=at + timedelta(days=15), at=at, unit="city-5101", **fields
+        )
+
+    def plan(_: State, events: list[DeadlineEvent]) -> list[Planned]:
+        return [p for e in events for p in rules.deadline(e)]
+
+    async def batches(events: list[list[DeadlineEvent]]) -> tuple[list[int], int]:
+        """Each batch handled on a pool of its own; what each returned, and the transactions committed."""
+        before = await committed(stack["DATABASE_URL"], name)
+        pool = await create_pool(database, schema, min_size=1, max_size=1)
+        try:
+            state = State(pool, rules, None, None)  # type: ignore[arg-type]
+            new = [await handle(state, batch, plan) for batch in events]
+        finally:
+            await pool.close()
+        return new, await committed(stack["DATABASE_URL"], name) - before
+
+    nothing = [[deadline("set"), deadline("met", on_time=True), deadline("closed", window=True)] for _ in range(20)]
+    new, idle = await batches(nothing)
+    assert new == [0] * 20
+    # The pool's start-up only: fewer than one a batch (a transaction per batch, and the pool's reset after it,
+    # would be two).
+    assert idle < len(nothing), idle
+    planning = [[deadline("due-soon")] for _ in range(20)]
+    new, busy = await batches(planning)
+    assert new == [1] * 20
+    assert busy - idle >= 20, (busy, idle)
+    # Redelivered, outside any transaction of the consumer's: the unique keys keep each notice once.
+    new, _ = await batches(planning)
+    assert new == [0] * 20
+    count = await _count(database, schema)
+    assert count == 20
+
+
+async def _count(database: str, schema: str) -> int:
+    pool = await create_pool(database, schema, max_size=1)
+    try:
+        n: int = await pool.fetchval("SELECT count(*) FROM notifications")
+        return n
+    finally:
+        await pool.close()

@@ -1,6 +1,7 @@
 """The outbox relay sharded by key, on the real broker and database: two relays of one schema both publish,
 every row reaches the topic and each key's events arrive in the order they were written; `shards=1` is the
-relay before sharding; a group another relay holds is retried later without a busy loop; `topic_prefix`."""
+relay before sharding; a group another relay holds is retried later without a busy loop; `topic_prefix`; a pass
+over an empty outbox costs one statement, not a transaction per group."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.conftest import TopicFactory, eventually
+from tests.integration.conftest import TopicFactory, committed, eventually
 from tests.integration.kafka_tools import read_whole_topic
 from xinfang_shared.db import create_pool, migrate_dsn
 from xinfang_shared.kafka_auth import KafkaConnection
@@ -237,3 +238,36 @@ async def test_topic_prefix_puts_rows_on_the_prefixed_topic(
     await eventually(_outbox_empty(box.pool), timeout=30)
     assert [s for _, s in _seqs(await read_whole_topic(bootstrap, topic))] == list(range(5))
     assert r.published == 5
+
+
+async def test_a_pass_over_an_empty_outbox_is_one_statement_not_a_transaction_per_group(
+    database: str, stack: dict[str, str], bootstrap: str
+) -> None:
+    # Its own schema and pool (not `box`'s), so that the relay's are the only sessions counted.
+    schema = f"idle_{uuid.uuid4().hex[:8]}"
+    await migrate_dsn(database, schema, NO_MIGRATIONS)
+    name = database.rsplit("/", 1)[1]
+    before = await committed(stack["DATABASE_URL"], name)
+    pool = await create_pool(database, schema, max_size=2)
+    relay = OutboxRelay(
+        pool=pool, dsn=database, schema=schema, kafka=KafkaConnection(bootstrap), shards=4, poll_interval_s=0.05
+    )
+    passes = 0
+    publish_pass = relay.publish_pass
+
+    async def counted() -> tuple[int, bool]:
+        nonlocal passes
+        passes += 1
+        return await publish_pass()
+
+    relay.publish_pass = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(2.0)
+    relay.stop()
+    await asyncio.wait_for(task, 30)
+    await pool.close()
+    commits = await committed(stack["DATABASE_URL"], name) - before
+    # Each pass is its one question (a transaction of its own); besides, the pool's start-up and the LISTEN. Four
+    # groups each in a transaction, and the pool's reset after each pass, would be five a pass.
+    assert passes >= 10, passes
+    assert passes <= commits <= passes + 10, (passes, commits)

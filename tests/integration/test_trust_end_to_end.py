@@ -206,20 +206,25 @@ async def test_a_unit_acting_in_another_units_name_is_refused_and_told_on_its_ow
     matter = letter["matter_id"]
     await eventually(lambda: "transferred" in cluster.statuses(matter), timeout=60)
     intruder = cluster.secured.principal("unit-city-5103")
-    producer = AIOKafkaProducer(**intruder.aiokafka(), acks="all")
-    await producer.start()
-    try:
-        as_5101 = UnitFeedback(
-            matter_id=uuid.UUID(matter), unit=CITY, action=FeedbackAction.NOT_ACCEPTED, at=datetime.now(UTC), reason="x"
-        )
-        await producer.send_and_wait(
-            unit_feedback_topic("city-5103"), as_5101.model_dump_json().encode(), key=matter.encode()
-        )
-    finally:
-        await producer.stop()
+    # Tailed from before the body is sent: the refusal may be published before a tail started after it.
     tail = Tail(cluster.bootstrap, [unit_feedback_rejected_topic("city-5103")])
     await tail.start()
     try:
+        producer = AIOKafkaProducer(**intruder.aiokafka(), acks="all")
+        await producer.start()
+        try:
+            as_5101 = UnitFeedback(
+                matter_id=uuid.UUID(matter),
+                unit=CITY,
+                action=FeedbackAction.NOT_ACCEPTED,
+                at=datetime.now(UTC),
+                reason="x",
+            )
+            await producer.send_and_wait(
+                unit_feedback_topic("city-5103"), as_5101.model_dump_json().encode(), key=matter.encode()
+            )
+        finally:
+            await producer.stop()
         refused = await tail.wait(
             unit_feedback_rejected_topic("city-5103"), lambda r: r.key == matter.encode(), timeout=30
         )

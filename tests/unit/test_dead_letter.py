@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
@@ -122,3 +124,21 @@ async def test_a_handler_that_recovers_is_not_dead_lettered() -> None:
 
     assert calls == 2
     assert dead == []
+
+
+def test_the_broker_tells_each_message_at_debug_and_its_errors_at_their_level(caplog: pytest.LogCaptureFixture) -> None:
+    # FastStream's logging middleware writes "Received" and "Processed" for every message (or batch) through the
+    # broker's logger state at its level, and an error at ERROR (the in-memory broker swaps the logger for a
+    # mock, so the state is asked directly, as the middleware does).
+    broker = _broker()
+    broker._setup_logger()
+    with caplog.at_level(logging.DEBUG, logger="xinfang.broker"):
+        broker.config.logger.log("Received", extra={})
+        broker.config.logger.log("Processed", extra={})
+        broker.config.logger.log("RuntimeError: boom", log_level=logging.ERROR, extra={})
+    told = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert told == [
+        ("xinfang.broker", logging.DEBUG, "Received"),
+        ("xinfang.broker", logging.DEBUG, "Processed"),
+        ("xinfang.broker", logging.ERROR, "RuntimeError: boom"),
+    ]

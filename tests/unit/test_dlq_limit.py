@@ -4,15 +4,18 @@ halts instead of dead-lettering everything."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
-from xinfang_shared.batching import Coalescer, ItemFailed, isolate
+from xinfang_shared.batching import Coalescer, EventBatches, ItemFailed, isolate
+from xinfang_shared.contracts.events import StatsAlert
 from xinfang_shared.dlq_limit import ConsumerHalted, DeadLetterLimit, Halts
 from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.messaging import DeadLetter, RetryPolicy, build_broker
@@ -135,6 +138,38 @@ async def test_the_coalescer_halts_when_everything_fails() -> None:
     finally:
         await coalescer.stop()
     assert all(isinstance(r, ConsumerHalted) for r in results), results
+
+
+async def test_a_consumers_batch_is_logged_at_debug_and_its_failures_as_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alerts = [StatsAlert(window="PT1H", observed=n, baseline=1.0, at="2026-12-06T08:00:00Z") for n in range(4)]
+    records = [
+        ConsumerRecord("t", 0, offset, 0, 0, None, a.model_dump_json().encode(), None, 0, 0, ())
+        for offset, a in enumerate(alerts)
+    ]
+    dead: list[int] = []
+
+    class Dead:
+        async def send(self, failed: tuple[ConsumerRecord[Any, Any], ...], _: BaseException, attempts: int) -> None:
+            dead.extend(r.offset for r in failed)
+
+    async def handle(events: list[StatsAlert]) -> int:
+        if any(e.observed == 2 for e in events):
+            raise ValueError("bad alert")
+        return len(events)
+
+    batches = EventBatches(StatsAlert, handle, Dead(), DeadLetterLimit("t:test"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="xinfang_shared.batching"):
+        assert await batches.take(records[:2]) == 2
+        assert await batches.take(records) == 3
+    assert dead == [2]
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        (logging.DEBUG, "handled a batch"),
+        (logging.WARNING, "a batch failed; splitting it to find the item(s) at fault"),
+        (logging.DEBUG, "handled a batch"),
+    ]
 
 
 # --- the middleware ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Notify without a broker or a database: which event gives which notice to whom, that every notice renders in
-both languages from what the sender gives it (StrictUndefined: nothing missing), the e-mail's MIME, masking,
-and quiet hours."""
+"""Notify without a broker or a database: which event gives which notice to whom, what a batch asks of the
+database (nothing when it plans nothing), that every notice renders in both languages from what the sender
+gives it (StrictUndefined: nothing missing), the e-mail's MIME, masking, and quiet hours."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import email.policy
 import json
 import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests import factories
+from xinfang_notify.app import State, handle
 from xinfang_notify.channels import Email, SendFailed, mask_email, mask_phone, message_id
 from xinfang_notify.registry import Contacts, Notice, RecipientKind, Via, load_notices
 from xinfang_notify.render import Renderer
@@ -140,6 +143,80 @@ def test_the_key_is_one_per_matter_notice_recipient_and_about() -> None:
     a = _only(RULES.registered(_registered()))
     assert a.key == _only(RULES.registered(_registered())).key, "the same notice again has the same key"
     assert message_id(a.key) == f"<{a.key}@xinfang.sc.gov.example>"
+
+
+# --- what a batch asks of the database ---------------------------------------------------------------
+
+
+class Pool:
+    """Records what a batch's handling asks of PostgreSQL: connections taken, transactions, statements."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Pool]:
+        self.calls.append("acquire")
+        yield self
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self.calls.append("BEGIN")
+        yield
+        self.calls.append("COMMIT")
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, int]]:
+        assert sql.startswith("INSERT INTO notifications") and "ON CONFLICT DO NOTHING" in sql
+        self.calls.append(f"insert {len(args[0])} notices")
+        return [{"id": i} for i in range(len(args[0]))]
+
+
+def _state(pool: Pool) -> State:
+    return State(pool, RULES, None, None)  # type: ignore[arg-type]
+
+
+def _each(rule: Any) -> Any:
+    return lambda state, events: [p for e in events for p in rule(e)]
+
+
+async def test_a_batch_that_plans_nothing_takes_no_connection_and_commits_nothing() -> None:
+    pool = Pool()
+    nothing = [
+        _deadline("set"),
+        _deadline("met", on_time=True),
+        _deadline("due-soon", deadline="objection", window=True),
+        _deadline("closed", window=True),
+    ]
+    assert await handle(_state(pool), nothing, _each(RULES.deadline)) == 0
+    routed = MatterRouted(
+        matter_id=MATTER,
+        office="reception",
+        unit="city-5101",
+        category="labor",
+        category_inferred=False,
+        rule="office-5-visit",
+        routed_at=AT,
+    )
+    assert await handle(_state(pool), [routed], _each(RULES.routed)) == 0
+    assert pool.calls == []
+
+
+async def test_a_batch_that_only_plans_is_one_insert_on_the_notices_unique_keys() -> None:
+    pool = Pool()
+    events = [_deadline("set"), _deadline("due-soon"), _deadline("escalated")]
+    assert await handle(_state(pool), events, _each(RULES.deadline)) == 2
+    assert pool.calls == ["acquire", "insert 2 notices"]
+
+
+async def test_a_registration_keeps_its_matter_and_plans_in_one_transaction() -> None:
+    pool = Pool()
+
+    async def keep(conn: Any, state: State, events: list[MatterRegisteredV2]) -> None:
+        assert conn is pool
+        pool.calls.append(f"keep {len(events)} matters")
+
+    assert await handle(_state(pool), [_registered()], _each(RULES.registered), keep) == 1
+    assert pool.calls == ["acquire", "BEGIN", "keep 1 matters", "insert 1 notices", "COMMIT"]
 
 
 # --- every notice renders, in both languages, from what the sender gives it ------------------------------

@@ -255,9 +255,8 @@ class EventBatches(Generic[E]):
         else:
             self.limit.succeeded(len(records))
         handled = sum(count for _, count in isolated.done)
-        # A batch that changed nothing (all redelivered, or none of the consumer's concern) is not news.
-        log.log(
-            logging.INFO if handled or failed else logging.DEBUG,
+        # Per batch, so at debug: what failed was told as it failed (isolate's and the dead letter's warnings).
+        log.debug(
             "handled a batch",
             extra={"what": self.limit.consumer, "events": len(events), "first_time": handled, "failed": len(failed)},
         )

@@ -216,6 +216,8 @@ def build_broker(
         # Through the root logger, so FastStream's lines get the same JSON format and redaction.
         # (not "faststream": that logger comes with FastStream's own coloured handler)
         logger=logging.getLogger("xinfang.broker"),
+        # Its lines for every message or batch ("Received", "Processed") at debug; its errors keep their level.
+        log_level=logging.DEBUG,
         # Topics come from the registry (deploy/local/topics.py); a typo must not create a new one.
         allow_auto_create_topics=False,
         middlewares=(

@@ -5,12 +5,14 @@ and a relay moves it to Kafka.
 the request or message that caused it even though the relay sends it later. Every instance runs a relay, and
 they share the work by key: each row falls, by its key, in one of 64 buckets (the `shard` column of shared
 migration 0002, a NULL key in bucket 0), and the buckets are split into `shards` lock groups (bucket b in group
-b % shards), one advisory lock each. A relay goes round the groups, starting one further each pass so that two
-relays do not keep meeting on the same one; for each group whose lock it gets it publishes the group's oldest
-rows, in id order, in one transaction; a group another relay holds it leaves to that relay and looks at again
-on its next pass. The rows of a key are always in one group, and only the holder of its lock publishes them,
-so the events of a matter reach Kafka in the order they were written, whichever instance sends them; the
-events of different keys are not ordered. With `shards=1` there is one lock for the schema, as before.
+b % shards), one advisory lock each. A pass first asks, in one statement outside any transaction, which groups
+have rows at all (an idle pass costs that statement, not a transaction per group); then it goes round those
+groups, starting one further each pass so that two relays do not keep meeting on the same one; for each group
+whose lock it gets it publishes the group's oldest rows, in id order, in one transaction; a group another relay
+holds it leaves to that relay and looks at again on its next pass. The rows of a key are always in one group,
+and only the holder of its lock publishes them, so the events of a matter reach Kafka in the order they were
+written, whichever instance sends them; the events of different keys are not ordered. With `shards=1` there is
+one lock for the schema, as before.
 
 Each transaction sends one group's batch (acks=all), waits for every acknowledgement, then deletes the rows.
 If Kafka is unreachable the transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 # How many buckets shared migration 0002 spreads the keys over; `shards` can split them into at most this many
 # lock groups.
 BUCKETS = 64
+# The listening connection has no command timeout of its own: how long the question of which groups have rows
+# may take before it is cancelled (and the pass retried), as the pool's statements.
+PENDING_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,17 +130,30 @@ class OutboxRelay:
             self._locks = [f"outbox:{schema}"]
             self._select = f"SELECT {columns} FROM {table} ORDER BY id LIMIT $1 FOR UPDATE"
             self._buckets: list[list[int]] = [[]]
+            # Whether there is a row at all (its bucket does not matter: one group).
+            self._pending = f"SELECT 0 AS shard FROM {table} LIMIT 1"
         else:
             self._locks = [f"outbox:{schema}:{group}/{shards}" for group in range(shards)]
             self._select = (
                 f"SELECT {columns} FROM {table} WHERE shard = ANY($2::smallint[]) ORDER BY id LIMIT $1 FOR UPDATE"
             )
             self._buckets = [bucket_group(shards, group) for group in range(shards)]
+            # The buckets that have rows: a skip scan of the (shard, id) index, one descent per bucket present
+            # and one more (at most 65, whatever the backlog; one on an empty outbox).
+            self._pending = (
+                f"WITH RECURSIVE b(shard) AS ((SELECT shard FROM {table} ORDER BY shard LIMIT 1)"
+                f" UNION ALL SELECT (SELECT o.shard FROM {table} o WHERE o.shard > b.shard ORDER BY o.shard LIMIT 1)"
+                " FROM b WHERE b.shard IS NOT NULL)"
+                " SELECT shard FROM b WHERE shard IS NOT NULL"
+            )
         self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
         # The group each pass starts from: random, so relays started together seldom begin on the same one.
         self.next_group = random.randrange(shards)
         self._wake = asyncio.Event()
         self._stopping = False
+        # The connection that listens for new rows, while `run` holds one: it also asks which groups have rows,
+        # so an idle pass takes no connection from the pool (whose release costs a reset statement).
+        self._listener: asyncpg.Connection | None = None
         # Since when (loop time) and why publishing keeps failing; None while it works. /health reports it: a
         # relay that cannot publish (Kafka away, a topic missing) holds back everything its service writes.
         self.failing: tuple[float, str, str] | None = None  # (since, the error's type, its text)
@@ -164,8 +182,10 @@ class OutboxRelay:
             while not self._stopping:
                 try:
                     if listener is None or listener.is_closed():
+                        self._listener = None
                         listener = await asyncpg.connect(self.dsn)
                         await listener.add_listener(self.channel, self._on_notify)
+                        self._listener = listener
                     if self._producer is None:
                         self._producer = self._new_producer()
                     # Cleared before the pass: rows that arrive while it runs wake the relay again at once.
@@ -201,6 +221,7 @@ class OutboxRelay:
                     await self._drop_producer()
                     await asyncio.sleep(delay)
         finally:
+            self._listener = None
             await self._drop_producer()
             if listener is not None and not listener.is_closed():
                 await listener.close()
@@ -239,26 +260,43 @@ class OutboxRelay:
                 await asyncio.to_thread(producer.flush, 5)
 
     async def publish_pass(self) -> tuple[int, bool]:
-        """One round of the lock groups, publishing one batch of each group this relay can lock; returns how
-        many rows it published and whether a group filled its batch (more may be waiting)."""
+        """One round of the lock groups that have rows, publishing one batch of each group this relay can lock;
+        returns how many rows it published and whether a group filled its batch (more may be waiting). A group
+        without rows costs nothing: no connection from the pool, no transaction, no lock."""
         producer = self._producer
         assert producer is not None
         first = self.next_group
         self.next_group = (first + 1) % self.shards
+        pending = await self._groups_with_rows()
         sent = 0
         more = False
         skipped = False
-        async with self.pool.acquire() as conn:
-            for i in range(self.shards):
-                n = await self._publish_group(conn, producer, (first + i) % self.shards)
-                if n is None:
-                    skipped = True
-                    continue
-                sent += n
-                more = more or n == self.batch_size
+        if pending:
+            async with self.pool.acquire() as conn:
+                for i in range(self.shards):
+                    group = (first + i) % self.shards
+                    if group not in pending:
+                        continue
+                    n = await self._publish_group(conn, producer, group)
+                    if n is None:
+                        skipped = True
+                        continue
+                    sent += n
+                    more = more or n == self.batch_size
         if not sent and not skipped:
             self.backlog.set(0)
         return sent, more
+
+    async def _groups_with_rows(self) -> set[int]:
+        """The groups with rows in the outbox now, in one statement and no transaction of ours. It only says
+        where to look: the rows are read again under the group's lock. A row committed after it is not missed:
+        its NOTIFY wakes the relay for another pass (and the poll covers a lost one)."""
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            rows = await listener.fetch(self._pending, timeout=PENDING_TIMEOUT_S)
+        else:
+            rows = await self.pool.fetch(self._pending)
+        return {r["shard"] % self.shards for r in rows}
 
     async def _publish_group(self, conn: asyncpg.Connection, producer: Producer, group: int) -> int | None:
         """Publish one batch of `group` in one transaction; None when another relay holds the group."""

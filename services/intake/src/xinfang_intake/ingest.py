@@ -109,7 +109,8 @@ class Intake:
             tally.add(await self._refuse_unstorable(unstorable))
         else:
             self.limit.succeeded(len(records))
-        log.info(
+        # Per batch, so at debug (an unstorable record has its own warning, a rejected one its event).
+        log.debug(
             "channel batch",
             extra={
                 "records": len(records),

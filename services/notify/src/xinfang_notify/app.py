@@ -1,8 +1,10 @@
 """The notify service: registrations, routings, lifecycle changes, deadline events and surge alerts in;
 e-mail, SMS and unit inbox reminders out, each (matter, notice, recipient) once.
 
-Each topic is read in batches: one transaction per batch plans the notices (rules.py), each once on its unique
-key, so redelivery plans nothing twice; the senders (sender.py) send what is planned, on their own."""
+Each topic is read in batches: the rules (rules.py, pure) plan a batch's notices, and one statement stores them,
+each once on its unique key, so redelivery plans nothing twice (registrations keep their matters in the same
+transaction); a batch that plans nothing and keeps nothing touches no database. The senders (sender.py) send
+what is planned, on their own."""
 
 from __future__ import annotations
 
@@ -58,8 +60,27 @@ class State:
         self.sender = sender
 
 
-# What a batch of events of one topic plans (inside the batch's transaction).
-Planner = Callable[[asyncpg.Connection, State, list[E]], Awaitable[list[Planned]]]
+# What a batch of events of one topic plans: the rules only, no I/O.
+Planner = Callable[[State, list[E]], list[Planned]]
+# What a batch of events of one topic keeps besides, in the transaction that stores its notices.
+Keeper = Callable[[asyncpg.Connection, State, list[E]], Awaitable[None]]
+
+
+async def handle(state: State, events: list[E], plan: Planner[E], keep: Keeper[E] | None = None) -> int:
+    """Plan a batch's notices and store the new ones; returns how many are new. No inbox records: what an event
+    does here is idempotent by itself (a notice is planned once, on its unique key; a matter is kept once), so a
+    redelivered event changes nothing. Planning reads nothing, so it comes first: a batch that plans nothing and
+    keeps nothing (most deadline and routed events) takes no connection and opens no transaction, and one that
+    only plans is one INSERT, atomic by itself."""
+    planned = plan(state, events)
+    if keep is None:
+        if not planned:
+            return 0
+        async with state.pool.acquire() as conn:
+            return await store.plan(conn, planned)
+    async with state.pool.acquire() as conn, conn.transaction():
+        await keep(conn, state, events)
+        return await store.plan(conn, planned)
 
 
 def create_service(settings: NotifySettings) -> Service:
@@ -117,41 +138,38 @@ def create_service(settings: NotifySettings) -> Service:
     def consume(
         topics: tuple[str, ...],
         model: type[E],
-        plan: Planner[E],
+        rule: Callable[[State, E], list[Planned]],
         *,
+        keep: Keeper[E] | None = None,
         parse: Callable[[ConsumerRecord[Any, Any]], E] | None = None,
     ) -> None:
+        """Read `topics` in batches, planning each event's notices by `rule`."""
         consumer = f"{topics[0]}:notify"
 
-        async def handle(events: list[E]) -> int:
-            # No inbox records: what an event does here is idempotent by itself (a notice is planned once, on
-            # its unique key; a matter is kept once), so a redelivered event changes nothing. Returns how many
-            # notices are new.
-            state = late()
-            async with state.pool.acquire() as conn, conn.transaction():
-                return await store.plan(conn, await plan(conn, state, events))
-
-        batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer), parse=parse)
-        service.batch_subscriber(*topics, consumer=consumer, max_records=500)(batches.take)
-
-    def each(rule: Callable[[State, E], list[Planned]]) -> Planner[E]:
-        """A planner that applies `rule` to each event of the batch."""
-
-        async def plan(_: asyncpg.Connection, state: State, events: list[E]) -> list[Planned]:
+        def plan(state: State, events: list[E]) -> list[Planned]:
             return [p for e in events for p in rule(state, e)]
 
-        return plan
+        async def take(events: list[E]) -> int:
+            return await handle(late(), events, plan, keep)
 
-    async def registered(conn: asyncpg.Connection, state: State, events: list[MatterRegisteredV2]) -> list[Planned]:
+        batches = EventBatches(model, take, service.dead_letter, service.limit(consumer), parse=parse)
+        service.batch_subscriber(*topics, consumer=consumer, max_records=500)(batches.take)
+
+    async def save_matters(conn: asyncpg.Connection, state: State, events: list[MatterRegisteredV2]) -> None:
         await store.save_matters(conn, events, state.vault)
-        return [p for e in events for p in state.rules.registered(e)]
 
     opened = registration_parser(TransportSeal.from_settings(settings), settings.topic)
-    consume(REGISTERED_TOPICS, MatterRegisteredV2, registered, parse=opened)
-    consume((MATTERS_ROUTED.name,), MatterRouted, each(lambda state, e: state.rules.routed(e)))
-    consume((MATTERS_STATUS.name,), MatterStatusChanged, each(lambda state, e: state.rules.status(e)))
-    consume((DEADLINES_EVENTS.name,), DeadlineEvent, each(lambda state, e: state.rules.deadline(e)))
-    consume((STATS_ALERTS.name,), StatsAlert, each(lambda state, e: state.rules.alert(e)))
+    consume(
+        REGISTERED_TOPICS,
+        MatterRegisteredV2,
+        lambda state, e: state.rules.registered(e),
+        keep=save_matters,
+        parse=opened,
+    )
+    consume((MATTERS_ROUTED.name,), MatterRouted, lambda state, e: state.rules.routed(e))
+    consume((MATTERS_STATUS.name,), MatterStatusChanged, lambda state, e: state.rules.status(e))
+    consume((DEADLINES_EVENTS.name,), DeadlineEvent, lambda state, e: state.rules.deadline(e))
+    consume((STATS_ALERTS.name,), StatsAlert, lambda state, e: state.rules.alert(e))
 
     service.api.include_router(
         build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value())
