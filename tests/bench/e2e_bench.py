@@ -394,6 +394,8 @@ class Watch:
         self.cluster, self.pool = cluster, pool
         self.conn: asyncpg.Connection | None = None
         self.backend_pid = 0
+        # One connection, two callers (the sampling task and a drain's loop): one statement at a time.
+        self.lock = asyncio.Lock()
         self.t0 = time.perf_counter()
         self.offered = 0
         self.samples: list[Sample] = []
@@ -444,7 +446,8 @@ class Watch:
     async def work(self) -> Work:
         """Counters of the work done so far: the database's transactions and rows, the records on the
         namespace's topics, and those each group has consumed (differences over a window: work per matter)."""
-        db = await self.db.fetchrow(DATABASE_WORK)
+        async with self.lock:
+            db = await self.db.fetchrow(DATABASE_WORK)
         assert db is not None
         names = {name for names in self._topics.values() for name in names}
         parts = [TopicPartition(n, p) for n in names for p in self.ends.partitions_for_topic(n) or ()]
@@ -453,12 +456,14 @@ class Watch:
         for group, wanted in self._topics.items():
             committed = await self.admin.list_consumer_group_offsets(group)
             consumed += sum(m.offset for tp, m in committed.items() if tp.topic in wanted and m.offset > 0)
-        tables = {r["name"]: int(r["rows"]) for r in await self.db.fetch(TABLE_WRITES)}
+        async with self.lock:
+            tables = {r["name"]: int(r["rows"]) for r in await self.db.fetch(TABLE_WRITES)}
         return Work(int(db["commits"]), int(db["rows"]), int(db["fetched"]), sum(ends.values()), consumed, tables)
 
     async def sample(self) -> Sample:
         """An exact count of every stage now (a whole scan of the stage tables: see SAMPLE_EVERY_S)."""
-        row = await self.db.fetchrow(STAGE_COUNTS)
+        async with self.lock:
+            row = await self.db.fetchrow(STAGE_COUNTS)
         assert row is not None
         try:
             lag = await self.lag()
