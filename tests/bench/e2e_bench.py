@@ -405,21 +405,36 @@ class Watch:
         self._topics = {group: consumed_topics(service) for service, group in cluster.groups.items()}
 
     async def start(self) -> None:
-        self.conn = await asyncpg.connect(self.cluster.dsn)
-        self.backend_pid = int(await self.conn.fetchval("SELECT pg_backend_pid()"))
+        await self._connect()
         await self.admin.start()
         await self.ends.start()
+
+    async def _connect(self) -> asyncpg.Connection:
+        self.conn = await asyncpg.connect(self.cluster.dsn)
+        self.backend_pid = int(await self.conn.fetchval("SELECT pg_backend_pid()"))
+        return self.conn
+
+    async def _fetch(self, query: str) -> list[asyncpg.Record]:
+        """`query`'s rows on the watcher's connection, one statement at a time; a connection PostgreSQL lost (a
+        crash and restart, as `make chaos` injects) is opened again, and the statement tried once more."""
+        async with self.lock:
+            for attempt in (1, 2):
+                conn = self.conn if self.conn is not None and not self.conn.is_closed() else await self._connect()
+                try:
+                    rows: list[asyncpg.Record] = await conn.fetch(query)
+                    return rows
+                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         await self.admin.close()
         await self.ends.stop()
         if self.conn is not None:
             await self.conn.close()
-
-    @property
-    def db(self) -> asyncpg.Connection:
-        assert self.conn is not None, "the watch is started"
-        return self.conn
 
     async def lag(self) -> int:
         total = 0
@@ -446,9 +461,7 @@ class Watch:
     async def work(self) -> Work:
         """Counters of the work done so far: the database's transactions and rows, the records on the
         namespace's topics, and those each group has consumed (differences over a window: work per matter)."""
-        async with self.lock:
-            db = await self.db.fetchrow(DATABASE_WORK)
-        assert db is not None
+        (db,) = await self._fetch(DATABASE_WORK)
         names = {name for names in self._topics.values() for name in names}
         parts = [TopicPartition(n, p) for n in names for p in self.ends.partitions_for_topic(n) or ()]
         ends = await self.ends.end_offsets(parts) if parts else {}
@@ -456,15 +469,12 @@ class Watch:
         for group, wanted in self._topics.items():
             committed = await self.admin.list_consumer_group_offsets(group)
             consumed += sum(m.offset for tp, m in committed.items() if tp.topic in wanted and m.offset > 0)
-        async with self.lock:
-            tables = {r["name"]: int(r["rows"]) for r in await self.db.fetch(TABLE_WRITES)}
+        tables = {r["name"]: int(r["rows"]) for r in await self._fetch(TABLE_WRITES)}
         return Work(int(db["commits"]), int(db["rows"]), int(db["fetched"]), sum(ends.values()), consumed, tables)
 
     async def sample(self) -> Sample:
         """An exact count of every stage now (a whole scan of the stage tables: see SAMPLE_EVERY_S)."""
-        async with self.lock:
-            row = await self.db.fetchrow(STAGE_COUNTS)
-        assert row is not None
+        (row,) = await self._fetch(STAGE_COUNTS)
         try:
             lag = await self.lag()
         except Exception:
