@@ -1,8 +1,9 @@
 """A batch consumer does no database work for the events it does not act on (issue 18): stats folds only the
 deadline events a figure uses (an obligation overdue or met) and keeps inbox records only for those; routing acts
 only on a petitioner's request window that lapsed; supervision does not read matters.routed.v1 (the status change
-carries the office). A batch of nothing relevant acquires no connection, so it opens no transaction and writes
-nothing; its offsets are committed as any batch's."""
+carries the office); notify and routing read deadlines.warnings.v1, not the set/met bookkeeping. A batch of
+nothing relevant acquires no connection, so it opens no transaction and writes nothing; its offsets are committed
+as any batch's."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from xinfang_notify.app import create_service as create_notify
+from xinfang_notify.registry import load_notices
+from xinfang_notify.rules import Rules as NotifyRules
+from xinfang_notify.settings import NotifySettings
 from xinfang_routing.app import DeadlineSeen, _close
+from xinfang_routing.app import create_service as create_routing
+from xinfang_routing.settings import RoutingSettings
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import DeadlineEvent
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType
-from xinfang_shared.contracts.topics import BY_NAME, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import BY_NAME, DEADLINE_WARNINGS, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_stats import fold
 from xinfang_supervision.app import create_service as create_supervision
+from xinfang_supervision.ledger import deadline_records
 from xinfang_supervision.settings import SupervisionSettings
 
 AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -169,3 +178,46 @@ def test_supervision_does_not_read_matters_routed() -> None:
     topics = {topic.name for sub in service.broker.subscribers for topic in sub.topics}
     assert MATTERS_STATUS.name in topics and MATTERS_ROUTED.name not in topics
     assert "supervision" not in BY_NAME[MATTERS_ROUTED.name].consumers
+
+
+# ---- deadlines.warnings.v1: notify and routing read the warnings, not the set/met bookkeeping ----------------
+
+
+def test_every_deadline_event_notify_or_routing_acts_on_is_a_warning() -> None:
+    """The split loses nothing: whatever notify plans a notice from, or routing closes a chain on, is on
+    deadlines.warnings.v1; and the bookkeeping (set, met, paused, resumed, an obligation closed) is not."""
+    rules = NotifyRules(
+        load_notices(NotifySettings(_env_file=None, environment="test").notices_file), DeadlineRules.default()
+    )
+    acted = 0
+    for state, deadline, window in itertools.product(DeadlineState, DeadlineType, (False, True)):
+        event = _deadline(state, deadline, window=window, extension_days=5 if state == DeadlineState.EXTENDED else None)
+        seen = DeadlineSeen.model_validate_json(event.model_dump_json())
+        if rules.deadline(event) or seen.request_window_lapsed:
+            acted += 1
+            assert event.is_warning, (state, deadline, window)
+        bookkeeping = state in (DeadlineState.SET, DeadlineState.MET, DeadlineState.PAUSED, DeadlineState.RESUMED)
+        if bookkeeping or (state == DeadlineState.CLOSED and not window):
+            assert not event.is_warning, (state, deadline, window)
+    assert acted > 0
+    assert not any(e.is_warning for e in TYPICAL)
+
+
+def test_notify_and_routing_read_the_warnings_and_not_every_deadline_event() -> None:
+    for service in (
+        create_notify(NotifySettings(_env_file=None, environment="test")),
+        create_routing(RoutingSettings(_env_file=None, environment="test")),
+    ):
+        topics = {topic.name for sub in service.broker.subscribers for topic in sub.topics}
+        assert DEADLINE_WARNINGS.name in topics and DEADLINES_EVENTS.name not in topics
+    assert {"notify", "routing"} <= set(DEADLINE_WARNINGS.consumers)
+    assert not {"notify", "routing"} & set(DEADLINES_EVENTS.consumers)
+
+
+def test_supervision_publishes_a_warning_on_both_topics_and_bookkeeping_on_one() -> None:
+    overdue, met = _deadline(DeadlineState.OVERDUE), _deadline(DeadlineState.MET)
+    assert [(r.topic, r.event) for r in deadline_records(overdue)] == [
+        (DEADLINES_EVENTS.name, overdue),
+        (DEADLINE_WARNINGS.name, overdue),
+    ]
+    assert [r.topic for r in deadline_records(met)] == [DEADLINES_EVENTS.name]

@@ -28,7 +28,7 @@ from xinfang_shared.contracts.events import (
     StatsAlert,
 )
 from xinfang_shared.contracts.topics import (
-    DEADLINES_EVENTS,
+    DEADLINE_WARNINGS,
     MATTERS_ROUTED,
     MATTERS_STATUS,
     STATS_ALERTS,
@@ -168,7 +168,7 @@ def create_service(settings: NotifySettings) -> Service:
     )
     consume((MATTERS_ROUTED.name,), MatterRouted, lambda state, e: state.rules.routed(e))
     consume((MATTERS_STATUS.name,), MatterStatusChanged, lambda state, e: state.rules.status(e))
-    consume((DEADLINES_EVENTS.name,), DeadlineEvent, lambda state, e: state.rules.deadline(e))
+    consume((DEADLINE_WARNINGS.name,), DeadlineEvent, lambda state, e: state.rules.deadline(e))
     consume((STATS_ALERTS.name,), StatsAlert, lambda state, e: state.rules.alert(e))
 
     service.api.include_router(

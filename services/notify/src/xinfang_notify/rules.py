@@ -8,7 +8,7 @@ event only, never anyone's personal data (the petitioner's address is looked up 
   matters.routed.v1       urgent-visit to guidance (a special visit: massive, unusual, to Beijing, sensitive)
   matters.status.v1       transferred (per unit), accepted, not-accepted, opinion (with the window to ask
                           one level up), terminated (once, on the re-review that ends the chain)
-  deadlines.events.v1     extended (to the petitioner), due-soon / overdue (to the unit; never for a window),
+  deadlines.warnings.v1   extended (to the petitioner), due-soon / overdue (to the unit; never for a window),
                           escalated (to the Supervision and Review Office)
   stats.alerts.v1         surge to guidance (when an alert opens)
 """

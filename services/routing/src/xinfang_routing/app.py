@@ -28,6 +28,7 @@ from xinfang_shared.contracts.events import (
 )
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType
 from xinfang_shared.contracts.topics import (
+    DEADLINE_WARNINGS,
     DEADLINES_EVENTS,
     FEEDBACK_REJECTED,
     MATTERS_REGISTERED_V2,
@@ -55,7 +56,7 @@ RAW_LIMIT = 64 * 1024
 
 
 class DeadlineSeen(Event):
-    """The part of deadlines.events.v1 routing reads: whether a petitioner's request window lapsed."""
+    """The part of deadlines.warnings.v1 routing reads: whether a petitioner's request window lapsed."""
 
     matter_id: uuid.UUID
     deadline: DeadlineType
@@ -92,11 +93,11 @@ def create_service(settings: RoutingSettings) -> Service:
     )
     service.batch_subscriber(*REGISTERED_TOPICS, consumer=route, max_records=500)(batches.take)
 
-    lapsed = "deadlines.events.v1:close lapsed"
+    lapsed = "deadlines.warnings.v1:close lapsed"
     windows = EventBatches(
         DeadlineSeen, lambda events: _close(late(), events), service.dead_letter, service.limit(lapsed)
     )
-    service.batch_subscriber(DEADLINES_EVENTS.name, consumer=lapsed, max_records=1000)(windows.take)
+    service.batch_subscriber(DEADLINE_WARNINGS.name, consumer=lapsed, max_records=1000)(windows.take)
 
     # Each unit writes its own topic, and only it may (the broker's ACLs): the unit is the topic's. The shared
     # topic is for operators, who may act in any unit's name.
@@ -139,12 +140,14 @@ async def _route(state: RoutingState, events: list[MatterRegisteredV2]) -> int:
 
 
 async def _close(state: RoutingState, events: list[DeadlineSeen]) -> int:
-    """Close the matters whose request window lapsed (most deadline events are not about that: skipped)."""
+    """Close the matters whose request window lapsed (the other warnings are not about that: skipped)."""
     lapsed = [e for e in events if e.request_window_lapsed]
     if not lapsed:
         return 0
     now = utc_now()
     async with state.pool.acquire() as conn, conn.transaction():
+        # Kept under the name of deadlines.events.v1, whose events these are (the same event ids): one handled from
+        # there before the warnings topic existed is not handled again from it.
         fresh = await inbox.first_time_many(conn, [e.event_id for e in lapsed], source=DEADLINES_EVENTS.name)
         for event in lapsed:
             if event.event_id in fresh:

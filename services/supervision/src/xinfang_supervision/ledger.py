@@ -36,7 +36,12 @@ import orjson
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import DeadlineEvent, FeedbackRejected, FieldError, MatterStatusChanged
 from xinfang_shared.contracts.reference import UNITS, DeadlineState, DeadlineType, Office
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, FEEDBACK_REJECTED, unit_feedback_rejected_topic
+from xinfang_shared.contracts.topics import (
+    DEADLINE_WARNINGS,
+    DEADLINES_EVENTS,
+    FEEDBACK_REJECTED,
+    unit_feedback_rejected_topic,
+)
 from xinfang_shared.deadlines import DeadlineRule, DeadlineRules
 
 from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, REQUEST_MEETS, REQUEST_OPENS, S
@@ -73,9 +78,10 @@ class Ledger:
     # ---- lifecycle events -------------------------------------------------------------------------------
 
     async def registered(self, conn: asyncpg.Connection, facts: RegisteredFacts, shift: timedelta) -> None:
-        await conn.execute(
+        office = await conn.fetchval(
             "INSERT INTO matters (matter_id, registered_at) VALUES ($1, $2)"
-            " ON CONFLICT (matter_id) DO UPDATE SET registered_at = EXCLUDED.registered_at, updated_at = now()",
+            " ON CONFLICT (matter_id) DO UPDATE SET registered_at = EXCLUDED.registered_at, updated_at = now()"
+            " RETURNING office",
             facts.matter_id,
             facts.registered_at,
         )
@@ -83,16 +89,18 @@ class Ledger:
             return
         # The transfer may have been read first (the topics are read independently): then it stays as it is.
         if await self._is_open(conn, facts.matter_id, D.ROUTING) is None:
-            await self._open(conn, facts.matter_id, D.ROUTING, None, facts.registered_at + shift)
+            out = Publication(facts.matter_id, office)
+            await self._open(conn, out, D.ROUTING, None, facts.registered_at + shift)
+            await out.write(conn)
 
     async def status_changed(self, conn: asyncpg.Connection, event: MatterStatusChanged, shift: timedelta) -> None:
         at = event.at + shift
         matter, unit = event.matter_id, event.unit
         # The office comes with the change (supervision does not read matters.routed.v1): kept once known.
-        await conn.execute(
+        office = await conn.fetchval(
             "INSERT INTO matters (matter_id, unit, status, office) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status,"
-            " office = COALESCE(EXCLUDED.office, matters.office), updated_at = now()",
+            " office = COALESCE(EXCLUDED.office, matters.office), updated_at = now() RETURNING office",
             matter,
             unit,
             event.status.value,
@@ -103,44 +111,49 @@ class Ledger:
             return
         if event.action == "received":
             return
-        status = event.status
+        out = Publication(matter, office)
+        await self._follow(conn, out, event, at)
+        await out.write(conn)
+
+    async def _follow(
+        self, conn: asyncpg.Connection, out: Publication, event: MatterStatusChanged, at: datetime
+    ) -> None:
+        """What the lifecycle change does to the matter's deadlines (the table in this module's docstring)."""
+        matter, unit, status = event.matter_id, event.unit, event.status
         if status == S.TRANSFERRED:
-            if (
-                not await self._meet(conn, matter, D.ROUTING, at)
-                and await self._is_open(conn, matter, D.ROUTING) is None
-            ):
+            if not await self._meet(conn, out, D.ROUTING, at) and await self._is_open(conn, matter, D.ROUTING) is None:
                 # Read before its registration: the routing deadline is taken to start at the transfer.
-                await self._open(conn, matter, D.ROUTING, None, at)
-                await self._meet(conn, matter, D.ROUTING, at)
+                await self._open(conn, out, D.ROUTING, None, at)
+                await self._meet(conn, out, D.ROUTING, at)
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
-                await self._open(conn, matter, deadline, unit, at)
+                await self._open(conn, out, deadline, unit, at)
         elif status == S.AWAITING_ASSIGNMENT:
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
-                await self._close(conn, matter, deadline, at, "back to the office's queue")
+                await self._close(conn, out, deadline, at, "back to the office's queue")
             # Unseen registration, or back in the queue after an objection (routing was met): it must be
             # assigned (again), in time.
             if not await self._is_open(conn, matter, D.ROUTING):
-                await self._open(conn, matter, D.ROUTING, None, at)
+                await self._open(conn, out, D.ROUTING, None, at)
         elif status == S.OBJECTED:
-            await self._meet(conn, matter, D.OBJECTION, at)
-            await self._close(conn, matter, D.ACCEPTANCE, at, "objected")
+            await self._meet(conn, out, D.OBJECTION, at)
+            await self._close(conn, out, D.ACCEPTANCE, at, "objected")
         elif status in DECIDING_OPENS and event.previous_status == S.TRANSFERRED:
-            await self._meet(conn, matter, D.ACCEPTANCE, at)
-            await self._close(conn, matter, D.OBJECTION, at, "accepted")
-            await self._open(conn, matter, DECIDING_OPENS[status], unit, at)
+            await self._meet(conn, out, D.ACCEPTANCE, at)
+            await self._close(conn, out, D.OBJECTION, at, "accepted")
+            await self._open(conn, out, DECIDING_OPENS[status], unit, at)
         elif status == S.NOT_ACCEPTED:
-            await self._meet(conn, matter, D.ACCEPTANCE, at)
-            await self._close(conn, matter, D.OBJECTION, at, "not accepted")
+            await self._meet(conn, out, D.ACCEPTANCE, at)
+            await self._close(conn, out, D.OBJECTION, at, "not accepted")
         elif status in CONCLUSION_MEETS:
-            await self._meet(conn, matter, CONCLUSION_MEETS[status], at)
+            await self._meet(conn, out, CONCLUSION_MEETS[status], at)
             if status in REQUEST_OPENS:
                 window = REQUEST_OPENS[status]
-                await self._open(conn, matter, window, unit, at, rule=self.rules.request_window(window))
+                await self._open(conn, out, window, unit, at, rule=self.rules.request_window(window))
         elif status in REQUEST_MEETS:
-            await self._meet(conn, matter, REQUEST_MEETS[status], at)
+            await self._meet(conn, out, REQUEST_MEETS[status], at)
         elif status in ENDS_EVERYTHING:
             for deadline in D:
-                await self._close(conn, matter, deadline, at, status.value)
+                await self._close(conn, out, deadline, at, status.value)
 
     # ---- extension, pause, resume ---------------------------------------------------------------------
 
@@ -185,17 +198,9 @@ class Ledger:
             next_at,
             days,
         )
-        await self._publish(
-            conn,
-            matter,
-            deadline,
-            DeadlineState.EXTENDED,
-            due,
-            row["unit"],
-            at,
-            row["round"] + 1,
-            extension=(days, reason),
-        )
+        out = Publication(matter)
+        out.add(deadline, DeadlineState.EXTENDED, due, row["unit"], at, row["round"] + 1, extension=(days, reason))
+        await out.write(conn)
 
     def _extension_problem(self, row: Any, days: int, at: datetime) -> str | None:
         if row is None:
@@ -257,9 +262,9 @@ class Ledger:
             deadline.value,
             at,
         )
-        await self._publish(
-            conn, matter, deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"], detail=why
-        )
+        out = Publication(matter)
+        out.add(deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"], detail=why)
+        await out.write(conn)
 
     async def resume(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         """The paused time is not counted: every time of the deadline moves by it."""
@@ -284,9 +289,9 @@ class Ledger:
             stage,
             next_at,
         )
-        await self._publish(
-            conn, matter, deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1, detail=why
-        )
+        out = Publication(matter)
+        out.add(deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1, detail=why)
+        await out.write(conn)
 
     async def _running(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> Any:
         row = await conn.fetchrow(
@@ -310,7 +315,7 @@ class Ledger:
     async def _open(
         self,
         conn: asyncpg.Connection,
-        matter: uuid.UUID,
+        out: Publication,
         deadline: D,
         unit: str | None,
         start: datetime,
@@ -320,11 +325,12 @@ class Ledger:
         """Start the deadline (by its rule, or the window `rule` given); one already running for another unit
         (or an earlier round) is closed first."""
         rule = rule or self.rules[deadline]
+        matter = out.matter
         previous = await conn.fetchrow(
             "SELECT round, open FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
         )
         if previous is not None and previous["open"]:
-            await self._close(conn, matter, deadline, start, "started again")
+            await self._close(conn, out, deadline, start, "started again")
         round_ = previous["round"] + 1 if previous is not None else 1
         due = rule.due(start)
         warn = rule.warn_at(start, due)
@@ -349,16 +355,14 @@ class Ledger:
             next_check("set", warn, due, rule.escalate_at(due)),
             not rule.obligation,
         )
-        await self._publish(
-            conn, matter, deadline, DeadlineState.SET, due, unit, start, round_, window=not rule.obligation
-        )
+        out.add(deadline, DeadlineState.SET, due, unit, start, round_, window=not rule.obligation)
 
-    async def _meet(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime) -> bool:
+    async def _meet(self, conn: asyncpg.Connection, out: Publication, deadline: D, at: datetime) -> bool:
         # Met during a pause: the pause ends there, and its time does not count against the deadline.
         row = await conn.fetchrow(
             f"UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, {_end_pause('$3')},"
             " updated_at=now() WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
-            matter,
+            out.matter,
             deadline.value,
             at,
         )
@@ -367,33 +371,22 @@ class Ledger:
         window = row["is_window"]
         # A window used is not a duty met: it counts in no on-time figure.
         on_time = None if window else at <= row["due_at"]
-        await self._publish(
-            conn,
-            matter,
-            deadline,
-            DeadlineState.MET,
-            row["due_at"],
-            row["unit"],
-            at,
-            row["round"],
-            on_time=on_time,
-            window=window,
+        out.add(
+            deadline, DeadlineState.MET, row["due_at"], row["unit"], at, row["round"], on_time=on_time, window=window
         )
         return True
 
-    async def _close(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
+    async def _close(self, conn: asyncpg.Connection, out: Publication, deadline: D, at: datetime, why: str) -> None:
         row = await conn.fetchrow(
             f"UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, {_end_pause('$4')}, updated_at=now()"
             " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
-            matter,
+            out.matter,
             deadline.value,
             CLOSED,
             at,
         )
         if row is not None:
-            await self._publish(
-                conn,
-                matter,
+            out.add(
                 deadline,
                 DeadlineState.CLOSED,
                 row["due_at"],
@@ -404,10 +397,32 @@ class Ledger:
                 window=row["is_window"],
             )
 
-    async def _publish(
+
+def deadline_records(event: DeadlineEvent) -> list[outbox.Outgoing]:
+    """Where a deadline event is published: deadlines.events.v1 always, deadlines.warnings.v1 as well when
+    someone acts on it (the same event, the same event_id)."""
+    key = str(event.matter_id)
+    records = [outbox.Outgoing(DEADLINES_EVENTS.name, key, event)]
+    if event.is_warning:
+        records.append(outbox.Outgoing(DEADLINE_WARNINGS.name, key, event))
+    return records
+
+
+class Publication:
+    """What one change to a matter's deadlines publishes: gathered as the deadlines are written, then its history
+    and its events are written in one statement each (not three statements per event)."""
+
+    # The office is looked up at the end only when the caller did not know it.
+    UNKNOWN: Any = object()
+
+    def __init__(self, matter: uuid.UUID, office: str | None = UNKNOWN) -> None:
+        self.matter = matter
+        self.office = office
+        self.history: list[tuple[Any, ...]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def add(
         self,
-        conn: asyncpg.Connection,
-        matter: uuid.UUID,
         deadline: D,
         state: DeadlineState,
         due: datetime,
@@ -420,22 +435,36 @@ class Ledger:
         window: bool = False,
         extension: tuple[int, str | None] | None = None,
     ) -> None:
-        await _history(conn, matter, deadline, round_, state.value, due, unit, at, detail)
-        office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
-        event = DeadlineEvent(
-            matter_id=matter,
-            deadline=deadline,
-            state=state,
-            due_at=due,
-            unit=unit,
-            at=at,
-            office=Office(office) if office else None,
-            on_time=on_time,
-            window=window,
-            extension_days=extension[0] if extension else None,
-            reason=extension[1] if extension else None,
+        self.history.append((deadline.value, round_, state.value, due, unit, at, detail))
+        self.events.append(
+            {
+                "deadline": deadline,
+                "state": state,
+                "due_at": due,
+                "unit": unit,
+                "at": at,
+                "on_time": on_time,
+                "window": window,
+                "extension_days": extension[0] if extension else None,
+                "reason": extension[1] if extension else None,
+            }
         )
-        await outbox.enqueue(conn, DEADLINES_EVENTS.name, event, key=str(matter))
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if not self.events:
+            return
+        await conn.execute(
+            "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
+            " SELECT $1::uuid, * FROM unnest($2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],"
+            " $7::timestamptz[], $8::text[]) ON CONFLICT DO NOTHING",
+            self.matter,
+            *(list(column) for column in zip(*self.history, strict=True)),
+        )
+        if self.office is Publication.UNKNOWN:
+            self.office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", self.matter)
+        office = Office(self.office) if self.office else None
+        events = [DeadlineEvent(matter_id=self.matter, office=office, **fields) for fields in self.events]
+        await outbox.enqueue_many(conn, [record for event in events for record in deadline_records(event)])
 
 
 def _end_pause(at: str) -> str:
@@ -464,28 +493,3 @@ def _stage_after_move(
     if warn is not None and now < warn:
         stage = "set"
     return stage, next_check(stage, warn, due, escalate)
-
-
-async def _history(
-    conn: asyncpg.Connection,
-    matter: uuid.UUID,
-    deadline: D,
-    round_: int,
-    state: str,
-    due: datetime,
-    unit: str | None,
-    at: datetime,
-    detail: str | None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
-        matter,
-        deadline.value,
-        round_,
-        state,
-        due,
-        unit,
-        at,
-        detail,
-    )

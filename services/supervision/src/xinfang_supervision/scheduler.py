@@ -9,6 +9,7 @@ a second guard: a warning is published at most once per due time.
 
 Overdue also sends a supervision order (督办) to the unit's inbox; escalated goes to the Supervision and
 Review Office through deadlines.events.v1 and its overdue list. A window that lapses is published `closed`.
+Warnings go on deadlines.warnings.v1 as well (ledger.deadline_records).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from prometheus_client import CollectorRegistry, Counter
 from xinfang_shared import outbox
 from xinfang_shared.contracts.events import DeadlineEvent, UnitInboxMessage
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, UNIT_INBOXES, unit_inbox_topic
+from xinfang_shared.contracts.topics import UNIT_INBOXES, unit_inbox_topic
 from xinfang_shared.messaging import TRANSIENT_ERRORS
 
 from .clock import Clock
-from .ledger import CLOSED, next_check
+from .ledger import CLOSED, deadline_records, next_check
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outb
             office=office,
             window=row["is_window"],
         )
-        out.append(outbox.Outgoing(DEADLINES_EVENTS.name, str(matter), event))
+        out.extend(deadline_records(event))
         if state == DeadlineState.OVERDUE and row["unit"] in UNIT_INBOXES:
             out.append(outbox.Outgoing(unit_inbox_topic(row["unit"]), str(matter), _order(row, office, at)))
     return out

@@ -336,6 +336,12 @@ class FeedbackRejected(Event):
     raw: str = Field(description="The original message as text, truncated to 64 KiB")
 
 
+# Deadline states someone must act on or be told of (notify urges units and tells petitioners of extensions).
+WARNING_STATES = frozenset(
+    {DeadlineState.DUE_SOON, DeadlineState.OVERDUE, DeadlineState.ESCALATED, DeadlineState.EXTENDED}
+)
+
+
 class DeadlineEvent(Event):
     matter_id: uuid.UUID
     deadline: DeadlineType
@@ -355,6 +361,13 @@ class DeadlineEvent(Event):
     )
     extension_days: int | None = Field(default=None, description="With state extended: the days granted")
     reason: str | None = _personal("With state extended: the unit's reason for it", default=None)
+
+    @property
+    def is_warning(self) -> bool:
+        """Whether it goes on deadlines.warnings.v1 as well: someone acts on it or is told of it."""
+        if self.state == DeadlineState.CLOSED:
+            return self.window  # a petitioner's window lapsed (or ended): routing closes the matter's chain
+        return self.state in WARNING_STATES
 
 
 class StatsAlert(Event):

@@ -186,7 +186,17 @@ DEADLINES_EVENTS = Topic(
     model=events.DeadlineEvent,
     description="Statutory deadlines set, warned, missed, met, extended, paused, resumed, escalated, closed",
     producers=("supervision",),
-    consumers=("notify", "stats", "intake", "routing", OPERATORS),
+    consumers=("stats", "intake", OPERATORS),
+    has_dlq=True,
+)
+DEADLINE_WARNINGS = Topic(
+    name="deadlines.warnings.v1",
+    model=events.DeadlineEvent,
+    description="The deadline events someone acts on or is told of: due-soon, overdue, escalated, extended, and a"
+    " window closed. Each is also on deadlines.events.v1 under the same event_id; this topic leaves out the set, met,"
+    " paused and resumed bookkeeping (most of that topic), which its readers would only skip",
+    producers=("supervision",),
+    consumers=("notify", "routing", OPERATORS),
     has_dlq=True,
 )
 STATS_ALERTS = Topic(
@@ -251,6 +261,7 @@ CONTRACT_TOPICS: tuple[Topic, ...] = (
     FEEDBACK_REJECTED,
     MATTERS_STATUS,
     DEADLINES_EVENTS,
+    DEADLINE_WARNINGS,
     STATS_ALERTS,
     *UNIT_INBOXES.values(),
     *UNIT_FEEDBACK.values(),
