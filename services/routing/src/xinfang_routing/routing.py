@@ -1,5 +1,6 @@
 """Routing a registered matter: category (given or inferred), office and unit by the rule book, then
-matters.routed.v1, the unit's inbox message and matters.status.v1 through the outbox, in one transaction.
+matters.routed.v1, the unit's inbox message and matters.status.v1 through the outbox, in one transaction. A new
+matter is placed before it is stored, so that it is written once, already routed.
 
 Reviews (复查) and re-reviews (复核) are matters of their own, linked to the matter whose opinion they contest
 (`related_matter_id`): they go one level above whoever gave that opinion, and registering one moves that
@@ -37,6 +38,7 @@ from xinfang_shared.contracts.reference import (
 )
 from xinfang_shared.contracts.topics import MATTERS_ROUTED, MATTERS_STATUS, unit_inbox_topic
 from xinfang_shared.deadlines import DeadlineRules
+from xinfang_shared.outbox import Outgoing
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.tracking import normalise
 
@@ -62,6 +64,24 @@ class Placement:
     office_rule: str
     unit_rule: str
     rules_version: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """A lifecycle change of one matter: its history row and its matters.status.v1."""
+
+    matter_id: uuid.UUID
+    previous: MatterStatus | None
+    status: MatterStatus
+    unit: str | None
+    at: datetime
+    actor: str
+    action: str
+    rule: str | None = None
+    reason: str | None = None
+    opinion: Any = None
+    extension_days: int | None = None
+    reported_at: datetime | None = None
 
 
 class Router:
@@ -111,12 +131,10 @@ class Router:
             "content": event.content,
             "location": event.location.model_dump(mode="json") if event.location else None,
         }
-        sealed = self.vault.seal(
-            {
-                "petitioner": personal.petitioner.model_dump(mode="json"),
-                "representatives": [r.model_dump(mode="json") for r in personal.representatives],
-            }
-        )
+        personal_data = {
+            "petitioner": personal.petitioner.model_dump(mode="json"),
+            "representatives": [r.model_dump(mode="json") for r in personal.representatives],
+        }
         repeat = (
             MatterStatus.DUPLICATE
             if event.duplicate_of
@@ -126,55 +144,55 @@ class Router:
         related = (
             await self._related(conn, event.related_matter_id, personal.related_tracking_code) if review_level else None
         )
+        # Repeats are recorded, not routed (DOMAIN.md: repeats).
+        placement = None if repeat else self._place(facts, related, review_level, rules.version)
+        status = repeat or self._assigned_status(placement.unit if placement else None)
+        placed = (
+            (placement.office, placement.unit, placement.office_rule, placement.unit_rule, placement.rules_version, now)
+            if placement
+            else (None,) * 6
+        )
+        # updated_at: the transaction's now(), as a status change (change()) sets it.
         inserted = await conn.fetchval(
             "INSERT INTO matters (matter_id, tracking_code, kind, facts, details, personal_data, registered_at,"
             " status, category, category_inferred, category_confidence, needs_review, review_level,"
-            " related_matter_id, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,'registered',$8,$9,$10,$11,$12,$13,$14)"
+            " related_matter_id, office, unit, office_rule, unit_rule, rules_version, transferred_at, status_at,"
+            " updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,now())"
             " ON CONFLICT (matter_id) DO NOTHING RETURNING true",
             event.matter_id,
             personal.tracking_code,
             event.kind.value,
             facts,
             details,
-            sealed,
+            self.vault.seal(personal_data),
             event.registered_at,
+            status.value,
             category.value,
             inferred,
             confidence,
             needs_review,
             review_level,
             related["matter_id"] if related else None,
+            *placed,
             now,
         )
         if not inserted:
             return  # the same matter under another event id: routed already
-        if repeat is not None:
-            # Recorded, not routed (DOMAIN.md: repeats).
-            await self.change(
-                conn,
+        if placement is None:
+            change = Change(
                 event.matter_id,
                 MatterStatus.REGISTERED,
-                repeat,
+                status,
                 None,
                 now,
                 actor="routing",
                 action="recorded-repeat",
                 reason=str(event.duplicate_of or ""),
             )
+            await outbox.enqueue_many(conn, [await self._recorded(conn, change, None)])
             return
-        placement = self._place(facts, related, review_level, rules.version)
-        rules_used = f"{placement.office_rule}/{placement.unit_rule}"
-        if related is not None:
-            await self._request_made(conn, related, review_level, event.matter_id, now)
-        await conn.execute(
-            "UPDATE matters SET office=$2, unit=$3, office_rule=$4, unit_rule=$5, rules_version=$6 WHERE matter_id=$1",
-            event.matter_id,
-            placement.office,
-            placement.unit,
-            placement.office_rule,
-            placement.unit_rule,
-            placement.rules_version,
-        )
+        key = str(event.matter_id)
+        out = await self._request_made(conn, related, review_level, event.matter_id, now) if related else []
         routed = MatterRouted(
             matter_id=event.matter_id,
             office=Office(placement.office),
@@ -184,18 +202,29 @@ class Router:
             rule=placement.office_rule,
             routed_at=now,
         )
-        await outbox.enqueue(conn, MATTERS_ROUTED.name, routed, key=str(event.matter_id))
-        await self.assign(
-            conn,
+        out.append(Outgoing(MATTERS_ROUTED.name, key, routed))
+        if placement.unit is not None:
+            # The personal data as sealed above: no need to open it again.
+            matter = {
+                "office": placement.office,
+                "kind": event.kind.value,
+                "category": category.value,
+                "details": details,
+            }
+            message = self._inbox_message(event.matter_id, placement.unit, matter, personal_data, now)
+            out.append(Outgoing(unit_inbox_topic(placement.unit), key, message))
+        change = Change(
             event.matter_id,
+            MatterStatus.REGISTERED,
+            status,
             placement.unit,
             now,
             actor="routing",
             action="routed",
-            rule=rules_used,
-            reason=None,
-            previous=MatterStatus.REGISTERED,
+            rule=f"{placement.office_rule}/{placement.unit_rule}",
         )
+        out.append(await self._recorded(conn, change, placement.office))
+        await outbox.enqueue_many(conn, out)
 
     def _place(self, facts: dict[str, Any], related: Any, review_level: int, version: str) -> Placement:
         decision = self.rulebook.current.decide(facts)
@@ -215,16 +244,16 @@ class Router:
 
     async def _request_made(
         self, conn: asyncpg.Connection, related: Any, level: int, request: uuid.UUID, now: datetime
-    ) -> None:
-        """A review (re-review) of `related` was registered: it is review-requested (re-review-requested)."""
+    ) -> list[Outgoing]:
+        """A review (re-review) of `related` was registered: it is review-requested (re-review-requested).
+        Returns what it publishes (nothing when the matter was not awaiting it)."""
         awaited, requested = REQUESTED[level]
         status = await conn.fetchval("SELECT status FROM matters WHERE matter_id = $1 FOR UPDATE", related["matter_id"])
         # Intake admits a request only against a concluded opinion in its window; a chain closed meanwhile
         # (the window lapsed as the request came in) is reopened by it.
         if status not in (awaited, S.CLOSED):
-            return
-        await self.change(
-            conn,
+            return []
+        change = Change(
             related["matter_id"],
             S(status),
             requested,
@@ -234,6 +263,7 @@ class Router:
             action=requested.value,
             reason=f"requested by matter {request}",
         )
+        return [await self._changed(conn, change)]
 
     async def window_lapsed(
         self, conn: asyncpg.Connection, matter_id: uuid.UUID, window: DeadlineType, now: datetime
@@ -292,7 +322,7 @@ class Router:
         previous: MatterStatus,
     ) -> None:
         """Transfer to `unit` (its inbox message) or put the matter in its office's manual queue."""
-        status = MatterStatus.TRANSFERRED if unit else MatterStatus.AWAITING_ASSIGNMENT
+        status = self._assigned_status(unit)
         before = await conn.fetchval("SELECT unit FROM matters WHERE matter_id=$1 FOR UPDATE", matter_id)
         row = await conn.fetchrow(
             "UPDATE matters SET unit=$2, status=$3, transferred_at=$4, updated_at=$4 WHERE matter_id=$1"
@@ -302,26 +332,22 @@ class Router:
             status.value,
             now,
         )
+        key = str(matter_id)
+        out: list[Outgoing] = []
         if previous == MatterStatus.TRANSFERRED and before is not None and before != unit:
             # It had the matter (and did not return it): it is told that the matter left it.
             withdrawal = self._withdrawal(matter_id, before, unit, row, reason)
-            await outbox.enqueue(conn, unit_inbox_topic(before), withdrawal, key=str(matter_id))
+            out.append(Outgoing(unit_inbox_topic(before), key, withdrawal))
         if unit is not None:
-            await outbox.enqueue(
-                conn, unit_inbox_topic(unit), self._inbox_message(matter_id, unit, row, now), key=str(matter_id)
-            )
-        await self.change(
-            conn,
-            matter_id,
-            previous,
-            status,
-            unit,
-            now,
-            actor=actor,
-            action=action,
-            rule=rule,
-            reason=reason,
-        )
+            personal = self.vault.open(bytes(row["personal_data"])) if row["personal_data"] else {}
+            out.append(Outgoing(unit_inbox_topic(unit), key, self._inbox_message(matter_id, unit, row, personal, now)))
+        change = Change(matter_id, previous, status, unit, now, actor=actor, action=action, rule=rule, reason=reason)
+        out.append(await self._changed(conn, change))
+        await outbox.enqueue_many(conn, out)
+
+    @staticmethod
+    def _assigned_status(unit: str | None) -> MatterStatus:
+        return MatterStatus.TRANSFERRED if unit else MatterStatus.AWAITING_ASSIGNMENT
 
     def objection_ends(self, transferred_at: datetime) -> datetime:
         return self.deadlines[DeadlineType.OBJECTION].due(transferred_at)
@@ -339,9 +365,11 @@ class Router:
             + "; it is no longer yours to handle, and nothing more is expected from you on it.",
         )
 
-    def _inbox_message(self, matter_id: uuid.UUID, unit: str, row: Any, now: datetime) -> UnitInboxMessage:
+    def _inbox_message(
+        self, matter_id: uuid.UUID, unit: str, row: Any, personal: object, now: datetime
+    ) -> UnitInboxMessage:
+        """`row`: the matter's office, kind, category and details; `personal`: its personal data, opened."""
         details = row["details"]
-        personal = self.vault.open(bytes(row["personal_data"])) if row["personal_data"] else {}
         accusation = row["kind"] == Kind.ACCUSATION
         return UnitInboxMessage(
             type="assign" if row["office"] == Office.SUPERVISION else "transfer",
@@ -381,41 +409,53 @@ class Router:
         extension_days: int | None = None,
         reported_at: datetime | None = None,
     ) -> None:
+        change = Change(
+            matter_id, previous, status, unit, now, actor, action, rule, reason, opinion, extension_days, reported_at
+        )
+        await outbox.enqueue_many(conn, [await self._changed(conn, change)])
+
+    async def _changed(self, conn: asyncpg.Connection, change: Change) -> Outgoing:
+        """The matter moves to `change.status`: its row and history; returns its status event, to publish."""
         office = await conn.fetchval(
             "UPDATE matters SET status=$2, status_at=$3, updated_at=now() WHERE matter_id=$1 RETURNING office",
-            matter_id,
-            status.value,
-            now,
+            change.matter_id,
+            change.status.value,
+            change.at,
         )
+        return await self._recorded(conn, change, office)
+
+    @staticmethod
+    async def _recorded(conn: asyncpg.Connection, change: Change, office: str | None) -> Outgoing:
+        """The history row of a change the matter's row already shows; returns its status event, to publish."""
         await conn.execute(
             "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason,"
             " reported_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-            matter_id,
-            now,
-            actor,
-            action,
-            previous.value if previous else None,
-            status.value,
+            change.matter_id,
+            change.at,
+            change.actor,
+            change.action,
+            change.previous.value if change.previous else None,
+            change.status.value,
             office,
-            unit,
-            rule,
-            reason,
-            reported_at,
+            change.unit,
+            change.rule,
+            change.reason,
+            change.reported_at,
         )
         event = MatterStatusChanged(
-            matter_id=matter_id,
-            status=status,
-            previous_status=previous,
-            unit=unit,
-            at=now,
-            action=action,
-            opinion=opinion,
-            extension_days=extension_days,
+            matter_id=change.matter_id,
+            status=change.status,
+            previous_status=change.previous,
+            unit=change.unit,
+            at=change.at,
+            action=change.action,
+            opinion=change.opinion,
+            extension_days=change.extension_days,
             office=Office(office) if office else None,
-            reason=reason,
-            reported_at=reported_at,
+            reason=change.reason,
+            reported_at=change.reported_at,
         )
-        await outbox.enqueue(conn, MATTERS_STATUS.name, event, key=str(matter_id))
+        return Outgoing(MATTERS_STATUS.name, str(change.matter_id), event)
 
     async def _related(self, conn: asyncpg.Connection, matter_id: uuid.UUID | None, code: str | None) -> Any:
         """The matter a review contests: by the id intake resolved (v2), or by the code a registration drained
