@@ -70,10 +70,7 @@ def _subscriptions() -> dict[str, set[str]]:
         "notify": notify(NotifySettings(**common)),
         "stats": stats(StatsSettings(**common)),
     }
-    return {
-        name: {topic.name for sub in service.broker.subscribers for topic in sub.topics}
-        for name, service in services.items()
-    }
+    return {name: service.consumed_topics for name, service in services.items()}
 
 
 def test_the_registry_names_exactly_the_consumers_that_subscribe() -> None:

@@ -175,7 +175,7 @@ def test_supervision_does_not_read_matters_routed() -> None:
     """The office comes with every status change (routing publishes one in the transaction that routes), so
     supervision reads matters.status.v1 and not matters.routed.v1 (nor do the registry and the ACLs say so)."""
     service = create_supervision(SupervisionSettings(_env_file=None, environment="test"))
-    topics = {topic.name for sub in service.broker.subscribers for topic in sub.topics}
+    topics = service.consumed_topics
     assert MATTERS_STATUS.name in topics and MATTERS_ROUTED.name not in topics
     assert "supervision" not in BY_NAME[MATTERS_ROUTED.name].consumers
 
@@ -208,7 +208,7 @@ def test_notify_and_routing_read_the_warnings_and_not_every_deadline_event() -> 
         create_notify(NotifySettings(_env_file=None, environment="test")),
         create_routing(RoutingSettings(_env_file=None, environment="test")),
     ):
-        topics = {topic.name for sub in service.broker.subscribers for topic in sub.topics}
+        topics = service.consumed_topics
         assert DEADLINE_WARNINGS.name in topics and DEADLINES_EVENTS.name not in topics
     assert {"notify", "routing"} <= set(DEADLINE_WARNINGS.consumers)
     assert not {"notify", "routing"} & set(DEADLINES_EVENTS.consumers)

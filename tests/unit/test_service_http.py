@@ -72,24 +72,3 @@ async def test_a_body_that_is_not_text_is_a_422_naming_the_body() -> None:
     not_found = await _post(_service(), b"{}")
     assert not_found.status_code == 422  # a missing field still names it
     assert [e["field"] for e in not_found.json()["errors"]] == ["text"]
-
-
-def _batch_consumer_args(service: Service, **options: Any) -> dict[str, Any]:
-    @service.batch_subscriber("matters.status.v1", consumer="c", **options)
-    async def take(records: Any) -> None:
-        pass
-
-    (subscriber,) = service.broker._subscribers
-    args: dict[str, Any] = subscriber._connection_args
-    return args
-
-
-def test_a_batch_consumer_gathers_its_fetches_as_the_settings_say() -> None:
-    args = _batch_consumer_args(_service(consume_fetch_min_bytes=32_768, consume_fetch_max_wait_ms=20))
-    assert (args["fetch_min_bytes"], args["fetch_max_wait_ms"]) == (32_768, 20)
-    # by default Kafka's own (measured best: see the settings)
-    args = _batch_consumer_args(_service())
-    assert (args["fetch_min_bytes"], args["fetch_max_wait_ms"]) == (1, 500)
-    # a consumer may ask for its own (intake's channel consumer gathers longer)
-    args = _batch_consumer_args(_service(), fetch_min_bytes=131_072, fetch_max_wait_ms=200)
-    assert (args["fetch_min_bytes"], args["fetch_max_wait_ms"]) == (131_072, 200)

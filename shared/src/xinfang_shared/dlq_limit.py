@@ -217,7 +217,9 @@ class Halts:
         self.instance = f"{socket.gethostname()}:{id(self):x}"
         self.limits: dict[str, DeadLetterLimit] = {}
         self._by_topic: dict[str, DeadLetterLimit] = {}
-        self._consumers: dict[str, list[Any]] = {}  # consumer name → subscribers (each has .consumer)
+        # consumer name → what reads for it (each has .consumer, its Kafka consumer once started), and the topics
+        # it reads for it (None: all its partitions).
+        self._consumers: dict[str, list[tuple[Any, frozenset[str] | None]]] = {}
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -246,27 +248,34 @@ class Halts:
     def for_topic(self, topic: str) -> DeadLetterLimit | None:
         return self._by_topic.get(topic)
 
-    def add_subscriber(self, consumer: str, subscriber: Any) -> None:
-        self._consumers.setdefault(consumer, []).append(subscriber)
+    def add_subscriber(self, consumer: str, subscriber: Any, *, topics: Iterable[str] | None = None) -> None:
+        """`subscriber` reads for `consumer`: a FastStream subscriber (all its partitions), or a loop shared by
+        several consumers (`topics`: those it reads for this one)."""
+        only = frozenset(topics) if topics is not None else None
+        self._consumers.setdefault(consumer, []).append((subscriber, only))
 
     # ---- pausing --------------------------------------------------------------------------------------
 
     def pause(self, consumer: str, kafka_consumer: Any | None = None) -> None:
-        """Stop fetching for `consumer` (its subscribers' partitions, and `kafka_consumer`'s if given)."""
-        for c in self._kafka_consumers(consumer, kafka_consumer):
+        """Stop fetching for `consumer` (its partitions, and all of `kafka_consumer`'s if given)."""
+        for c, topics in self._kafka_consumers(consumer, kafka_consumer):
             with contextlib.suppress(Exception):  # a consumer stopping or rebalancing: paused when next seen
-                c.pause(*c.assignment())
+                c.pause(*_partitions(c, topics))
 
     def _resume_fetching(self, consumer: str) -> None:
-        for c in self._kafka_consumers(consumer, None):
+        for c, topics in self._kafka_consumers(consumer, None):
             with contextlib.suppress(Exception):
-                c.resume(*c.assignment())
+                c.resume(*_partitions(c, topics))
 
-    def _kafka_consumers(self, consumer: str, extra: Any | None) -> list[Any]:
-        """The Kafka consumers of a consumer name: its subscribers' (set once the broker started)."""
-        found = [s.consumer for s in self._consumers.get(consumer, []) if getattr(s, "consumer", None) is not None]
-        if extra is not None and all(extra is not c for c in found):
-            found.append(extra)
+    def _kafka_consumers(self, consumer: str, extra: Any | None) -> list[tuple[Any, frozenset[str] | None]]:
+        """The Kafka consumers of a consumer name (set once started), each with the topics it reads for it."""
+        found = [
+            (s.consumer, topics)
+            for s, topics in self._consumers.get(consumer, [])
+            if getattr(s, "consumer", None) is not None
+        ]
+        if extra is not None and all(extra is not c for c, _ in found):
+            found.append((extra, None))
         return found
 
     # ---- lifecycle ------------------------------------------------------------------------------------
@@ -403,3 +412,8 @@ class Halts:
 
     def states(self, *, detail: bool = True) -> dict[str, str]:
         return {name: limit.describe(detail=detail) for name, limit in sorted(self.limits.items())}
+
+
+def _partitions(kafka_consumer: Any, topics: frozenset[str] | None) -> list[Any]:
+    assigned = kafka_consumer.assignment()
+    return list(assigned) if topics is None else [tp for tp in assigned if tp.topic in topics]

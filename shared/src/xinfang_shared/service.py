@@ -1,8 +1,9 @@
 """The runtime every service shares: one process serving HTTP (FastAPI) and consuming Kafka (FastStream).
 
-A service module builds a `Service`, registers its subscribers on `service.broker` and its routes on
-`service.api`, and hands `service.asgi()` to uvicorn. Start-up opens the database pool, starts the broker
-and the outbox relay; `/health` reports on all three and on any consumer its dead-letter limit halted;
+A service module builds a `Service`, registers what it reads with `service.consume` (one consumer for all
+its topics, consuming.py; a per-record FastStream subscriber with `service.subscriber`) and its routes on
+`service.api`, and hands `service.asgi()` to uvicorn. Start-up opens the database pool, starts the broker,
+the consumer and the outbox relay; `/health` reports on them and on any consumer its dead-letter limit halted;
 `/metrics` serves Prometheus text; operators list and resume halted consumers under `/v1/admin/consumers`.
 """
 
@@ -19,21 +20,19 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
-from aiokafka import ConsumerRecord
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import crashpoints
+from .consuming import ConsumerLoop, Lane, LoopMetrics, RecordsHandler, Registration
 from .contracts.events import FieldError
 from .db import create_pool
 from .dlq_limit import DeadLetterLimit, Halts
@@ -47,7 +46,6 @@ from .telemetry import configure_tracing, instrument_asyncpg
 log = logging.getLogger(__name__)
 
 Hook = Callable[["Service"], Awaitable[None]]
-RecordsHandler = Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[object]]
 S = TypeVar("S")
 
 
@@ -223,6 +221,14 @@ class Service:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._health_cache: tuple[float, tuple[dict[str, Any], dict[str, Any]]] | None = None
+        self._main_lane = Lane(
+            "main",
+            fetch_min_bytes=settings.consume_fetch_min_bytes,
+            fetch_max_wait_ms=settings.consume_fetch_max_wait_ms,
+            max_records=settings.consume_max_records,
+        )
+        self._loops: dict[str, ConsumerLoop] = {}
+        self._loop_metrics = LoopMetrics.register(self.metrics)
         self.recording = recording = self.tracer_provider.sampler.get_description() != "AlwaysOffSampler"
         if recording:
             instrument_asyncpg(self.tracer_provider)
@@ -287,24 +293,46 @@ class Service:
         decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = subscriber
         return decorator
 
-    def batch_subscriber(self, *topics: str, consumer: str, **options: Any) -> Callable[[RecordsHandler], None]:
-        """A batch consumer whose handler takes the raw records (and parses them itself, with the model and
-        the error handling it needs): FastStream's own decoding of every record's JSON is skipped. The handler
-        keeps its dead-letter limit's account itself (`self.limit(consumer)`). Its fetches gather records for
-        `consume_fetch_max_wait_ms` unless `options` say otherwise."""
-        options.setdefault("fetch_min_bytes", self.settings.consume_fetch_min_bytes)
-        options.setdefault("fetch_max_wait_ms", self.settings.consume_fetch_max_wait_ms)
-
-        async def records_only(message: StreamMessage[Any]) -> Any:
-            return []
+    def consume(self, *topics: str, consumer: str, lane: Lane | None = None) -> Callable[[RecordsHandler], None]:
+        """Read the contract's `topics` (in this service's namespace) with the service's one consumer (or the
+        `lane`'s own): the handler takes a poll's raw records of them as one batch, parses them itself, and keeps
+        the account of the dead-letter limit named `consumer` (`self.limit(consumer)`); consuming.py says how
+        failures, halts and offsets are handled."""
+        chosen = lane or self._main_lane
+        loop = self._loops.get(chosen.name)
+        if loop is None:
+            loop = self._loops[chosen.name] = ConsumerLoop(
+                lane=chosen,
+                kafka=self.settings.kafka,
+                group_id=self.settings.consumer_group,
+                client_id=f"xinfang-{self.settings.service_name}",
+                dead_letter=self.dead_letter,
+                halts=self.halts,
+                policy=self.dead_letter.policy,
+                metrics=self._loop_metrics,
+                tracer_provider=self.tracer_provider if self.recording else None,
+            )
+        elif loop.lane != chosen:
+            raise ValueError(f"lane {chosen.name} is registered with other settings already")
+        names = tuple(self.settings.topic(t) for t in topics)
 
         def register(handler: RecordsHandler) -> None:
-            @self.subscriber(*topics, consumer=consumer, batch=True, decoder=records_only, **options)
-            async def take(_: list[Any], msg: KafkaMessage) -> None:
-                raw = msg.raw_message
-                await handler(raw if isinstance(raw, tuple) else (raw,))
+            loop.register(Registration(consumer, frozenset(names), handler, self.halts.limit(consumer, names)))
 
         return register
+
+    @property
+    def loops(self) -> dict[str, ConsumerLoop]:
+        """This service's consumers by lane: "main" reads every topic `consume` was given without a lane."""
+        return dict(self._loops)
+
+    @property
+    def consumed_topics(self) -> set[str]:
+        """The broker's names of every topic this service reads (its loops' and its subscribers')."""
+        subscribers: list[Any] = list(self.broker.subscribers)
+        return {t for loop in self._loops.values() for t in loop.topics} | {
+            topic.name for sub in subscribers for topic in sub.topics
+        }
 
     def limit(self, consumer: str) -> DeadLetterLimit:
         """The dead-letter limit of one of this service's consumers (or of another batch path, such as HTTP)."""
@@ -345,12 +373,16 @@ class Service:
         for hook in self._on_start:
             await hook(self)
         await self.broker.start()
+        for loop in self._loops.values():
+            await loop.start()
         log.info("service started", extra={"port": s.http_port})
 
     async def stop(self) -> None:
         """Stops consuming, then the hooks, the relay and the pool; a step that fails or times out does not
         keep the later ones from running."""
         try:
+            for loop in self._loops.values():
+                await loop.stop()
             await self.broker.stop()
             for hook in reversed(self._on_stop):
                 try:
@@ -411,6 +443,9 @@ class Service:
         except Exception as exc:
             checks["database"] = f"down: {type(exc).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
+        for name, loop in self._loops.items():
+            if not loop.alive:
+                checks[f"consumer loop:{name}"] = "down"
         relay_alive = self._relay_task is not None and not self._relay_task.done()
         detailed, public = dict(checks), dict(checks)
         for view, detail in ((detailed, True), (public, False)):

@@ -139,6 +139,10 @@ class ServiceSettings(KafkaSettings):
         " 1 byte asked for, at light load every hop of a matter waits this long once",
     )
 
+    consume_max_records: int = Field(
+        default=1000, ge=1, description="The most records a service's consumer takes in one poll (max.poll.records)"
+    )
+
     # Consumers retry a failing message this many times, backing off, before dead-lettering it.
     consumer_max_attempts: int = 4
     consumer_backoff_initial_s: float = 0.2

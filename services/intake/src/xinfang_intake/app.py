@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from xinfang_shared.batching import Coalescer, EventBatches
+from xinfang_shared.consuming import Lane
 from xinfang_shared.contracts.events import DeadlineEvent, Event, MatterRouted, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
 from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
@@ -71,15 +72,14 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
         if late.state is not None:
             await late.state.coalescer.stop()
 
-    @service.batch_subscriber(
-        *(t.name for t in CHANNEL_SUBMITTED.values()),
-        max_records=settings.consume_batch_max,
-        # Let the broker gather a fuller batch (one transaction each) rather than answer every fetch at once.
-        fetch_min_bytes=128 * 1024,
-        fetch_max_wait_ms=200,
-        consumer=CHANNEL_CONSUMER,
+    # The front door has a lane of its own: its records never wait behind what intake learns back, and its
+    # fetches gather a fuller batch (one transaction each) rather than answer every fetch at once.
+    channels = Lane(
+        "channels", fetch_min_bytes=128 * 1024, fetch_max_wait_ms=200, max_records=settings.consume_batch_max
     )
-    async def take_submissions(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
+
+    @service.consume(*(t.name for t in CHANNEL_SUBMITTED.values()), consumer=CHANNEL_CONSUMER, lane=channels)
+    async def take_submissions(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         await late().intake.take_records(records)
 
     def track(topic: str, model: type[E], apply: Callable[[asyncpg.Connection, list[E]], Awaitable[None]]) -> None:
@@ -92,7 +92,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
             return len(events)
 
         batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
-        service.batch_subscriber(topic, consumer=consumer, max_records=500)(batches.take)
+        service.consume(topic, consumer=consumer)(batches.take)
 
     track(MATTERS_STATUS.name, MatterStatusChanged, lifecycle.apply_status)
     track(MATTERS_ROUTED.name, MatterRouted, lifecycle.apply_routed)

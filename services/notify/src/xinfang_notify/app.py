@@ -153,7 +153,7 @@ def create_service(settings: NotifySettings) -> Service:
             return await handle(late(), events, plan, keep)
 
         batches = EventBatches(model, take, service.dead_letter, service.limit(consumer), parse=parse)
-        service.batch_subscriber(*topics, consumer=consumer, max_records=500)(batches.take)
+        service.consume(*topics, consumer=consumer)(batches.take)
 
     async def save_matters(conn: asyncpg.Connection, state: State, events: list[MatterRegisteredV2]) -> None:
         await store.save_matters(conn, events, state.vault)

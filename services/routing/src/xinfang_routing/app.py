@@ -91,13 +91,13 @@ def create_service(settings: RoutingSettings) -> Service:
         service.limit(route),
         parse=registration_parser(TransportSeal.from_settings(settings), settings.topic),
     )
-    service.batch_subscriber(*REGISTERED_TOPICS, consumer=route, max_records=500)(batches.take)
+    service.consume(*REGISTERED_TOPICS, consumer=route)(batches.take)
 
     lapsed = "deadlines.warnings.v1:close lapsed"
     windows = EventBatches(
         DeadlineSeen, lambda events: _close(late(), events), service.dead_letter, service.limit(lapsed)
     )
-    service.batch_subscriber(DEADLINE_WARNINGS.name, consumer=lapsed, max_records=1000)(windows.take)
+    service.consume(DEADLINE_WARNINGS.name, consumer=lapsed)(windows.take)
 
     # Each unit writes its own topic, and only it may (the broker's ACLs): the unit is the topic's. The shared
     # topic is for operators, who may act in any unit's name.

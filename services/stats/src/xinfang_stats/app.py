@@ -69,7 +69,7 @@ def create_service(settings: StatsSettings) -> Service:
                 await mark_folded(late(), [r for r in records if r.topic == v2])
                 return handled
 
-        service.batch_subscriber(*topics, consumer=consumer, max_records=1000)(take)
+        service.consume(*topics, consumer=consumer)(take)
 
     for topic, model, apply in fold.FOLDS:
         consume(topic, model, apply)

@@ -110,7 +110,7 @@ def create_service(settings: SupervisionSettings) -> Service:
         (REGISTERED_TOPICS, batches(Registered, MATTERS_REGISTERED_V2.name, registered)),
         ((MATTERS_STATUS.name,), batches(MatterStatusChanged, MATTERS_STATUS.name, status_changed)),
     ):
-        service.batch_subscriber(*topics, consumer=f"{topics[0]}:deadlines", max_records=500)(handler.take)
+        service.consume(*topics, consumer=f"{topics[0]}:deadlines")(handler.take)
 
     service.api.include_router(build_router(service, late))
     return service
