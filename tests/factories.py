@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stdnum.cn import ric
+
+if TYPE_CHECKING:
+    from xinfang_shared.contracts.events import DeadlineEvent
 
 TOPICS = ["工资拖欠", "房屋拆迁补偿", "土地征收", "医疗纠纷", "环境污染"]
 REGIONS = ["510104", "510107", "510116", "510185", "510302", "510703", "511402", "511702", "513401", "513201"]
@@ -87,3 +90,29 @@ def registration(
         **fields,
     )
     return event.with_opened(personal)
+
+
+def deadline_event(
+    state: Any,
+    deadline: Any = "acceptance",
+    *,
+    matter_id: uuid.UUID | None = None,
+    at: datetime | None = None,
+    **fields: Any,
+) -> DeadlineEvent:
+    """deadlines.events.v1: the `deadline` of a matter (default: a new one) reached `state` at `at` (default: now),
+    due 15 days later, with city-5101. A met obligation was met on time (a window met is in no on-time figure)
+    unless `on_time` says otherwise. `fields`: more of the event's fields (window, office, ...)."""
+    from xinfang_shared.contracts.events import DeadlineEvent
+
+    at = at or datetime.now(UTC)
+    fields.setdefault("unit", "city-5101")
+    fields.setdefault("on_time", True if state == "met" and not fields.get("window") else None)
+    return DeadlineEvent(
+        matter_id=matter_id or uuid.uuid4(),
+        deadline=deadline,
+        state=state,
+        due_at=at + timedelta(days=15),
+        at=at,
+        **fields,
+    )

@@ -467,15 +467,7 @@ async def test_zz_deadline_events_no_figure_uses_leave_no_inbox_record(cluster: 
     matter, at = uuid.uuid4(), datetime.now(UTC)
 
     def event(deadline: DeadlineType, state: DeadlineState, **fields: Any) -> DeadlineEvent:
-        return DeadlineEvent(
-            matter_id=matter,
-            deadline=deadline,
-            state=state,
-            due_at=at + timedelta(days=15),
-            unit="city-5101",
-            at=at,
-            **fields,
-        )
+        return factories.deadline_event(state, deadline, matter_id=matter, at=at, **fields)
 
     ignored = [
         event(DeadlineType.ROUTING, DeadlineState.SET),

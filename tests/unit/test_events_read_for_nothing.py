@@ -11,12 +11,13 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from tests import factories
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.registry import load_notices
 from xinfang_notify.rules import Rules as NotifyRules
@@ -76,16 +77,7 @@ class Pool:
 
 
 def _deadline(state: DeadlineState, deadline: DeadlineType = DeadlineType.ACCEPTANCE, **fields: Any) -> DeadlineEvent:
-    fields.setdefault("on_time", True if state == DeadlineState.MET else None)
-    return DeadlineEvent(
-        matter_id=uuid.uuid4(),
-        deadline=deadline,
-        state=state,
-        due_at=AT + timedelta(days=15),
-        unit="city-5101",
-        at=AT,
-        **fields,
-    )
+    return factories.deadline_event(state, deadline, at=AT, **fields)
 
 
 # What the bench's typical matter (registered, transferred) publishes on deadlines.events.v1: routing set and met,

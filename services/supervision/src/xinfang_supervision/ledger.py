@@ -28,7 +28,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -44,6 +44,7 @@ from xinfang_shared.contracts.topics import (
 )
 from xinfang_shared.deadlines import DeadlineRule, DeadlineRules
 
+from .history import record_history
 from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, REQUEST_MEETS, REQUEST_OPENS, S
 
 log = logging.getLogger(__name__)
@@ -408,6 +409,21 @@ def deadline_records(event: DeadlineEvent) -> list[outbox.Outgoing]:
     return records
 
 
+class Entry(NamedTuple):
+    """One state a deadline reached in the change: its history row and its event are both made of it."""
+
+    deadline: D
+    state: DeadlineState
+    due: datetime
+    unit: str | None
+    at: datetime
+    round: int
+    on_time: bool | None
+    detail: str | None
+    window: bool
+    extension: tuple[int, str | None] | None
+
+
 class Publication:
     """What one change to a matter's deadlines publishes: gathered as the deadlines are written, then its history
     and its events are written in one statement each (not three statements per event)."""
@@ -418,8 +434,7 @@ class Publication:
     def __init__(self, matter: uuid.UUID, office: str | None = UNKNOWN) -> None:
         self.matter = matter
         self.office = office
-        self.history: list[tuple[Any, ...]] = []
-        self.events: list[dict[str, Any]] = []
+        self.entries: list[Entry] = []
 
     def add(
         self,
@@ -435,35 +450,37 @@ class Publication:
         window: bool = False,
         extension: tuple[int, str | None] | None = None,
     ) -> None:
-        self.history.append((deadline.value, round_, state.value, due, unit, at, detail))
-        self.events.append(
-            {
-                "deadline": deadline,
-                "state": state,
-                "due_at": due,
-                "unit": unit,
-                "at": at,
-                "on_time": on_time,
-                "window": window,
-                "extension_days": extension[0] if extension else None,
-                "reason": extension[1] if extension else None,
-            }
-        )
+        self.entries.append(Entry(deadline, state, due, unit, at, round_, on_time, detail, window, extension))
 
     async def write(self, conn: asyncpg.Connection) -> None:
-        if not self.events:
+        if not self.entries:
             return
-        await conn.execute(
-            "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
-            " SELECT $1::uuid, * FROM unnest($2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],"
-            " $7::timestamptz[], $8::text[]) ON CONFLICT DO NOTHING",
-            self.matter,
-            *(list(column) for column in zip(*self.history, strict=True)),
+        await record_history(
+            conn,
+            [
+                (self.matter, e.deadline.value, e.round, e.state.value, e.due, e.unit, e.at, e.detail)
+                for e in self.entries
+            ],
         )
         if self.office is Publication.UNKNOWN:
             self.office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", self.matter)
         office = Office(self.office) if self.office else None
-        events = [DeadlineEvent(matter_id=self.matter, office=office, **fields) for fields in self.events]
+        events = [
+            DeadlineEvent(
+                matter_id=self.matter,
+                office=office,
+                deadline=e.deadline,
+                state=e.state,
+                due_at=e.due,
+                unit=e.unit,
+                at=e.at,
+                on_time=e.on_time,
+                window=e.window,
+                extension_days=e.extension[0] if e.extension else None,
+                reason=e.extension[1] if e.extension else None,
+            )
+            for e in self.entries
+        ]
         await outbox.enqueue_many(conn, [record for event in events for record in deadline_records(event)])
 
 

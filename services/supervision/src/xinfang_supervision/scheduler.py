@@ -32,6 +32,7 @@ from xinfang_shared.contracts.topics import UNIT_INBOXES, unit_inbox_topic
 from xinfang_shared.messaging import TRANSIENT_ERRORS
 
 from .clock import Clock
+from .history import record_history
 from .ledger import CLOSED, deadline_records, next_check
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,15 @@ class Scheduler:
                 return 0, 0
             moves = [(r, progress(r["stage"], r["warn_at"], r["due_at"], r["escalate_at"], at)) for r in rows]
             await _save(conn, moves)
-            published = await _record_history(conn, moves)
+            # The states reached, written once each: only those written now are published.
+            published = await record_history(
+                conn,
+                [
+                    (r["matter_id"], r["deadline"], r["round"], state, r["due_at"], r["unit"], reached_at, None)
+                    for r, p in moves
+                    for state, reached_at in p.reached
+                ],
+            )
             await outbox.enqueue_many(conn, [e for r, p in moves for e in _events(r, p, published)])
         for _, p in moves:
             for state, _ in p.reached:
@@ -176,26 +185,6 @@ async def _save(conn: asyncpg.Connection, moves: list[tuple[Any, Progress]]) -> 
         [when(p, "overdue") for _, p in moves],
         [when(p, "escalated") for _, p in moves],
     )
-
-
-async def _record_history(conn: asyncpg.Connection, moves: list[tuple[Any, Progress]]) -> set[tuple[Any, ...]]:
-    """The states reached, written once each; returns those written now (the ones to publish)."""
-    reached = [(r, state, at) for r, p in moves for state, at in p.reached]
-    if not reached:
-        return set()
-    rows = await conn.fetch(
-        "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],"
-        " $7::timestamptz[]) ON CONFLICT DO NOTHING RETURNING matter_id, deadline, round, state",
-        [r["matter_id"] for r, _, _ in reached],
-        [r["deadline"] for r, _, _ in reached],
-        [r["round"] for r, _, _ in reached],
-        [state for _, state, _ in reached],
-        [r["due_at"] for r, _, _ in reached],
-        [r["unit"] for r, _, _ in reached],
-        [at for _, _, at in reached],
-    )
-    return {(row["matter_id"], row["deadline"], row["round"], row["state"]) for row in rows}
 
 
 def _events(row: Any, p: Progress, published: set[tuple[Any, ...]]) -> list[outbox.Outgoing]:
