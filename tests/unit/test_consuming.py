@@ -237,3 +237,42 @@ def test_every_service_reads_through_one_consumer() -> None:
         assert len(service.loops["main"].registrations) >= 2, name
         subscribers = len(service.broker.subscribers)
         assert subscribers == (1 if name == "routing" else 0), name
+
+
+async def test_background_loops_are_asked_to_stop_last_started_first_and_cancelled_if_they_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from xinfang_shared import service as service_module
+
+    monkeypatch.setattr(service_module, "BACKGROUND_STOP_S", 0.2)
+    service = _service()
+    ended: list[str] = []
+
+    class Polite:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.stopping = asyncio.Event()
+
+        async def run(self) -> None:
+            await self.stopping.wait()
+            ended.append(self.name)
+
+        def stop(self) -> None:
+            self.stopping.set()
+
+    async def deaf() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            ended.append("deaf, cancelled")
+            raise
+
+    first, second = Polite("first"), Polite("second")
+    service.background("first", first.run(), stop=first.stop)
+    service.background("deaf", deaf(), stop=lambda: None)
+    service.background("second", second.run(), stop=second.stop)
+    await asyncio.sleep(0)
+    await service._stop_background()
+    assert ended == ["second", "deaf, cancelled", "first"]

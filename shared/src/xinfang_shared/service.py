@@ -10,10 +10,9 @@ the consumer and the outbox relay; `/health` reports on them and on any consumer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +45,8 @@ from .telemetry import configure_tracing, instrument_asyncpg
 log = logging.getLogger(__name__)
 
 Hook = Callable[["Service"], Awaitable[None]]
+# How long a background loop has to finish once asked to stop (within the pods' grace period).
+BACKGROUND_STOP_S = 15.0
 S = TypeVar("S")
 
 
@@ -217,7 +218,7 @@ class Service:
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
-        self._prune_task: asyncio.Task[None] | None = None
+        self._background: list[tuple[asyncio.Task[None], Callable[[], None] | None]] = []
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._health_cache: tuple[float, tuple[dict[str, Any], dict[str, Any]]] | None = None
@@ -346,6 +347,26 @@ class Service:
         self._on_stop.append(hook)
         return hook
 
+    def background(self, name: str, work: Coroutine[Any, Any, None], *, stop: Callable[[], None] | None = None) -> None:
+        """Run `work` (a loop such as a scheduler's) until the service stops: then `stop()` asks it to end (or, with
+        no `stop`, it is cancelled), it gets BACKGROUND_STOP_S to finish, and is cancelled after that. Loops stop
+        after the consumers and before the on_stop hooks, the last started first."""
+        self._background.append((asyncio.create_task(work, name=f"{self.settings.service_name}-{name}"), stop))
+
+    async def _stop_background(self) -> None:
+        while self._background:
+            task, stop = self._background.pop()
+            if stop is None:
+                task.cancel()
+            else:
+                stop()
+            try:
+                await asyncio.wait_for(task, BACKGROUND_STOP_S)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:
+                log.exception("a background loop had failed", extra={"task": task.get_name()})
+
     async def start(self) -> None:
         s = self.settings
         self._pool = await create_pool(
@@ -369,7 +390,7 @@ class Service:
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
         # Halts stored by an earlier run (or another instance) hold before the first record is read.
         await self.halts.start(self._pool)
-        self._prune_task = asyncio.create_task(self._prune_inbox(), name=f"{s.service_name}-inbox-pruning")
+        self.background("inbox-pruning", self._prune_inbox())
         for hook in self._on_start:
             await hook(self)
         await self.broker.start()
@@ -384,16 +405,13 @@ class Service:
             for loop in self._loops.values():
                 await loop.stop()
             await self.broker.stop()
+            await self._stop_background()
             for hook in reversed(self._on_stop):
                 try:
                     await hook(self)
                 except Exception:
                     log.exception("a stop hook failed")
             await self.halts.stop()
-            if self._prune_task is not None:
-                self._prune_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._prune_task
             if self.relay is not None and self._relay_task is not None:
                 self.relay.stop()
                 try:

@@ -8,8 +8,6 @@ what is planned, on their own."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,7 +84,6 @@ async def handle(state: State, events: list[E], plan: Planner[E], keep: Keeper[E
 def create_service(settings: NotifySettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang notify")
     late: Late[State] = Late("notify")
-    tasks: list[asyncio.Task[None]] = []
     pools: list[asyncpg.Pool] = []
     # Checked at start-up: a notice table or contact registry that does not load stops the service.
     table, contacts = load_notices(settings.notices_file), Contacts.load(settings.contacts_file)
@@ -120,15 +117,10 @@ def create_service(settings: NotifySettings) -> Service:
             svc.metrics,
         )
         late.state = State(svc.pool, Rules(table, DeadlineRules.load(settings.deadline_rules_file)), vault, sender)
-        tasks.append(asyncio.create_task(sender.run(), name="notify-senders"))
+        svc.background("senders", sender.run(), stop=sender.stop)
 
     @service.on_stop
-    async def stop_senders(_: Service) -> None:
-        if late.state is not None:
-            late.state.sender.stop()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 15)
+    async def close_senders(_: Service) -> None:
         if late.state is not None:
             await late.state.sender.sms.close()
             await late.state.sender.email.close()

@@ -4,8 +4,6 @@ the figures the bureau owes over HTTP (api.py) and on the dashboard at `/`; surg
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,23 +30,12 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def create_service(settings: StatsSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang stats")
     late: Late[asyncpg.Pool] = Late("stats")
-    tasks: list[asyncio.Task[None]] = []
-    watches: list[SurgeWatch] = []
 
     @service.on_start
     async def open_state(svc: Service) -> None:
         late.state = svc.pool
         watch = SurgeWatch(settings, svc.pool, svc.metrics)
-        watches.append(watch)
-        tasks.append(asyncio.create_task(watch.run(), name="surge-watch"))
-
-    @service.on_stop
-    async def stop_watch(_: Service) -> None:
-        for watch in watches:
-            watch.stop()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 15)
+        svc.background("surge-watch", watch.run(), stop=watch.stop)
 
     def consume(topic: str, model: type[Event], apply: fold.Fold) -> None:
         consumer = f"{topic}:stats"

@@ -3,8 +3,6 @@ refused extensions out; a scheduler in every instance."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -47,7 +45,6 @@ class Registered(Event):
 def create_service(settings: SupervisionSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang supervision")
     late: Late[SupervisionState] = Late("supervision")
-    tasks: list[asyncio.Task[None]] = []
 
     @service.on_start
     async def open_state(svc: Service) -> None:
@@ -62,15 +59,7 @@ def create_service(settings: SupervisionSettings) -> Service:
             metrics=svc.metrics,
         )
         late.state = SupervisionState(svc.pool, rules, Ledger(rules), clock, scheduler)
-        tasks.append(asyncio.create_task(scheduler.run(), name="deadline-scheduler"))
-
-    @service.on_stop
-    async def stop_scheduler(_: Service) -> None:
-        if late.state is not None:
-            late.state.scheduler.stop()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
+        svc.background("deadline-scheduler", scheduler.run(), stop=scheduler.stop)
 
     def batches(
         model: type[E], what: str, apply: Callable[[asyncpg.Connection, E, timedelta], Awaitable[None]]
