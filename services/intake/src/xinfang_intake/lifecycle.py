@@ -47,10 +47,26 @@ async def apply_routed(conn: asyncpg.Connection, events: Sequence[MatterRouted])
 
 
 async def apply_deadline(conn: asyncpg.Connection, events: Sequence[DeadlineEvent]) -> None:
-    await conn.executemany(
+    """One statement for the batch. Each (matter, deadline) keeps only its latest state, so of a batch's events
+    for one only the last by event time (the later in the batch on a tie) counts, as it would one at a time."""
+    latest: dict[tuple[object, str], DeadlineEvent] = {}
+    for e in events:
+        kept = latest.get((e.matter_id, e.deadline.value))
+        if kept is None or kept.at <= e.at:
+            latest[(e.matter_id, e.deadline.value)] = e
+    if not latest:
+        return
+    rows = list(latest.values())
+    await conn.execute(
         "INSERT INTO matter_deadlines (matter_id, deadline, state, due_at, at)"
-        " SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM matters WHERE matter_id = $1)"
+        " SELECT e.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])"
+        " AS e(matter_id, deadline, state, due_at, at)"
+        " WHERE EXISTS (SELECT 1 FROM matters WHERE matters.matter_id = e.matter_id)"
         " ON CONFLICT (matter_id, deadline) DO UPDATE SET state = excluded.state, due_at = excluded.due_at,"
         " at = excluded.at WHERE matter_deadlines.at <= excluded.at",
-        [(e.matter_id, e.deadline.value, e.state.value, e.due_at, e.at) for e in events],
+        [e.matter_id for e in rows],
+        [e.deadline.value for e in rows],
+        [e.state.value for e in rows],
+        [e.due_at for e in rows],
+        [e.at for e in rows],
     )
