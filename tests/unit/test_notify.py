@@ -443,3 +443,30 @@ def test_quiet_hours_hold_until_their_end_in_beijing_time() -> None:
     )
     noon = datetime(2026, 11, 21, 12, 30, tzinfo=CHINA)
     assert sender.quiet_until(noon) == datetime(2026, 11, 21, 13, 0, tzinfo=CHINA)
+
+
+async def test_a_ring_wakes_one_waiting_sender_and_is_kept_when_none_waits() -> None:
+    import asyncio
+
+    from xinfang_notify.sender import Doorbell
+
+    bell = Doorbell()
+    woken: list[int] = []
+
+    async def sender(i: int) -> None:
+        await bell.wait(5)
+        woken.append(i)
+
+    waiting = [asyncio.create_task(sender(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    bell.ring()
+    await asyncio.sleep(0.01)
+    assert woken == [0], "one ring, one sender"
+    bell.ring_all()
+    await asyncio.gather(*waiting)
+    assert sorted(woken) == [0, 1, 2]
+    bell.ring()  # none waits: the next to wait goes at once
+    await asyncio.wait_for(bell.wait(5), 0.5)
+    started = asyncio.get_running_loop().time()
+    await bell.wait(0.05)  # rung once only: this one waits its timeout
+    assert asyncio.get_running_loop().time() - started >= 0.04

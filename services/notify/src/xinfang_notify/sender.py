@@ -27,6 +27,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,6 +88,46 @@ class WaitForMatter(Exception):
     """Notify has not seen the matter registered yet: the notice waits."""
 
 
+class Doorbell:
+    """Wakes one waiting sender per ring (a ring while none waits is kept for the next): a planned batch of
+    notices wakes one sender, not all of them to claim the same rows; a sender that claims a full batch rings
+    again, so under load they all work."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._rung = False
+
+    def ring(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._rung = True
+
+    def ring_all(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        self._rung = True
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until rung, or `timeout_s` (the poll that covers a lost notification)."""
+        if self._rung:
+            self._rung = False
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+
+
 class Sender:
     def __init__(
         self,
@@ -112,7 +153,7 @@ class Sender:
             Via.EMAIL: TokenBuckets(rate_per_s=settings.email_per_s, burst=max(1, int(settings.email_per_s))),
             Via.SMS: TokenBuckets(rate_per_s=settings.sms_per_s, burst=max(1, int(settings.sms_per_s))),
         }
-        self._wake = asyncio.Event()
+        self._wake = Doorbell()
         self._stopping = False
         self.outcomes = Counter(
             "xinfang_notices", "Notices by channel and what became of them", ["channel", "outcome"], registry=metrics
@@ -125,7 +166,7 @@ class Sender:
         try:
             with contextlib.suppress(Exception):  # without LISTEN it polls
                 listener = await asyncpg.connect(self.settings.database_url)
-                await listener.add_listener(f"{self.settings.db_schema}_notifications", lambda *_: self._wake.set())
+                await listener.add_listener(f"{self.settings.db_schema}_notifications", lambda *_: self._wake.ring())
             await asyncio.gather(*(self._work() for _ in range(self.settings.senders)))
         finally:
             if listener is not None and not listener.is_closed():
@@ -133,7 +174,7 @@ class Sender:
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self._wake.ring_all()
 
     async def _work(self) -> None:
         while not self._stopping:
@@ -142,10 +183,10 @@ class Sender:
             except TRANSIENT_ERRORS as exc:
                 log.warning("notices could not be claimed; will retry", extra={"error_type": type(exc).__name__})
                 claimed = []
-            if not claimed:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.send_poll_s)
+            if len(claimed) >= self.settings.send_batch:
+                self._wake.ring()  # a full claim: there may be more, so another sender joins in
+            elif not claimed:
+                await self._wake.wait(self.settings.send_poll_s)
 
     async def run_once(self) -> list[store.Claimed]:
         """Claim a batch of due notices and deliver each; returns what was claimed."""
