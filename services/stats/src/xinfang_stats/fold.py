@@ -232,10 +232,18 @@ FOLDS: tuple[tuple[str, type[Event], Fold], ...] = (
 FOLDED: dict[str, Callable[[Any], bool]] = {DEADLINES_EVENTS.name: counted}
 
 
+# The topics whose fold adds to a count each time an event is folded: a deadline's `met`. Their events keep an
+# inbox record, so a redelivery is not counted again. Every other fold gives the same row when an event is folded
+# again (a time is the earliest, the status the latest by its time, a flag once set stays set, a registration is
+# counted only while its row says it was not yet, a routing moves that count only while the row has no category),
+# so their events keep none: the row's state is what makes a redelivery change nothing.
+KEEPS_INBOX = frozenset({DEADLINES_EVENTS.name})
+
+
 async def fold_events(pool: asyncpg.Pool, topic: str, apply: Fold, events: Sequence[Event]) -> int:
-    """Fold the events not folded before, in one transaction with their inbox records (so a redelivery changes
-    nothing); returns how many were new. Events no figure uses (FOLDED) are left out first: a batch of only those
-    opens no transaction and keeps no inbox record (skipping one twice changes nothing either)."""
+    """Fold the events in one transaction (where the topic KEEPS_INBOX, only those not folded before, with their
+    inbox records); returns how many were folded. Events no figure uses (FOLDED) are left out first: a batch of
+    only those opens no transaction (skipping one twice changes nothing either)."""
     folded = FOLDED.get(topic)
     if folded is not None:
         events = [e for e in events if folded(e)]
@@ -244,6 +252,9 @@ async def fold_events(pool: asyncpg.Pool, topic: str, apply: Fold, events: Seque
     # By matter (stable), so the consumers lock the fact rows they share in one order.
     ordered = sorted(events, key=lambda e: str(getattr(e, "matter_id", "")))
     async with pool.acquire() as conn, conn.transaction():
+        if topic not in KEEPS_INBOX:
+            await apply(conn, ordered)
+            return len(ordered)
         fresh = await first_time_many(conn, [e.event_id for e in ordered], source=topic)
         new = [e for e in ordered if e.event_id in fresh]
         if new:
