@@ -136,21 +136,83 @@ async def test_a_halted_registration_is_held_back_and_the_others_go_on() -> None
 
 async def test_a_registration_that_halts_while_handling_is_not_committed() -> None:
     loop, halts, kafka, _ = _loop()
-    a, b = Handler([ConsumerHalted("reads a", "tripped")]), Handler()
-    _register(loop, halts, "reads a", "a", a)
+    b = Handler()
+
+    async def a(records: Records) -> None:  # its limit trips on these records
+        now = utc_now()
+        halts.limits["reads a"].impose(Halt("tripped", now, now))
+        raise ConsumerHalted("reads a", "tripped")
+
+    _register(loop, halts, "reads a", "a", a)  # type: ignore[arg-type]
     _register(loop, halts, "reads b", "b", b)
     await loop.handle_poll({A1: _records(A1, 3), B1: _records(B1, 0)})
     assert kafka.commits == [{B1: 1}]
     assert kafka.sought == {A1: 3} and kafka.paused == {A1, A2}
 
 
-async def test_an_outage_is_retried_until_it_passes_and_nothing_is_dead_lettered() -> None:
+async def test_an_outage_is_retried_poll_after_poll_until_it_passes_and_nothing_is_dead_lettered() -> None:
     loop, halts, kafka, broker = _loop(max_attempts=2)
-    a = Handler([ConnectionRefusedError("db away")] * 5)  # more than max_attempts: an outage is retried for ever
+    a, b = Handler([ConnectionRefusedError("db away")] * 5), Handler()  # longer than max_attempts
     _register(loop, halts, "reads a", "a", a)
-    await loop.handle_poll({A1: _records(A1, 0, 1)})
+    _register(loop, halts, "reads b", "b", b)
+    await loop.handle_poll({A1: _records(A1, 0, 1), B1: _records(B1, 0)})
+    # Two attempts, then held back (sought, not paused) so the loop's other registrations go on and it polls again.
+    assert a.taken == [] and b.taken == [[b"b0"]]
+    assert kafka.commits == [{B1: 1}] and kafka.sought == {A1: 0} and not kafka.paused
+    await loop.handle_poll({A1: _records(A1, 0, 1)})  # read again: two more failures
+    await loop.handle_poll({A1: _records(A1, 0, 1)})  # the fifth fails, then it passes
     assert a.taken == [[b"a0", b"a1"]]
-    assert kafka.commits == [{A1: 2}] and broker.published == []
+    assert kafka.commits[-1] == {A1: 2} and broker.published == [] and not halts.limits["reads a"].halted
+
+
+async def test_records_that_cannot_be_dead_lettered_are_read_again_and_nothing_is_paused() -> None:
+    loop, halts, kafka, broker = _loop(max_attempts=1)
+    a = Handler([RuntimeError("bug")])
+    _register(loop, halts, "reads a", "a", a)
+
+    async def broker_away(*_: Any, **__: Any) -> None:
+        raise ConnectionRefusedError("broker away")
+
+    broker.publish = broker_away  # type: ignore[method-assign]
+    loop.policy.backoff_max_s = 0.001
+    await loop.handle_poll({A1: _records(A1, 4)})
+    assert kafka.commits == [] and kafka.sought == {A1: 4}
+    assert not kafka.paused and not halts.limits["reads a"].halted, "not halted, so nothing would resume it"
+
+
+async def test_only_the_partitions_still_held_are_committed() -> None:
+    loop, halts, kafka, _ = _loop()
+    _register(loop, halts, "reads a", "a", Handler())
+    kafka.assigned = {A1}  # a rebalance took A2 while the poll was handled
+    await loop.handle_poll({A1: _records(A1, 0), A2: _records(A2, 7)})
+    assert kafka.commits == [{A1: 1}]
+
+
+async def test_polls_that_keep_failing_are_named_in_health_and_the_loop_stops() -> None:
+    import asyncio
+
+    loop, halts, kafka, _ = _loop()
+    _register(loop, halts, "reads a", "a", Handler())
+    polls = 0
+
+    async def getmany(**_: Any) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        nonlocal polls
+        polls += 1
+        raise RuntimeError("coordinator gone")
+
+    async def stop() -> None:
+        pass
+
+    kafka.getmany = getmany  # type: ignore[attr-defined]
+    kafka.stop = stop  # type: ignore[attr-defined]
+    loop._task = asyncio.create_task(loop._run())
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if loop.problem() is not None:
+            break
+    assert loop.problem() == "polls failing (5 in a row)"
+    await loop.stop(timeout_s=1)
+    assert loop.problem() == "down" and loop.consumer is None
 
 
 async def test_a_bug_escaping_the_handler_is_retried_then_dead_lettered_under_the_limit() -> None:

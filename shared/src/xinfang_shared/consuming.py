@@ -10,9 +10,11 @@ by registration, runs each registration's records as one batch (its handler deci
 What held for each consumer holds for each registration:
   - **A bad record** is the handler's to isolate and dead-letter (`EventBatches`, `isolate`), under the
     registration's dead-letter limit (dlq_limit.py).
-  - **A failure of the infrastructure** (PostgreSQL away, a deadlock) is retried, backing off, until it
-    passes; any other error escaping the handler is retried `max_attempts` times, then its records are
-    dead-lettered, if the limit admits it (as the broker's dead-letter middleware does for a subscriber).
+  - **A failure of the infrastructure** (PostgreSQL away, a deadlock) is retried, backing off, `max_attempts`
+    times, then the records are sought back and read again at the next poll, until it passes: never
+    dead-lettered, and the loop's other registrations go on. Any other error escaping the handler is retried
+    `max_attempts` times, then its records are dead-lettered, if the limit admits it (as the broker's
+    dead-letter middleware does for a subscriber); if the dead letter cannot be sent, they are read again.
   - **A halt** (the limit is reached, or was reached before): the registration's records of this poll are
     not committed, its partitions are sought back to them and paused; they are read again when the halt ends.
     The other registrations of the loop go on.
@@ -44,6 +46,8 @@ from .messaging import POISON_ERRORS, TRANSIENT_ERRORS, DeadLetter, RetryPolicy
 log = logging.getLogger(__name__)
 
 Records = Sequence[ConsumerRecord[Any, Any]]
+# Polls failing in a row (the broker away, the group coordinator gone) before /health names the loop.
+FAILING_POLLS = 5
 RecordsHandler = Callable[[Records], Awaitable[object]]
 
 
@@ -102,6 +106,7 @@ class ConsumerLoop:
     _by_topic: dict[str, Registration] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _running: bool = False
+    _poll_failures: int = 0
 
     def register(self, registration: Registration) -> None:
         for topic in registration.topics:
@@ -150,29 +155,35 @@ class ConsumerLoop:
             self._task = None
         if self.consumer is not None:
             consumer, self.consumer = self.consumer, None
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), timeout_s)
+            except Exception as exc:  # the broker away: the group notices the member gone by its session timeout
+                log.warning("a consumer did not leave its group cleanly", extra={"error_type": type(exc).__name__})
 
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def problem(self) -> str | None:
+        """Why this loop is not consuming, or None: its task ended, or its polls keep failing."""
+        if self._task is None or self._task.done():
+            return "down"
+        if self._poll_failures >= FAILING_POLLS:
+            return f"polls failing ({self._poll_failures} in a row)"
+        return None
 
     async def _run(self) -> None:
         assert self.consumer is not None
-        failures = 0
         while self._running:
             try:
                 # At once with what the background fetches gathered, or after a second with nothing.
                 fetched = await self.consumer.getmany(timeout_ms=1000, max_records=self.lane.max_records)
             except Exception as exc:  # the broker away, a rebalance gone wrong: the consumer reconnects by itself
-                failures += 1
+                self._poll_failures += 1
                 log.warning(
                     "a poll failed; polling again", extra={"lane": self.lane.name, "error_type": type(exc).__name__}
                 )
-                await asyncio.sleep(self.policy.delay(failures))
+                await asyncio.sleep(self.policy.delay(self._poll_failures))
                 continue
-            failures = 0
-            if fetched:
+            self._poll_failures = 0
+            # Stopping: a poll not handled is not committed either; whoever has the partitions next reads it.
+            if fetched and self._running:
                 await self.handle_poll(fetched)
 
     async def handle_poll(self, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
@@ -187,11 +198,15 @@ class ConsumerLoop:
             records = [r for _, partition_records in by_partition for r in partition_records]
             if await self._take(registration, records):
                 done |= {tp: partition_records[-1].offset + 1 for tp, partition_records in by_partition}
-            else:  # held back: read again once the halt ends (or at the next start)
+            else:  # held back: read again at the next poll, or once the halt ends
                 for tp, partition_records in by_partition:
                     with contextlib.suppress(Exception):  # revoked meanwhile: its next owner reads them
                         self.consumer.seek(tp, partition_records[0].offset)
-                self.halts.pause(registration.consumer)
+                if registration.limit.halted:
+                    self.halts.pause(registration.consumer)
+        # Only what this member still holds: one partition a rebalance took would fail the whole commit.
+        assigned = self.consumer.assignment()
+        done = {tp: offset for tp, offset in done.items() if tp in assigned}
         if done:
             try:
                 await self.consumer.commit(done)
@@ -199,7 +214,10 @@ class ConsumerLoop:
                 log.warning("could not commit the offsets of a poll", extra={"error_type": type(exc).__name__})
 
     async def _take(self, registration: Registration, records: list[ConsumerRecord[Any, Any]]) -> bool:
-        """Whether the records were handled (or dead-lettered); False holds them back."""
+        """Whether the records were handled (or dead-lettered); False holds them back: sought back, read again at
+        the next poll (paused first if the registration halted). An outage is retried `max_attempts` times here,
+        then held back, so the other registrations of the loop go on and the member keeps polling (a member that
+        stops polling for max.poll.interval.ms is put out of its group)."""
         limit = registration.limit
         if limit.halted:
             return False
@@ -219,8 +237,9 @@ class ConsumerLoop:
                 if attempt >= self.policy.max_attempts and not isinstance(exc, TRANSIENT_ERRORS):
                     error = exc
                     break
-                if not self._running:
-                    return False  # stopping: read again by whoever has the partitions next
+                if not self._running or attempt >= self.policy.max_attempts:
+                    # Stopping (whoever has the partitions next reads them), or an outage: held back.
+                    return False
                 self.dead_letter.retried.labels(records[0].topic).inc()
                 log.info(
                     "handler failed, retrying",

@@ -402,8 +402,7 @@ class Service:
         """Stops consuming, then the hooks, the relay and the pool; a step that fails or times out does not
         keep the later ones from running."""
         try:
-            for loop in self._loops.values():
-                await loop.stop()
+            await asyncio.gather(*(loop.stop() for loop in self._loops.values()))
             await self.broker.stop()
             await self._stop_background()
             for hook in reversed(self._on_stop):
@@ -462,8 +461,9 @@ class Service:
             checks["database"] = f"down: {type(exc).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
         for name, loop in self._loops.items():
-            if not loop.alive:
-                checks[f"consumer loop:{name}"] = "down"
+            problem = loop.problem()
+            if problem is not None:
+                checks[f"consumer loop:{name}"] = problem
         relay_alive = self._relay_task is not None and not self._relay_task.done()
         detailed, public = dict(checks), dict(checks)
         for view, detail in ((detailed, True), (public, False)):
