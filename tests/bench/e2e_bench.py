@@ -349,6 +349,11 @@ def statements_per(before: dict[int, Statement], after: dict[int, Statement], n:
     for ms, calls, rows, mine, query in sorted(deltas, reverse=True)[:top]:
         who = "watcher " if mine else ""
         lines.append(f"  {ms:7.3f} ms {calls:6.2f} calls {rows:7.1f} rows  {who}{query[:110]}")
+    # Each call outside a transaction block is a commit of its own: the most called say where commits go.
+    lines.append("the most called, per matter:")
+    for ms, calls, rows, mine, query in sorted(deltas, key=lambda d: -d[1])[: top // 2]:
+        who = "watcher " if mine else ""
+        lines.append(f"  {calls:6.2f} calls {ms:7.3f} ms {rows:7.1f} rows  {who}{query[:110]}")
     return lines
 
 

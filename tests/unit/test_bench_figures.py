@@ -74,8 +74,10 @@ def test_statements_per_matter_set_the_watcher_apart() -> None:
         " the bench watcher's 0.20, 20 rows, 0.400 ms"
     )
     assert "watcher WITH repeats AS" in lines[1]  # the costliest first
-    assert len(lines) == 4  # the unchanged statement is left out
+    assert len(lines) == 4 + 1 + 3  # the unchanged statement is left out; then the most called
     assert "SELECT pg_try_advisory_xact_lock(hashtext($1))" in lines[3]  # whitespace folded
+    assert lines[4] == "the most called, per matter:"
+    assert lines[5].split()[:2] == ["2.00", "calls"] and "INSERT INTO routing.matters" in lines[5]
 
 
 def test_ratios_keep_three_significant_digits() -> None:
