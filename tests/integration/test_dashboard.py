@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -57,10 +56,10 @@ from xinfang_shared.contracts.events import (
 from xinfang_shared.contracts.reference import Category, Channel, DeadlineState, DeadlineType, Office
 from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.tracking import new_tracking_code
+from xinfang_shared.workdays import CHINA
 from xinfang_stats.app import MIGRATIONS
 from xinfang_stats.dashboard import CSP, STATIC
 
-CHINA = ZoneInfo("Asia/Shanghai")
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 VENDOR = STATIC / "vendor"
 ARTIFACTS = ROOT / ".local" / "artifacts"

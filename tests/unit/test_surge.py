@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from xinfang_shared.workdays import WorkingCalendar
+from xinfang_shared.workdays import CHINA, WorkingCalendar
 from xinfang_stats import surge_eval
 from xinfang_stats.surge import (
-    BEIJING,
     HourlyCounts,
     Series,
     SeriesState,
@@ -25,7 +24,7 @@ from xinfang_stats.surge import (
 )
 
 HOUR = timedelta(hours=1)
-START = datetime(2025, 3, 3, tzinfo=BEIJING)  # a Monday, weeks away from any holiday
+START = datetime(2025, 3, 3, tzinfo=CHINA)  # a Monday, weeks away from any holiday
 CITY = Series.region("5134")
 LABOR = Series.category("labor")
 PT1H = SurgeConfig(windows=("PT1H",))
@@ -58,7 +57,7 @@ def actions(detector: SurgeDetector, counts: HourlyCounts, checked: list[datetim
 def test_a_calm_over_dispersed_series_raises_almost_no_alert_over_months() -> None:
     rng = np.random.default_rng(7)
     simulated = surge_eval.simulate(rng, rate=20, days=surge_eval.WARM_UP_DAYS + 150)
-    counts = HourlyCounts(datetime(2025, 1, 1, tzinfo=BEIJING), simulated.counts)
+    counts = HourlyCounts(datetime(2025, 1, 1, tzinfo=CHINA), simulated.counts)
     checked = [counts.start + k * HOUR for k in range(24 * surge_eval.WARM_UP_DAYS, len(counts))]
     working = WorkingCalendar.default().is_working_day
 
@@ -303,7 +302,7 @@ def test_with_working_days_a_weekend_is_compared_with_weekends() -> None:
 
 def test_hours_are_beijing_hours() -> None:
     utc = datetime(2025, 3, 31, 16, 30, tzinfo=UTC)  # 00:30 on 1 April in Beijing
-    assert beijing_hour(utc) == datetime(2025, 4, 1, 0, tzinfo=BEIJING)
+    assert beijing_hour(utc) == datetime(2025, 4, 1, 0, tzinfo=CHINA)
     with pytest.raises(ValueError, match="naive"):
         beijing_hour(datetime(2025, 4, 1))  # noqa: DTZ001
 
@@ -312,16 +311,16 @@ def test_hours_are_beijing_hours() -> None:
     rows[datetime(2025, 3, 30, 16, tzinfo=UTC)] = 90
     rows[datetime(2025, 3, 31, 16, 59, tzinfo=UTC)] = 12  # the hour checked: Beijing 1 April, 00:00
     series = HourlyCounts.from_mapping(
-        rows, start=datetime(2025, 3, 2, tzinfo=BEIJING), end=datetime(2025, 4, 1, 1, tzinfo=BEIJING)
+        rows, start=datetime(2025, 3, 2, tzinfo=CHINA), end=datetime(2025, 4, 1, 1, tzinfo=CHINA)
     )
-    assert series[datetime(2025, 3, 31, 0, 15, tzinfo=BEIJING)] == 90
-    assert series[datetime(2025, 3, 30, 23, tzinfo=BEIJING)] == 0
+    assert series[datetime(2025, 3, 31, 0, 15, tzinfo=CHINA)] == 90
+    assert series[datetime(2025, 3, 30, 23, tzinfo=CHINA)] == 0
 
     def holiday_on(day: date) -> Callable[[date], bool]:
         return lambda other: other == day
 
     beijing = SurgeDetector(holiday_on(date(2025, 3, 31)), PT1H).observe(CITY, utc, series, SeriesState())
-    assert beijing.hour == datetime(2025, 4, 1, 0, tzinfo=BEIJING)
+    assert beijing.hour == datetime(2025, 4, 1, 0, tzinfo=CHINA)
     assert beijing.at == datetime(2025, 3, 31, 17, tzinfo=UTC)
     assert (beijing.action, beijing.observed, beijing.baseline) == ("open", 12, 3.0)  # the rush is left out
     utc_date = SurgeDetector(holiday_on(date(2025, 3, 30)), PT1H).observe(CITY, utc, series, SeriesState())

@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 log = logging.getLogger(__name__)
+# Beijing time, in which every date, hour and period of the bureau is counted: defined here once.
 CHINA = ZoneInfo("Asia/Shanghai")
 CALENDAR_ENV = "XINFANG_HOLIDAY_CALENDAR"
 _PACKAGED = "data/holidays.toml"

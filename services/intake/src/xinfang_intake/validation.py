@@ -11,7 +11,6 @@ import re
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
@@ -21,10 +20,10 @@ from stdnum.cn import ric
 from xinfang_shared.contracts.events import FieldError, Person, Submission, field_errors
 from xinfang_shared.contracts.reference import Channel, Kind
 from xinfang_shared.tracking import normalise
+from xinfang_shared.workdays import CHINA
 
 from .regions import is_sichuan_region
 
-CHINA = ZoneInfo("Asia/Shanghai")
 MAX_REPRESENTATIVES = 5  # statutory
 # Matched whole (fullmatch) and with ASCII digits only.
 _MOBILE = re.compile(r"(?:\+?86[- ]?)?1[3-9][0-9]{9}")

@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -41,11 +40,11 @@ from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.outbox import Outgoing
 from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.tracking import normalise
+from xinfang_shared.workdays import CHINA
 
 from .categories import CategoryInference
 from .rules import RuleBook
 
-CHINA = ZoneInfo("Asia/Shanghai")
 S = MatterStatus
 REVIEW_LEVEL = {Kind.REVIEW_REQUEST: 1, Kind.RE_REVIEW_REQUEST: 2}
 # Registering a review (level 1) or a re-review (level 2): the status the contested matter must be in, and

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import asyncpg
 
+from xinfang_shared.workdays import CHINA
+
 from .terms import HotTerm, count_terms, hot_terms
 
 GroupBy = Literal["channel", "office", "unit", "category", "region"]
@@ -123,7 +125,7 @@ async def timeseries(
     key = COLUMNS[group_by] if group_by else "'all'"
     extra = " AND overdue" if metric == "overdue" else ""
     rows = await conn.fetch(
-        f"SELECT {key} AS key, date_trunc($3, {column} AT TIME ZONE 'Asia/Shanghai') AS t, count(*) AS value"
+        f"SELECT {key} AS key, date_trunc($3, {column} AT TIME ZONE '{CHINA.key}') AS t, count(*) AS value"
         f" FROM facts WHERE {column} IS NOT NULL AND day BETWEEN $1 AND $2{extra}"
         " GROUP BY 1, 2 ORDER BY 1 NULLS LAST, 2",
         period.start,

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from pydantic import AwareDatetime
@@ -40,10 +39,10 @@ from xinfang_shared.contracts.topics import (
     MATTERS_STATUS,
 )
 from xinfang_shared.inbox import first_time_many
+from xinfang_shared.workdays import CHINA
 
 from .terms import terms_of
 
-CHINA = ZoneInfo("Asia/Shanghai")
 S = MatterStatus
 ACCEPTED = (S.ACCEPTED, S.IN_REVIEW, S.IN_RE_REVIEW)
 CONCLUDED = (S.CONCLUDED, S.REVIEW_CONCLUDED, S.RE_REVIEW_CONCLUDED)

@@ -55,13 +55,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-BEIJING = ZoneInfo("Asia/Shanghai")
+from xinfang_shared.workdays import CHINA
+
 HOUR = timedelta(hours=1)
 _DURATION = re.compile(r"PT([1-9][0-9]?)H")
 _REGION = re.compile(r"[0-9]{4}")
@@ -76,7 +76,7 @@ def beijing_hour(moment: datetime) -> datetime:
     """The start of the Beijing hour containing the aware datetime `moment`."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{moment!r} is naive; give an aware datetime")
-    return moment.astimezone(BEIJING).replace(minute=0, second=0, microsecond=0)
+    return moment.astimezone(CHINA).replace(minute=0, second=0, microsecond=0)
 
 
 def window_hours(window: str) -> int:
@@ -142,7 +142,7 @@ class HourlyCounts:
         outside [start, end) is a `ValueError`.
         """
         first, last = beijing_hour(start), beijing_hour(end)
-        if last != end.astimezone(BEIJING):
+        if last != end.astimezone(CHINA):
             raise ValueError(f"end {end.isoformat()} is not the start of an hour")
         size = max(0, int((last - first) / HOUR))
         array = np.zeros(size, dtype=np.int64)

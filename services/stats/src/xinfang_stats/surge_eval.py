@@ -36,9 +36,9 @@ from importlib import resources
 import numpy as np
 from numpy.typing import NDArray
 
-from xinfang_shared.workdays import WorkingCalendar
+from xinfang_shared.workdays import CHINA, WorkingCalendar
 
-from .surge import BEIJING, HourlyCounts, Series, SeriesState, SurgeConfig, SurgeDetector, window_hours
+from .surge import HourlyCounts, Series, SeriesState, SurgeConfig, SurgeDetector, window_hours
 
 BASE_RATES = (1, 5, 20, 100)
 MULTIPLIERS = (2, 3)
@@ -155,7 +155,7 @@ def evaluate(
     working = WorkingCalendar.default().is_working_day if alike else None
     detector = SurgeDetector(is_holiday, replace(settings, windows=CONFIGS[config]), is_working_day=working)
     subject = Series.category("labor")
-    start = datetime.combine(START, datetime.min.time(), tzinfo=BEIJING)
+    start = datetime.combine(START, datetime.min.time(), tzinfo=CHINA)
     hour = timedelta(hours=1)
     false_alarms, days_left = 0, calm_days
     for simulated in series:
