@@ -72,3 +72,34 @@ async def test_a_body_that_is_not_text_is_a_422_naming_the_body() -> None:
     not_found = await _post(_service(), b"{}")
     assert not_found.status_code == 422  # a missing field still names it
     assert [e["field"] for e in not_found.json()["errors"]] == ["text"]
+
+
+async def test_health_names_a_halt_at_once_though_its_pings_are_reused_for_a_second() -> None:
+    import asyncio
+
+    from xinfang_shared.contracts.events import utc_now
+    from xinfang_shared.dlq_limit import Halt
+
+    service = _service()
+    pings = 0
+
+    async def ping() -> dict[str, str]:
+        nonlocal pings
+        pings += 1
+        return {"database": "ok", "kafka": "ok"}
+
+    service._ping = ping  # type: ignore[method-assign]
+    service._relay_task = asyncio.create_task(asyncio.sleep(3600))  # a relay that runs
+    limit = service.limit("matters.status.v1:test")
+    try:
+        transport = httpx.ASGITransport(app=service.api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            assert (await client.get("/health")).status_code == 200
+            now = utc_now()
+            limit.impose(Halt("20 records in a row failed; last error RuntimeError: boom", now, now))
+            answer = await client.get("/health")
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["consumer:matters.status.v1:test"].startswith("halted since")
+        assert pings == 1, "the pings of a second ago are reused"
+    finally:
+        service._relay_task.cancel()

@@ -221,7 +221,7 @@ class Service:
         self._background: list[tuple[asyncio.Task[None], Callable[[], None] | None]] = []
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
-        self._health_cache: tuple[float, tuple[dict[str, Any], dict[str, Any]]] | None = None
+        self._pings: tuple[float, dict[str, str]] | None = None
         self._main_lane = Lane(
             "main",
             fetch_min_bytes=settings.consume_fetch_min_bytes,
@@ -436,11 +436,12 @@ class Service:
     async def _health(self, request: Request, response: Response) -> dict[str, Any]:
         """ok, or degraded (503) with each failing check. To anyone, a failure is named by its error's type; its
         text (which can name hosts, topics, principals, a record's values) only with the operator key."""
-        # Probes may call often; the checks touch PostgreSQL and Kafka, so an answer is reused for a second.
+        # Probes may call often; the pings touch PostgreSQL and Kafka, so theirs are reused for a second. The rest is
+        # read fresh: a consumer that halted a moment ago is named at once.
         now = asyncio.get_running_loop().time()
-        if self._health_cache is None or now - self._health_cache[0] > 1.0:
-            self._health_cache = (now, await self._check_health())
-        public, detailed = self._health_cache[1]
+        if self._pings is None or now - self._pings[0] > 1.0:
+            self._pings = (now, await self._ping())
+        public, detailed = self._check_health(self._pings[1])
         body = detailed if self._is_operator(request) else public
         if body["status"] != "ok":
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -451,8 +452,8 @@ class Service:
         expected = self.settings.operator_api_key.get_secret_value()
         return key is not None and secrets.compare_digest(key.encode(), expected.encode())
 
-    async def _check_health(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(what anyone may see, what the operator sees)."""
+    async def _ping(self) -> dict[str, str]:
+        """Whether PostgreSQL and Kafka answer."""
         checks: dict[str, str] = {}
         try:
             await self.pool.fetchval("SELECT 1", timeout=2)
@@ -460,6 +461,11 @@ class Service:
         except Exception as exc:
             checks["database"] = f"down: {type(exc).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
+        return checks
+
+    def _check_health(self, pings: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what anyone may see, what the operator sees)."""
+        checks = dict(pings)
         for name, loop in self._loops.items():
             problem = loop.problem()
             if problem is not None:
