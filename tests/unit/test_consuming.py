@@ -198,6 +198,8 @@ async def test_polls_that_keep_failing_are_named_in_health_and_the_loop_stops() 
     async def getmany(**_: Any) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
         nonlocal polls
         polls += 1
+        if polls > 5:  # the sixth poll waits for ever: the count stays at five failures
+            await asyncio.Event().wait()
         raise RuntimeError("coordinator gone")
 
     async def stop() -> None:
@@ -206,12 +208,12 @@ async def test_polls_that_keep_failing_are_named_in_health_and_the_loop_stops() 
     kafka.getmany = getmany  # type: ignore[attr-defined]
     kafka.stop = stop  # type: ignore[attr-defined]
     loop._task = asyncio.create_task(loop._run())
-    for _ in range(200):
+    for _ in range(400):
         await asyncio.sleep(0.005)
-        if loop.problem() is not None:
+        if polls > 5:
             break
     assert loop.problem() == "polls failing (5 in a row)"
-    await loop.stop(timeout_s=1)
+    await loop.stop(timeout_s=0.1)  # the poll in hand never returns: cancelled
     assert loop.problem() == "down" and loop.consumer is None
 
 
