@@ -16,6 +16,7 @@ from xinfang_shared.contracts.reference import DeadlineType, Office
 from xinfang_shared.contracts.values import ONE_LINE, UNIT_CODE, Text
 from xinfang_shared.service import ErrorList, Service, error_response
 
+from . import store
 from .clock import MAX_ADVANCE_S, ClockRefused
 from .ledger import Refusal
 from .state import SupervisionState
@@ -193,8 +194,8 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         try:
             async with state.pool.acquire() as conn, conn.transaction():
                 now = await state.clock.now(conn)
-                act = state.ledger.pause if pause else state.ledger.resume
-                await act(conn, matter_id, deadline, now, f"{operator_name}: {reason}")
+                why = f"{operator_name}: {reason}"
+                await store.hearing(conn, state.rules, matter_id, deadline, now, why, pause=pause)
         except Refusal as refusal:
             raise HTTPException(refusal.code, refusal.message) from None
         return await matter_deadlines(matter_id)

@@ -21,9 +21,10 @@ from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.registrations import REGISTERED_TOPICS
 from xinfang_shared.service import Late, Service
 
+from . import store
 from .api import build_router
 from .clock import Clock
-from .ledger import Ledger, RegisteredFacts
+from .ledger import RegisteredFacts
 from .scheduler import Scheduler
 from .settings import SupervisionSettings
 from .state import SupervisionState
@@ -58,36 +59,35 @@ def create_service(settings: SupervisionSettings) -> Service:
             interval_s=settings.scheduler_interval_s,
             metrics=svc.metrics,
         )
-        late.state = SupervisionState(svc.pool, rules, Ledger(rules), clock, scheduler)
+        late.state = SupervisionState(svc.pool, rules, clock, scheduler)
         svc.background("deadline-scheduler", scheduler.run(), stop=scheduler.stop)
 
     def batches(
-        model: type[E], what: str, apply: Callable[[asyncpg.Connection, E, timedelta], Awaitable[None]]
+        model: type[E], what: str, apply: Callable[[asyncpg.Connection, list[E], timedelta], Awaitable[None]]
     ) -> EventBatches[E]:
-        """Events not seen before applied in one transaction, with the controlled clock's shift."""
+        """Events not seen before applied in one transaction, as one batch (store.py), with the controlled
+        clock's shift."""
 
         async def handle(events: list[E]) -> int:
             state = late()
-            # By matter (stable: a matter's events keep their order), so the two consumers lock the rows
-            # of the matters they share in one order and never deadlock each other.
-            ordered = sorted(events, key=lambda e: str(getattr(e, "matter_id", "")))
             async with state.pool.acquire() as conn, conn.transaction():
-                fresh = await inbox.first_time_many(conn, [e.event_id for e in ordered], source=what)
-                shift = await state.clock.offset(conn)
-                for event in ordered:
-                    if event.event_id in fresh:
-                        await apply(conn, event, shift)
+                fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=what)
+                if fresh:
+                    shift = await state.clock.offset(conn)
+                    await apply(conn, [e for e in events if e.event_id in fresh], shift)
             return len(fresh)
 
         return EventBatches(model, handle, service.dead_letter, service.limit(f"{what}:deadlines"))
 
-    async def registered(conn: asyncpg.Connection, e: Registered, shift: timedelta) -> None:
-        repeat = e.duplicate_of is not None or e.not_accepted_again
-        facts = RegisteredFacts(e.matter_id, e.registered_at, repeat)
-        await late().ledger.registered(conn, facts, shift)
+    async def registered(conn: asyncpg.Connection, batch: list[Registered], shift: timedelta) -> None:
+        facts = [
+            RegisteredFacts(e.matter_id, e.registered_at, e.duplicate_of is not None or e.not_accepted_again)
+            for e in batch
+        ]
+        await store.apply_registrations(conn, late().rules, facts, shift)
 
-    async def status_changed(conn: asyncpg.Connection, e: MatterStatusChanged, shift: timedelta) -> None:
-        await late().ledger.status_changed(conn, e, shift)
+    async def status_changed(conn: asyncpg.Connection, batch: list[MatterStatusChanged], shift: timedelta) -> None:
+        await store.apply_changes(conn, late().rules, batch, shift)
 
     # Each topic is read in batches, one transaction per batch; a matter's events on one topic keep their
     # order (same key, same partition). Feedback is not read here: routing validates it and publishes what

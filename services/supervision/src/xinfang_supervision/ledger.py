@@ -1,6 +1,8 @@
 """The deadline ledger: every statutory deadline of every matter, opened, met, extended, paused and resumed as
-the lifecycle events arrive. Each method runs inside the caller's transaction and writes what it publishes
-to the outbox in that same transaction, so a deadline's state and its events never disagree.
+the lifecycle events arrive. Pure: a `Book` holds the deadlines of the matters in hand (loaded by `store`),
+each event changes them in memory and notes what it published, and `store` writes the changed rows, their
+history and their events in the caller's transaction, one statement per table for a whole batch. So a
+deadline's state and its events never disagree, and a batch of a hundred changes costs a handful of statements.
 
 Which event does what (DOMAIN.md, lifecycle and deadlines):
   registered              → routing opens (not for a repeat: it is never routed)
@@ -24,13 +26,11 @@ reassignment) is published as `closed`.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-import asyncpg
 import orjson
 
 from xinfang_shared import outbox
@@ -44,10 +44,8 @@ from xinfang_shared.contracts.topics import (
 )
 from xinfang_shared.deadlines import DeadlineRule, DeadlineRules
 
-from .history import record_history
+from .history import HistoryRow
 from .statuses import CONCLUSION_MEETS, DECIDING_OPENS, ENDS_EVERYTHING, REQUEST_MEETS, REQUEST_OPENS, S
-
-log = logging.getLogger(__name__)
 
 D = DeadlineType
 CLOSED = DeadlineState.CLOSED.value  # a window that lapsed, or a deadline that no longer applies
@@ -72,158 +70,172 @@ class Refusal(Exception):
         self.message = message
 
 
-class Ledger:
-    def __init__(self, rules: DeadlineRules) -> None:
+@dataclass(slots=True)
+class DeadlineRow:
+    """One row of the deadlines table, as the ledger changes it (the columns but updated_at)."""
+
+    matter_id: uuid.UUID
+    deadline: str
+    unit: str | None
+    state: str
+    stage: str
+    open: bool
+    round: int
+    started_at: datetime
+    due_at: datetime
+    warn_at: datetime | None
+    escalate_at: datetime | None
+    next_check_at: datetime | None
+    met_at: datetime | None
+    overdue_at: datetime | None
+    escalated_at: datetime | None
+    extensions: int
+    extended_days: int
+    paused_at: datetime | None
+    paused_total: timedelta
+    is_window: bool
+
+    def end_pause(self, at: datetime) -> None:
+        """Met or closed during a pause: the pause ends there, and its time does not count against the deadline."""
+        if self.paused_at is not None:
+            paused = at - self.paused_at
+            self.due_at += paused
+            self.paused_total += paused
+            self.paused_at = None
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(DeadlineRow))
+
+
+class Entry(NamedTuple):
+    """One state a deadline reached: its history row and its event are both made of it."""
+
+    matter: uuid.UUID
+    deadline: D
+    state: DeadlineState
+    due: datetime
+    unit: str | None
+    at: datetime
+    round: int
+    on_time: bool | None = None
+    detail: str | None = None
+    window: bool = False
+    extension: tuple[int, str | None] | None = None
+
+
+class Book:
+    """The deadlines of the matters in hand, changed in memory in the order of the events; what changed and what
+    to publish are kept for `store.save`. Every read and write of a deadline in a batch goes through here, so an
+    event sees what the events before it in the batch did."""
+
+    def __init__(self, rules: DeadlineRules, rows: list[DeadlineRow], offices: dict[uuid.UUID, str | None]) -> None:
         self.rules = rules
+        self.rows = {(r.matter_id, r.deadline): r for r in rows}
+        self.offices = offices  # each matter's office as stored, once known
+        self.changed: dict[tuple[uuid.UUID, str], DeadlineRow] = {}
+        self.entries: list[Entry] = []
+        self.history: list[HistoryRow] = []  # written with the entries' rows: refusals of an extension
+        self.refusals: list[outbox.Outgoing] = []
 
     # ---- lifecycle events -------------------------------------------------------------------------------
 
-    async def registered(self, conn: asyncpg.Connection, facts: RegisteredFacts, shift: timedelta) -> None:
-        office = await conn.fetchval(
-            "INSERT INTO matters (matter_id, registered_at) VALUES ($1, $2)"
-            " ON CONFLICT (matter_id) DO UPDATE SET registered_at = EXCLUDED.registered_at, updated_at = now()"
-            " RETURNING office",
-            facts.matter_id,
-            facts.registered_at,
-        )
-        if facts.repeat:
-            return
-        # The transfer may have been read first (the topics are read independently): then it stays as it is.
-        if await self._is_open(conn, facts.matter_id, D.ROUTING) is None:
-            out = Publication(facts.matter_id, office)
-            await self._open(conn, out, D.ROUTING, None, facts.registered_at + shift)
-            await out.write(conn)
+    def registered(self, facts: RegisteredFacts, shift: timedelta) -> None:
+        # A repeat is never routed. The transfer may have been read first (the topics are read independently):
+        # then routing stays as it is.
+        if not facts.repeat and self._row(facts.matter_id, D.ROUTING) is None:
+            self.open(facts.matter_id, D.ROUTING, None, facts.registered_at + shift)
 
-    async def status_changed(self, conn: asyncpg.Connection, event: MatterStatusChanged, shift: timedelta) -> None:
+    def status_changed(self, event: MatterStatusChanged, shift: timedelta) -> None:
         at = event.at + shift
-        matter, unit = event.matter_id, event.unit
-        # The office comes with the change (supervision does not read matters.routed.v1): kept once known.
-        office = await conn.fetchval(
-            "INSERT INTO matters (matter_id, unit, status, office) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (matter_id) DO UPDATE SET unit = EXCLUDED.unit, status = EXCLUDED.status,"
-            " office = COALESCE(EXCLUDED.office, matters.office), updated_at = now() RETURNING office",
-            matter,
-            unit,
-            event.status.value,
-            event.office.value if event.office else None,
-        )
         if event.action == "extension-requested":
-            await self.extend(conn, matter, unit, event.extension_days or 0, at, reason=event.reason)
-            return
-        if event.action == "received":
-            return
-        out = Publication(matter, office)
-        await self._follow(conn, out, event, at)
-        await out.write(conn)
+            self.extend(event.matter_id, event.unit, event.extension_days or 0, at, reason=event.reason)
+        elif event.action != "received":
+            self._follow(event, at)
 
-    async def _follow(
-        self, conn: asyncpg.Connection, out: Publication, event: MatterStatusChanged, at: datetime
-    ) -> None:
+    def _follow(self, event: MatterStatusChanged, at: datetime) -> None:
         """What the lifecycle change does to the matter's deadlines (the table in this module's docstring)."""
         matter, unit, status = event.matter_id, event.unit, event.status
         if status == S.TRANSFERRED:
-            if not await self._meet(conn, out, D.ROUTING, at) and await self._is_open(conn, matter, D.ROUTING) is None:
+            if not self.meet(matter, D.ROUTING, at) and self._row(matter, D.ROUTING) is None:
                 # Read before its registration: the routing deadline is taken to start at the transfer.
-                await self._open(conn, out, D.ROUTING, None, at)
-                await self._meet(conn, out, D.ROUTING, at)
+                self.open(matter, D.ROUTING, None, at)
+                self.meet(matter, D.ROUTING, at)
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
-                await self._open(conn, out, deadline, unit, at)
+                self.open(matter, deadline, unit, at)
         elif status == S.AWAITING_ASSIGNMENT:
             for deadline in (D.ACCEPTANCE, D.OBJECTION):
-                await self._close(conn, out, deadline, at, "back to the office's queue")
+                self.close(matter, deadline, at, "back to the office's queue")
             # Unseen registration, or back in the queue after an objection (routing was met): it must be
             # assigned (again), in time.
-            if not await self._is_open(conn, matter, D.ROUTING):
-                await self._open(conn, out, D.ROUTING, None, at)
+            routing = self._row(matter, D.ROUTING)
+            if routing is None or not routing.open:
+                self.open(matter, D.ROUTING, None, at)
         elif status == S.OBJECTED:
-            await self._meet(conn, out, D.OBJECTION, at)
-            await self._close(conn, out, D.ACCEPTANCE, at, "objected")
+            self.meet(matter, D.OBJECTION, at)
+            self.close(matter, D.ACCEPTANCE, at, "objected")
         elif status in DECIDING_OPENS and event.previous_status == S.TRANSFERRED:
-            await self._meet(conn, out, D.ACCEPTANCE, at)
-            await self._close(conn, out, D.OBJECTION, at, "accepted")
-            await self._open(conn, out, DECIDING_OPENS[status], unit, at)
+            self.meet(matter, D.ACCEPTANCE, at)
+            self.close(matter, D.OBJECTION, at, "accepted")
+            self.open(matter, DECIDING_OPENS[status], unit, at)
         elif status == S.NOT_ACCEPTED:
-            await self._meet(conn, out, D.ACCEPTANCE, at)
-            await self._close(conn, out, D.OBJECTION, at, "not accepted")
+            self.meet(matter, D.ACCEPTANCE, at)
+            self.close(matter, D.OBJECTION, at, "not accepted")
         elif status in CONCLUSION_MEETS:
-            await self._meet(conn, out, CONCLUSION_MEETS[status], at)
+            self.meet(matter, CONCLUSION_MEETS[status], at)
             if status in REQUEST_OPENS:
                 window = REQUEST_OPENS[status]
-                await self._open(conn, out, window, unit, at, rule=self.rules.request_window(window))
+                self.open(matter, window, unit, at, rule=self.rules.request_window(window))
         elif status in REQUEST_MEETS:
-            await self._meet(conn, out, REQUEST_MEETS[status], at)
+            self.meet(matter, REQUEST_MEETS[status], at)
         elif status in ENDS_EVERYTHING:
             for deadline in D:
-                await self._close(conn, out, deadline, at, status.value)
+                self.close(matter, deadline, at, status.value)
 
     # ---- extension, pause, resume ---------------------------------------------------------------------
 
-    async def extend(
-        self,
-        conn: asyncpg.Connection,
-        matter: uuid.UUID,
-        unit: str | None,
-        days: int,
-        at: datetime,
-        *,
-        reason: str | None = None,
+    def extend(
+        self, matter: uuid.UUID, unit: str | None, days: int, at: datetime, *, reason: str | None = None
     ) -> None:
         """Grant the unit's extension of the running handling deadline, or refuse it on
         units.feedback.rejected.v1 with the reason."""
-        row = await conn.fetchrow(
-            "SELECT * FROM deadlines WHERE matter_id = $1 AND deadline = ANY($2) AND open AND NOT is_window FOR UPDATE",
-            matter,
-            [d.value for d in EXTENSIBLE],
+        row = next(
+            (r for d in EXTENSIBLE if (r := self._row(matter, d)) is not None and r.open and not r.is_window), None
         )
         problem = self._extension_problem(row, days, at)
         if problem is not None:
-            await self._refuse_extension(conn, matter, unit, days, problem, at)
+            self._refuse_extension(matter, unit, days, problem, at)
             return
         assert row is not None
-        deadline = D(row["deadline"])
+        deadline = D(row.deadline)
         rule = self.rules[deadline]
-        due = rule.extended(row["due_at"], days)
-        warn = rule.warn_at(row["started_at"], due)
-        escalate = rule.escalate_at(due)
-        stage, next_at = _stage_after_move(row["stage"], at, warn, due, escalate)
-        await conn.execute(
-            "UPDATE deadlines SET due_at=$3, warn_at=$4, escalate_at=$5, stage=$6, next_check_at=$7,"
-            " state='extended', round=round+1, extensions=extensions+1, extended_days=extended_days+$8,"
-            " updated_at=now() WHERE matter_id=$1 AND deadline=$2",
-            matter,
-            deadline.value,
-            due,
-            warn,
-            escalate,
-            stage,
-            next_at,
-            days,
-        )
-        out = Publication(matter)
-        out.add(deadline, DeadlineState.EXTENDED, due, row["unit"], at, row["round"] + 1, extension=(days, reason))
-        await out.write(conn)
+        row.due_at = rule.extended(row.due_at, days)
+        row.warn_at = rule.warn_at(row.started_at, row.due_at)
+        row.escalate_at = rule.escalate_at(row.due_at)
+        row.stage, row.next_check_at = _stage_after_move(row.stage, at, row.warn_at, row.due_at, row.escalate_at)
+        row.state, row.round = DeadlineState.EXTENDED.value, row.round + 1
+        row.extensions += 1
+        row.extended_days += days
+        self._note(row, DeadlineState.EXTENDED, at, extension=(days, reason))
 
-    def _extension_problem(self, row: Any, days: int, at: datetime) -> str | None:
+    def _extension_problem(self, row: DeadlineRow | None, days: int, at: datetime) -> str | None:
         if row is None:
             return "no handling deadline is running for this matter"
-        deadline = D(row["deadline"])
+        deadline = D(row.deadline)
         rule = self.rules[deadline]
         if rule.max_extensions == 0:
             return f"the {deadline.value} deadline cannot be extended"
-        if row["extensions"] >= rule.max_extensions:
+        if row.extensions >= rule.max_extensions:
             return (
-                f"the {deadline.value} deadline was already extended ({row['extended_days']} days);"
+                f"the {deadline.value} deadline was already extended ({row.extended_days} days);"
                 f" at most {rule.max_extensions} extension(s) are granted"
             )
         if days < 1 or days > rule.max_extension_days:
             return f"an extension of 1 to {rule.max_extension_days} days may be granted, not {days}"
-        if row["paused_at"] is None and at > row["due_at"]:
-            return f"the {deadline.value} deadline passed at {row['due_at'].isoformat()}; ask before it passes"
+        if row.paused_at is None and at > row.due_at:
+            return f"the {deadline.value} deadline passed at {row.due_at.isoformat()}; ask before it passes"
         return None
 
-    async def _refuse_extension(
-        self, conn: asyncpg.Connection, matter: uuid.UUID, unit: str | None, days: int, problem: str, at: datetime
-    ) -> None:
+    def _refuse_extension(self, matter: uuid.UUID, unit: str | None, days: int, problem: str, at: datetime) -> None:
         request = {"matter_id": str(matter), "unit": unit, "action": "extension-requested", "extension_days": days}
         refusal = FeedbackRejected(
             matter_id=matter,
@@ -234,89 +246,73 @@ class Ledger:
         # To the unit that asked (its own topic); an extension asked in an operator's name on the shared topic
         # reaches the unit the matter is with all the same: it is that unit's deadline.
         topic = unit_feedback_rejected_topic(unit) if unit in UNITS else FEEDBACK_REJECTED.name
-        await outbox.enqueue(conn, topic, refusal, key=str(matter))
-        await conn.execute(
-            "INSERT INTO deadline_history (matter_id, deadline, round, state, due_at, unit, at, detail)"
-            " SELECT matter_id, deadline, round, 'extension-refused', due_at, unit, $4, $2 FROM deadlines"
-            " WHERE matter_id = $1 AND deadline = ANY($3) ORDER BY open DESC LIMIT 1",
-            matter,
-            problem,
-            [d.value for d in EXTENSIBLE],
-            at,
-        )
-        log.info("extension refused", extra={"matter_id": str(matter), "unit": unit, "reason": problem})
-
-    async def pause(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
-        row = await self._running(conn, matter, deadline)
-        if not self.rules[deadline].pausable or row["is_window"]:
-            raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
-        if row["paused_at"] is not None:
-            raise Refusal(409, f"the {deadline.value} deadline is already paused since {row['paused_at'].isoformat()}")
-        if row["stage"] in ("overdue", "escalated"):
-            raise Refusal(
-                409, f"the {deadline.value} deadline passed at {row['due_at'].isoformat()}: too late to pause"
+        self.refusals.append(outbox.Outgoing(topic, str(matter), refusal))
+        # In the history of the handling deadline (a running one first), if the matter has one at all.
+        candidates = [r for d in EXTENSIBLE if (r := self._row(matter, d)) is not None]
+        if candidates:
+            row = max(candidates, key=lambda r: r.open)
+            self.history.append(
+                (matter, row.deadline, row.round, "extension-refused", row.due_at, row.unit, at, problem)
             )
-        await conn.execute(
-            "UPDATE deadlines SET paused_at=$3, next_check_at=NULL, state='paused', updated_at=now()"
-            " WHERE matter_id=$1 AND deadline=$2",
-            matter,
-            deadline.value,
-            at,
-        )
-        out = Publication(matter)
-        out.add(deadline, DeadlineState.PAUSED, row["due_at"], row["unit"], at, row["round"], detail=why)
-        await out.write(conn)
 
-    async def resume(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
+    def pause(self, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
+        row = self._running(matter, deadline)
+        if not self.rules[deadline].pausable or row.is_window:
+            raise Refusal(409, f"the {deadline.value} deadline cannot be paused (its rule is not pausable)")
+        if row.paused_at is not None:
+            raise Refusal(409, f"the {deadline.value} deadline is already paused since {row.paused_at.isoformat()}")
+        if row.stage in ("overdue", "escalated"):
+            raise Refusal(409, f"the {deadline.value} deadline passed at {row.due_at.isoformat()}: too late to pause")
+        row.paused_at, row.next_check_at, row.state = at, None, DeadlineState.PAUSED.value
+        self._note(row, DeadlineState.PAUSED, at, detail=why)
+
+    def resume(self, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
         """The paused time is not counted: every time of the deadline moves by it."""
-        row = await self._running(conn, matter, deadline)
-        if row["paused_at"] is None:
+        row = self._running(matter, deadline)
+        if row.paused_at is None:
             raise Refusal(409, f"the {deadline.value} deadline is not paused")
-        paused = max(at - row["paused_at"], timedelta(0))
-        due = row["due_at"] + paused
-        warn = row["warn_at"] + paused if row["warn_at"] else None
-        escalate = row["escalate_at"] + paused if row["escalate_at"] else None
-        stage, next_at = _stage_after_move(row["stage"], at, warn, due, escalate)
-        await conn.execute(
-            "UPDATE deadlines SET paused_at=NULL, paused_total=paused_total+$3, due_at=$4, warn_at=$5,"
-            " escalate_at=$6, stage=$7, next_check_at=$8, state='resumed', round=round+1, updated_at=now()"
-            " WHERE matter_id=$1 AND deadline=$2",
-            matter,
-            deadline.value,
-            paused,
-            due,
-            warn,
-            escalate,
-            stage,
-            next_at,
-        )
-        out = Publication(matter)
-        out.add(deadline, DeadlineState.RESUMED, due, row["unit"], at, row["round"] + 1, detail=why)
-        await out.write(conn)
+        paused = max(at - row.paused_at, timedelta(0))
+        row.due_at += paused
+        row.warn_at = row.warn_at + paused if row.warn_at else None
+        row.escalate_at = row.escalate_at + paused if row.escalate_at else None
+        row.stage, row.next_check_at = _stage_after_move(row.stage, at, row.warn_at, row.due_at, row.escalate_at)
+        row.paused_at, row.paused_total = None, row.paused_total + paused
+        row.state, row.round = DeadlineState.RESUMED.value, row.round + 1
+        self._note(row, DeadlineState.RESUMED, at, detail=why)
 
-    async def _running(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> Any:
-        row = await conn.fetchrow(
-            "SELECT * FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
-        )
+    def _running(self, matter: uuid.UUID, deadline: D) -> DeadlineRow:
+        row = self._row(matter, deadline)
         if row is None:
             raise Refusal(404, f"matter {matter} has no {deadline.value} deadline")
-        if not row["open"]:
-            raise Refusal(409, f"the {deadline.value} deadline is no longer running (it is {row['state']})")
+        if not row.open:
+            raise Refusal(409, f"the {deadline.value} deadline is no longer running (it is {row.state})")
         return row
 
     # ---- building blocks --------------------------------------------------------------------------------
 
-    async def _is_open(self, conn: asyncpg.Connection, matter: uuid.UUID, deadline: D) -> bool | None:
-        """Whether the deadline is running; None when the matter has none of this kind yet."""
-        found: bool | None = await conn.fetchval(
-            "SELECT open FROM deadlines WHERE matter_id = $1 AND deadline = $2", matter, deadline.value
-        )
-        return found
+    def _row(self, matter: uuid.UUID, deadline: D) -> DeadlineRow | None:
+        return self.rows.get((matter, deadline.value))
 
-    async def _open(
+    def _note(self, row: DeadlineRow, state: DeadlineState, at: datetime, **extra: Any) -> None:
+        """Row changed and state reached: the row is to be written, the state recorded and published."""
+        self.changed[(row.matter_id, row.deadline)] = row
+        self.entries.append(
+            Entry(
+                row.matter_id,
+                D(row.deadline),
+                state,
+                row.due_at,
+                row.unit,
+                at,
+                row.round,
+                window=row.is_window,
+                **extra,
+            )
+        )
+
+    def open(
         self,
-        conn: asyncpg.Connection,
-        out: Publication,
+        matter: uuid.UUID,
         deadline: D,
         unit: str | None,
         start: datetime,
@@ -326,149 +322,71 @@ class Ledger:
         """Start the deadline (by its rule, or the window `rule` given); one already running for another unit
         (or an earlier round) is closed first."""
         rule = rule or self.rules[deadline]
-        matter = out.matter
-        previous = await conn.fetchrow(
-            "SELECT round, open FROM deadlines WHERE matter_id=$1 AND deadline=$2 FOR UPDATE", matter, deadline.value
-        )
-        if previous is not None and previous["open"]:
-            await self._close(conn, out, deadline, start, "started again")
-        round_ = previous["round"] + 1 if previous is not None else 1
+        previous = self._row(matter, deadline)
+        if previous is not None and previous.open:
+            self.close(matter, deadline, start, "started again")
         due = rule.due(start)
         warn = rule.warn_at(start, due)
-        await conn.execute(
-            "INSERT INTO deadlines (matter_id, deadline, unit, state, stage, open, round, started_at, due_at,"
-            " warn_at, escalate_at, next_check_at, is_window)"
-            " VALUES ($1,$2,$3,'set','set',true,$4,$5,$6,$7,$8,$9,$10)"
-            " ON CONFLICT (matter_id, deadline) DO UPDATE SET unit=EXCLUDED.unit, state='set', stage='set',"
-            " is_window=EXCLUDED.is_window,"
-            " open=true, round=EXCLUDED.round, started_at=EXCLUDED.started_at, due_at=EXCLUDED.due_at,"
-            " warn_at=EXCLUDED.warn_at, escalate_at=EXCLUDED.escalate_at, next_check_at=EXCLUDED.next_check_at,"
-            " met_at=NULL, overdue_at=NULL, escalated_at=NULL, extensions=0, extended_days=0, paused_at=NULL,"
-            " paused_total='0', updated_at=now()",
-            matter,
-            deadline.value,
-            unit,
-            round_,
-            start,
-            due,
-            warn,
-            rule.escalate_at(due),
-            next_check("set", warn, due, rule.escalate_at(due)),
-            not rule.obligation,
+        escalate = rule.escalate_at(due)
+        row = DeadlineRow(
+            matter_id=matter,
+            deadline=deadline.value,
+            unit=unit,
+            state=DeadlineState.SET.value,
+            stage="set",
+            open=True,
+            round=previous.round + 1 if previous is not None else 1,
+            started_at=start,
+            due_at=due,
+            warn_at=warn,
+            escalate_at=escalate,
+            next_check_at=next_check("set", warn, due, escalate),
+            met_at=None,
+            overdue_at=None,
+            escalated_at=None,
+            extensions=0,
+            extended_days=0,
+            paused_at=None,
+            paused_total=timedelta(0),
+            is_window=not rule.obligation,
         )
-        out.add(deadline, DeadlineState.SET, due, unit, start, round_, window=not rule.obligation)
+        self.rows[(matter, deadline.value)] = row
+        self._note(row, DeadlineState.SET, start)
 
-    async def _meet(self, conn: asyncpg.Connection, out: Publication, deadline: D, at: datetime) -> bool:
-        # Met during a pause: the pause ends there, and its time does not count against the deadline.
-        row = await conn.fetchrow(
-            f"UPDATE deadlines SET state='met', open=false, met_at=$3, next_check_at=NULL, {_end_pause('$3')},"
-            " updated_at=now() WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
-            out.matter,
-            deadline.value,
-            at,
-        )
-        if row is None:
+    def meet(self, matter: uuid.UUID, deadline: D, at: datetime) -> bool:
+        """The deadline met at `at`, if it is running; whether it was."""
+        row = self._row(matter, deadline)
+        if row is None or not row.open:
             return False
-        window = row["is_window"]
+        row.end_pause(at)
+        row.state, row.open, row.met_at, row.next_check_at = DeadlineState.MET.value, False, at, None
         # A window used is not a duty met: it counts in no on-time figure.
-        on_time = None if window else at <= row["due_at"]
-        out.add(
-            deadline, DeadlineState.MET, row["due_at"], row["unit"], at, row["round"], on_time=on_time, window=window
-        )
+        self._note(row, DeadlineState.MET, at, on_time=None if row.is_window else at <= row.due_at)
         return True
 
-    async def _close(self, conn: asyncpg.Connection, out: Publication, deadline: D, at: datetime, why: str) -> None:
-        row = await conn.fetchrow(
-            f"UPDATE deadlines SET state=$3, open=false, next_check_at=NULL, {_end_pause('$4')}, updated_at=now()"
-            " WHERE matter_id=$1 AND deadline=$2 AND open RETURNING due_at, unit, round, is_window",
-            out.matter,
-            deadline.value,
-            CLOSED,
-            at,
-        )
-        if row is not None:
-            out.add(
-                deadline,
-                DeadlineState.CLOSED,
-                row["due_at"],
-                row["unit"],
-                at,
-                row["round"],
-                detail=why,
-                window=row["is_window"],
-            )
-
-
-def deadline_records(event: DeadlineEvent) -> list[outbox.Outgoing]:
-    """Where a deadline event is published: deadlines.events.v1 always, deadlines.warnings.v1 as well when
-    someone acts on it (the same event, the same event_id)."""
-    key = str(event.matter_id)
-    records = [outbox.Outgoing(DEADLINES_EVENTS.name, key, event)]
-    if event.is_warning:
-        records.append(outbox.Outgoing(DEADLINE_WARNINGS.name, key, event))
-    return records
-
-
-class Entry(NamedTuple):
-    """One state a deadline reached in the change: its history row and its event are both made of it."""
-
-    deadline: D
-    state: DeadlineState
-    due: datetime
-    unit: str | None
-    at: datetime
-    round: int
-    on_time: bool | None
-    detail: str | None
-    window: bool
-    extension: tuple[int, str | None] | None
-
-
-class Publication:
-    """What one change to a matter's deadlines publishes: gathered as the deadlines are written, then its history
-    and its events are written in one statement each (not three statements per event)."""
-
-    # The office is looked up at the end only when the caller did not know it.
-    UNKNOWN: Any = object()
-
-    def __init__(self, matter: uuid.UUID, office: str | None = UNKNOWN) -> None:
-        self.matter = matter
-        self.office = office
-        self.entries: list[Entry] = []
-
-    def add(
-        self,
-        deadline: D,
-        state: DeadlineState,
-        due: datetime,
-        unit: str | None,
-        at: datetime,
-        round_: int,
-        *,
-        on_time: bool | None = None,
-        detail: str | None = None,
-        window: bool = False,
-        extension: tuple[int, str | None] | None = None,
-    ) -> None:
-        self.entries.append(Entry(deadline, state, due, unit, at, round_, on_time, detail, window, extension))
-
-    async def write(self, conn: asyncpg.Connection) -> None:
-        if not self.entries:
+    def close(self, matter: uuid.UUID, deadline: D, at: datetime, why: str) -> None:
+        """The deadline ends unmet, if it is running."""
+        row = self._row(matter, deadline)
+        if row is None or not row.open:
             return
-        await record_history(
-            conn,
-            [
-                (self.matter, e.deadline.value, e.round, e.state.value, e.due, e.unit, e.at, e.detail)
-                for e in self.entries
-            ],
-        )
-        if self.office is Publication.UNKNOWN:
-            self.office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", self.matter)
-        office = Office(self.office) if self.office else None
+        row.end_pause(at)
+        row.state, row.open, row.next_check_at = CLOSED, False, None
+        self._note(row, DeadlineState.CLOSED, at, detail=why)
+
+    # ---- what is written ----------------------------------------------------------------------------------
+
+    def history_rows(self) -> list[HistoryRow]:
+        noted = [
+            (e.matter, e.deadline.value, e.round, e.state.value, e.due, e.unit, e.at, e.detail) for e in self.entries
+        ]
+        return noted + self.history
+
+    def outgoing(self) -> list[outbox.Outgoing]:
+        """The deadline events in the order they happened (a matter's in its order), then the refusals."""
         events = [
             DeadlineEvent(
-                matter_id=self.matter,
-                office=office,
+                matter_id=e.matter,
+                office=Office(office) if (office := self.offices.get(e.matter)) else None,
                 deadline=e.deadline,
                 state=e.state,
                 due_at=e.due,
@@ -481,18 +399,17 @@ class Publication:
             )
             for e in self.entries
         ]
-        await outbox.enqueue_many(conn, [record for event in events for record in deadline_records(event)])
+        return [record for event in events for record in deadline_records(event)] + self.refusals
 
 
-def _end_pause(at: str) -> str:
-    """SET clauses ending a pause (if any) at parameter `at`: the paused time moves the due time, as a resume
-    would. (SET expressions read the row's values from before the update.)"""
-    paused = f"({at}::timestamptz - paused_at)"
-    return (
-        f"due_at = CASE WHEN paused_at IS NULL THEN due_at ELSE due_at + {paused} END,"
-        f" paused_total = CASE WHEN paused_at IS NULL THEN paused_total ELSE paused_total + {paused} END,"
-        " paused_at = NULL"
-    )
+def deadline_records(event: DeadlineEvent) -> list[outbox.Outgoing]:
+    """Where a deadline event is published: deadlines.events.v1 always, deadlines.warnings.v1 as well when
+    someone acts on it (the same event, the same event_id)."""
+    key = str(event.matter_id)
+    records = [outbox.Outgoing(DEADLINES_EVENTS.name, key, event)]
+    if event.is_warning:
+        records.append(outbox.Outgoing(DEADLINE_WARNINGS.name, key, event))
+    return records
 
 
 def next_check(stage: str, warn: datetime | None, due: datetime, escalate: datetime | None) -> datetime | None:

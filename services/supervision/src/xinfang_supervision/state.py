@@ -9,7 +9,6 @@ import asyncpg
 from xinfang_shared.deadlines import DeadlineRules
 
 from .clock import Clock
-from .ledger import Ledger
 from .scheduler import Scheduler
 
 
@@ -17,6 +16,5 @@ from .scheduler import Scheduler
 class SupervisionState:
     pool: asyncpg.Pool
     rules: DeadlineRules
-    ledger: Ledger
     clock: Clock
     scheduler: Scheduler
