@@ -1,6 +1,6 @@
-"""How many SQL statements routing a registration costs, counted on the real database (issue 18: a new matter
-is placed before it is stored and written once; it was 9 statements, an INSERT then UPDATEs and three outbox
-writes)."""
+"""How many SQL statements routing registrations costs, counted on the real database (issue 18: a new matter
+is placed before it is stored and written once; it was 9 statements per matter, an INSERT then UPDATEs and three
+outbox writes; now a batch of matters is written with one statement per table)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from xinfang_shared.personal import PersonalDataVault
 from xinfang_shared.settings import LOCAL_DEV_SECRET
 from xinfang_shared.tracking import new_tracking_code
 
-# A new matter: the matter's row (already placed), its history row, and one outbox write for matters.routed.v1,
-# the unit's inbox message and matters.status.v1.
-NEW_MATTER = 3
+# A batch of new matters: their rows (already placed), their history rows, and one outbox write for their
+# matters.routed.v1, the units' inbox messages and matters.status.v1.
+A_BATCH = 3
 STATEMENTS = ("execute", "executemany", "fetch", "fetchval", "fetchrow")
 
 
@@ -79,32 +79,47 @@ def _registration(**overrides: Any) -> MatterRegisteredV2:
     return event
 
 
-async def _route(conn: asyncpg.Connection, router: Router, event: MatterRegisteredV2) -> list[str]:
+async def _route(conn: asyncpg.Connection, router: Router, *events: MatterRegisteredV2) -> list[str]:
     counting = Counting(conn)
     async with conn.transaction():
-        await router.route_registered(counting, event, datetime.now(UTC))  # type: ignore[arg-type]
+        await router.route_registered(counting, events, datetime.now(UTC))  # type: ignore[arg-type]
     return counting.statements
 
 
-async def test_a_new_matter_is_routed_in_three_statements(conn: asyncpg.Connection) -> None:
-    router = _router()
-    event = _registration()
-    assert len(await _route(conn, router, event)) <= NEW_MATTER
-    row = await conn.fetchrow("SELECT status, unit FROM matters WHERE matter_id = $1", event.matter_id)
-    assert row["status"] == "transferred" and row["unit"]
-    topics = [r["topic"] for r in await conn.fetch("SELECT topic FROM outbox ORDER BY id")]
-    assert topics == ["matters.routed.v1", f"units.{row['unit']}.inbox.v1", "matters.status.v1"]
-    assert await conn.fetchval("SELECT count(*) FROM history WHERE matter_id = $1", event.matter_id) == 1
+async def _topics(conn: asyncpg.Connection, matter: uuid.UUID) -> list[str]:
+    rows = await conn.fetch("SELECT topic FROM outbox WHERE key = $1 ORDER BY id", str(matter).encode())
+    return [r["topic"] for r in rows]
 
-    # The same matter under another event id: one statement, nothing written.
-    again = factories.registration(
-        factories.submission(random.Random(18)), matter_id=event.matter_id, tracking_code=new_tracking_code()
-    )
-    assert len(await _route(conn, router, again)) == 1
-    assert await conn.fetchval("SELECT count(*) FROM outbox") == 3
+
+async def test_a_batch_of_new_matters_is_routed_in_three_statements(conn: asyncpg.Connection) -> None:
+    router = _router()
+    events = [_registration() for _ in range(5)]
+    assert len(await _route(conn, router, *events)) <= A_BATCH
+    for event in events:
+        row = await conn.fetchrow("SELECT status, unit FROM matters WHERE matter_id = $1", event.matter_id)
+        assert row["status"] == "transferred" and row["unit"]
+        # Each matter's events in its order: routed, the unit told, then the status change.
+        assert await _topics(conn, event.matter_id) == [
+            "matters.routed.v1",
+            f"units.{row['unit']}.inbox.v1",
+            "matters.status.v1",
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM history WHERE matter_id = $1", event.matter_id) == 1
+
+    # The same matters under other event ids (one twice in the batch), and a new one: only the new one written.
+    again = [
+        factories.registration(factories.submission(random.Random(18)), matter_id=m, tracking_code=new_tracking_code())
+        for m in (events[0].matter_id, events[1].matter_id, events[0].matter_id)
+    ]
+    new = _registration()
+    assert len(await _route(conn, router, *again, new)) <= A_BATCH
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 6 * 3
+    assert await conn.fetchval("SELECT count(*) FROM history") == 6
 
 
 async def test_a_repeat_is_recorded_in_three_statements(conn: asyncpg.Connection) -> None:
-    statements = await _route(conn, _router(), _registration(duplicate_of=uuid.uuid4()))
-    assert len(statements) <= NEW_MATTER
-    assert [r["topic"] for r in await conn.fetch("SELECT topic FROM outbox ORDER BY id")] == ["matters.status.v1"]
+    event = _registration(duplicate_of=uuid.uuid4())
+    statements = await _route(conn, _router(), event)
+    assert len(statements) <= A_BATCH
+    assert await _topics(conn, event.matter_id) == ["matters.status.v1"]
+    assert await conn.fetchval("SELECT status FROM matters WHERE matter_id = $1", event.matter_id) == "duplicate"

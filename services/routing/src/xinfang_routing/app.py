@@ -133,9 +133,7 @@ async def _route(state: RoutingState, events: list[MatterRegisteredV2]) -> int:
     now = utc_now()
     async with state.pool.acquire() as conn, conn.transaction():
         fresh = await inbox.first_time_many(conn, [e.event_id for e in events], source=MATTERS_REGISTERED_V2.name)
-        for event in events:
-            if event.event_id in fresh:
-                await state.router.route_registered(conn, event, now)
+        await state.router.route_registered(conn, [e for e in events if e.event_id in fresh], now)
     return len(fresh)
 
 

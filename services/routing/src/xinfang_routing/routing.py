@@ -11,6 +11,7 @@ unused is closed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,6 +84,33 @@ class Change:
     reported_at: datetime | None = None
 
 
+# The matters row routing writes for a new registration (updated_at: the transaction's time), with its types.
+MATTER_COLUMNS = (
+    "matter_id", "tracking_code", "kind", "facts", "details", "personal_data", "registered_at", "status", "category",
+    "category_inferred", "category_confidence", "needs_review", "review_level", "related_matter_id", "office",
+    "unit", "office_rule", "unit_rule", "rules_version", "transferred_at", "status_at",
+)  # fmt: skip
+MATTER_TYPES = (
+    "uuid", "text", "text", "jsonb", "jsonb", "bytea", "timestamptz", "text", "text", "bool", "real", "bool", "int",
+    "uuid", "text", "text", "text", "text", "text", "timestamptz", "timestamptz",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What routing makes of one registration before anything is written: the matter's row (MATTER_COLUMNS),
+    its first lifecycle change, where it goes, the matter a review contests, and its routed event and inbox
+    message."""
+
+    event: MatterRegisteredV2
+    row: tuple[Any, ...]
+    change: Change
+    placement: Placement | None
+    related: Any
+    review_level: int
+    out: list[Outgoing]
+
+
 class Router:
     def __init__(
         self,
@@ -114,8 +142,35 @@ class Router:
             "in_sensitive_period": in_sensitive_period,
         }
 
-    async def route_registered(self, conn: asyncpg.Connection, event: MatterRegisteredV2, now: datetime) -> None:
-        """Route a registration (its personal block opened: the unit's inbox needs the petitioner)."""
+    async def route_registered(
+        self, conn: asyncpg.Connection, events: Sequence[MatterRegisteredV2], now: datetime
+    ) -> None:
+        """Route a batch of registrations (their personal blocks opened: the unit's inbox needs the petitioner):
+        each placed first, then every new matter's row, every history row and every event written in one
+        statement each. A matter already stored (the same matter under another event id) is left as it is."""
+        registrations: dict[uuid.UUID, Registration] = {}
+        for event in events:
+            if event.matter_id not in registrations:
+                registrations[event.matter_id] = await self._register(conn, event, now)
+        stored = await self._store(conn, list(registrations.values()))
+        out: list[Outgoing] = []
+        changes: list[tuple[Change, str | None]] = []
+        for registration in registrations.values():
+            if registration.event.matter_id not in stored:
+                continue  # routed already
+            if registration.related is not None and registration.placement is not None:
+                out += await self._request_made(
+                    conn, registration.related, registration.review_level, registration.event.matter_id, now
+                )
+            out += registration.out
+            changes.append((registration.change, registration.placement.office if registration.placement else None))
+        # A matter's status change after its routed event and its inbox message (the order units rely on).
+        out += await self._record_many(conn, changes)
+        await outbox.enqueue_many(conn, out)
+
+    async def _register(self, conn: asyncpg.Connection, event: MatterRegisteredV2, now: datetime) -> Registration:
+        """What routing makes of one registration, nothing written yet: only a review reads (the matter it
+        contests)."""
         personal = event.opened()
         if event.category is not None:
             category, inferred, confidence, needs_review = event.category, False, None, False
@@ -151,13 +206,7 @@ class Router:
             if placement
             else (None,) * 6
         )
-        # updated_at: the transaction's now(), as a status change (change()) sets it.
-        inserted = await conn.fetchval(
-            "INSERT INTO matters (matter_id, tracking_code, kind, facts, details, personal_data, registered_at,"
-            " status, category, category_inferred, category_confidence, needs_review, review_level,"
-            " related_matter_id, office, unit, office_rule, unit_rule, rules_version, transferred_at, status_at,"
-            " updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,now())"
-            " ON CONFLICT (matter_id) DO NOTHING RETURNING true",
+        row = (
             event.matter_id,
             personal.tracking_code,
             event.kind.value,
@@ -175,8 +224,6 @@ class Router:
             *placed,
             now,
         )
-        if not inserted:
-            return  # the same matter under another event id: routed already
         if placement is None:
             change = Change(
                 event.matter_id,
@@ -188,10 +235,8 @@ class Router:
                 action="recorded-repeat",
                 reason=str(event.duplicate_of or ""),
             )
-            await outbox.enqueue_many(conn, [await self._recorded(conn, change, None)])
-            return
+            return Registration(event, row, change, None, related, review_level, [])
         key = str(event.matter_id)
-        out = await self._request_made(conn, related, review_level, event.matter_id, now) if related else []
         routed = MatterRouted(
             matter_id=event.matter_id,
             office=Office(placement.office),
@@ -201,9 +246,9 @@ class Router:
             rule=placement.office_rule,
             routed_at=now,
         )
-        out.append(Outgoing(MATTERS_ROUTED.name, key, routed))
+        out = [Outgoing(MATTERS_ROUTED.name, key, routed)]
         if placement.unit is not None:
-            # The personal data as sealed above: no need to open it again.
+            # The personal data as opened above: no need to open what was sealed again.
             matter = {
                 "office": placement.office,
                 "kind": event.kind.value,
@@ -222,8 +267,21 @@ class Router:
             action="routed",
             rule=f"{placement.office_rule}/{placement.unit_rule}",
         )
-        out.append(await self._recorded(conn, change, placement.office))
-        await outbox.enqueue_many(conn, out)
+        return Registration(event, row, change, placement, related, review_level, out)
+
+    @staticmethod
+    async def _store(conn: asyncpg.Connection, registrations: list[Registration]) -> set[uuid.UUID]:
+        """The new matters' rows, already placed, in one statement; returns the matters stored now."""
+        if not registrations:
+            return set()
+        # updated_at: the transaction's now(), as a status change (_changed()) sets it.
+        stored = await conn.fetch(
+            f"INSERT INTO matters ({', '.join(MATTER_COLUMNS)}, updated_at)"
+            f" SELECT *, now() FROM unnest({', '.join(f'${i + 1}::{t}[]' for i, t in enumerate(MATTER_TYPES))})"
+            " ON CONFLICT (matter_id) DO NOTHING RETURNING matter_id",
+            *(list(column) for column in zip(*(r.row for r in registrations), strict=True)),
+        )
+        return {row["matter_id"] for row in stored}
 
     def _place(self, facts: dict[str, Any], related: Any, review_level: int, version: str) -> Placement:
         decision = self.rulebook.current.decide(facts)
@@ -423,38 +481,58 @@ class Router:
         )
         return await self._recorded(conn, change, office)
 
-    @staticmethod
-    async def _recorded(conn: asyncpg.Connection, change: Change, office: str | None) -> Outgoing:
+    async def _recorded(self, conn: asyncpg.Connection, change: Change, office: str | None) -> Outgoing:
         """The history row of a change the matter's row already shows; returns its status event, to publish."""
+        return (await self._record_many(conn, [(change, office)]))[0]
+
+    @staticmethod
+    async def _record_many(conn: asyncpg.Connection, changes: list[tuple[Change, str | None]]) -> list[Outgoing]:
+        """The history rows of changes the matters' rows already show (with each matter's office), in one
+        statement; returns their status events, to publish."""
+        if not changes:
+            return []
+        rows = [
+            (
+                c.matter_id,
+                c.at,
+                c.actor,
+                c.action,
+                c.previous.value if c.previous else None,
+                c.status.value,
+                office,
+                c.unit,
+                c.rule,
+                c.reason,
+                c.reported_at,
+            )
+            for c, office in changes
+        ]
         await conn.execute(
             "INSERT INTO history (matter_id, at, actor, action, from_status, to_status, office, unit, rule, reason,"
-            " reported_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-            change.matter_id,
-            change.at,
-            change.actor,
-            change.action,
-            change.previous.value if change.previous else None,
-            change.status.value,
-            office,
-            change.unit,
-            change.rule,
-            change.reason,
-            change.reported_at,
+            " reported_at) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])",
+            *(list(column) for column in zip(*rows, strict=True)),
         )
-        event = MatterStatusChanged(
-            matter_id=change.matter_id,
-            status=change.status,
-            previous_status=change.previous,
-            unit=change.unit,
-            at=change.at,
-            action=change.action,
-            opinion=change.opinion,
-            extension_days=change.extension_days,
-            office=Office(office) if office else None,
-            reason=change.reason,
-            reported_at=change.reported_at,
-        )
-        return Outgoing(MATTERS_STATUS.name, str(change.matter_id), event)
+        return [
+            Outgoing(
+                MATTERS_STATUS.name,
+                str(c.matter_id),
+                MatterStatusChanged(
+                    matter_id=c.matter_id,
+                    status=c.status,
+                    previous_status=c.previous,
+                    unit=c.unit,
+                    at=c.at,
+                    action=c.action,
+                    opinion=c.opinion,
+                    extension_days=c.extension_days,
+                    office=Office(office) if office else None,
+                    reason=c.reason,
+                    reported_at=c.reported_at,
+                ),
+            )
+            for c, office in changes
+        ]
 
     async def _related(self, conn: asyncpg.Connection, matter_id: uuid.UUID | None, code: str | None) -> Any:
         """The matter a review contests: by the id intake resolved (v2), or by the code a registration drained
