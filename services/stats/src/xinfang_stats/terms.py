@@ -4,8 +4,9 @@ the background (DOMAIN.md, "Analysis the bureau owes"). Pure: no I/O beyond load
 dictionary in the temporary directory). `TermExtractor` is built once, on first use (about 3 s).
 
 Terms of a matter, `terms_of(title, content)`: Chinese is segmented with part-of-speech tagging
-(jieba.posseg) and only nouns and noun-like words are kept (tags n, vn, nz, nt, and the domain phrases of
-data/hot-terms.toml, added to the dictionary so that each stays one term: 农民工工资, not 农民工 + 工资).
+(jieba.posseg; its HMM decoded by numpy, postag.py: jieba's output, a quarter of the cost per matter) and only
+nouns and noun-like words are kept (tags n, vn, nz, nt, and the domain phrases of data/hot-terms.toml, added to
+the dictionary so that each stays one term: 农民工工资, not 农民工 + 工资).
 Never a term: place names (tag ns, and Sichuan's divisions from the data file, with or without their suffix,
 and an unknown word ending in 省/市/区/县/镇/乡/村/...), person names (tags nr*, an unknown word that starts
 with a common surname or stands right before a title such as 书记, the word right after a cue such as 我叫),
@@ -48,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import jieba
-import jieba.posseg
 import stopwordsiso
+
+from .postag import POSTokenizer
 
 DEFAULT_DATA = Path(__file__).with_name("data") / "hot-terms.toml"
 
@@ -122,7 +124,7 @@ class TermExtractor:
         for word, tag in additions:
             freq = max(self._tokenizer.FREQ.get(word) or 0, self._tokenizer.suggest_freq(word))
             self._tokenizer.add_word(word, freq=freq, tag=tag)
-        self._pos = jieba.posseg.POSTokenizer(self._tokenizer)
+        self._pos = POSTokenizer(self._tokenizer)  # jieba.posseg's, its HMM decoded by numpy (postag.py)
         list(self._pos.cut("初始化"))  # merges the added tags into the tagger once, here, not in a request
 
     def _known_word(self, word: str) -> bool:
