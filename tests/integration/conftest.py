@@ -84,6 +84,24 @@ class Secured:
         return KafkaConnection(self.bootstrap).as_principal(name, self.passwords[name])
 
 
+async def _every_principal_signs_in(secured: Secured, within_s: float = 60.0) -> None:
+    """Waits until each principal's password is taken: the broker applies SCRAM credentials through its metadata
+    log, so a sign-in right after they were set may be refused (a test that ran first failed that way)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    for name in secured.passwords:
+        while True:
+            admin = AIOKafkaAdminClient(**secured.principal(name).aiokafka())
+            try:
+                await admin.start()
+                break
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            finally:
+                await admin.close()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(
     stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
@@ -106,6 +124,7 @@ def kafka_broker(
         passwords = {p: secrets.token_urlsafe(18) for p in principals()}
         asyncio.run(apply_security(address, passwords, acls()))
         secured = Secured(kafka.sasl_bootstrap, passwords)
+        asyncio.run(_every_principal_signs_in(secured))
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = address  # for the processes the tests start
     try:
         yield address, secured

@@ -49,12 +49,11 @@ from xinfang_shared.contracts.events import (
     DeadlineEvent,
     Event,
     MatterRegisteredV2,
-    MatterRouted,
     MatterStatus,
     MatterStatusChanged,
 )
 from xinfang_shared.contracts.reference import Category, Channel, DeadlineState, DeadlineType, Office
-from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2, MATTERS_STATUS
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_shared.workdays import CHINA
 from xinfang_stats.app import MIGRATIONS
@@ -221,6 +220,9 @@ def events(m: Matter, now: datetime) -> list[tuple[str, Event]]:
                     at=at,
                     action=action,
                     office=m.office,
+                    # The change a matter is routed by carries its routing (stats reads it there).
+                    category=m.category if action == "routed" else None,
+                    rule="test-dashboard" if action == "routed" else None,
                 ),
             )
         )
@@ -246,20 +248,6 @@ def events(m: Matter, now: datetime) -> list[tuple[str, Event]]:
         status(S.DUPLICATE, S.REGISTERED, when(0.5), "registered")
         return out
     assert m.office is not None
-    out.append(
-        (
-            MATTERS_ROUTED.name,
-            MatterRouted(
-                matter_id=m.matter_id,
-                office=m.office,
-                unit=m.unit,
-                category=m.category,
-                category_inferred=False,
-                rule="test-dashboard",
-                routed_at=when(1),
-            ),
-        )
-    )
     if m.unit is None:
         status(S.AWAITING_ASSIGNMENT, S.REGISTERED, when(1), "routed")
         return out

@@ -22,7 +22,7 @@ from tests.integration.kafka_tools import start_group_at_end
 from xinfang_intake.app import MIGRATIONS, create_asgi
 from xinfang_intake.settings import IntakeSettings
 from xinfang_intake.submissions import FastPath
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_STATUS
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.logging import JsonFormatter
 from xinfang_shared.ratelimit import rate_limit_now
@@ -32,7 +32,6 @@ KEY = "test-rate-limit-key-" + uuid.uuid4().hex
 CONSUMED = [
     *(t.name for t in CHANNEL_SUBMITTED.values()),
     MATTERS_STATUS.name,
-    MATTERS_ROUTED.name,
     DEADLINES_EVENTS.name,
 ]
 PER_MINUTE, BURST, MISS_COST = 60, 3, 3  # one token a second

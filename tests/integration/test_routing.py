@@ -389,6 +389,15 @@ async def test_every_routing_rule_on_the_pipeline(routing: Harness) -> None:
             assert routed["unit"].startswith(unit), case
             await routing.status_reaches(event.matter_id, "transferred")
             await eventually(lambda e=event, u=routed["unit"]: bool(routing.inbox(u, e.matter_id)), timeout=30)
+        # The change it is routed by says what matters.routed.v1 says (intake, notify and stats read only that one).
+        change = next(
+            orjson.loads(r.value)
+            for r in routing.tail.on(MATTERS_STATUS.name)
+            if r.key == str(event.matter_id).encode() and orjson.loads(r.value)["action"] == "routed"
+        )
+        assert [change[k] for k in ("office", "unit", "category", "rule", "at")] == [
+            routed[k] for k in ("office", "unit", "category", "rule", "routed_at")
+        ], case
     # The unit of an accusation never learns who accused.
     accusation = next(e for c, e, *_ in sent if c == "accusation")
     message = routing.inbox("dept-discipline", accusation.matter_id)[0]

@@ -1,9 +1,9 @@
 """A batch consumer does no database work for the events it does not act on (issue 18): stats folds only the
 deadline events a figure uses (an obligation overdue or met) and keeps inbox records only for those; routing acts
-only on a petitioner's request window that lapsed; supervision does not read matters.routed.v1 (the status change
-carries the office); notify and routing read deadlines.warnings.v1, not the set/met bookkeeping. A batch of
-nothing relevant acquires no connection, so it opens no transaction and writes nothing; its offsets are committed
-as any batch's."""
+only on a petitioner's request window that lapsed; no service reads matters.routed.v1 (the status change a matter
+is routed by carries its office, category and rule); notify and routing read deadlines.warnings.v1, not the
+set/met bookkeeping. A batch of nothing relevant acquires no connection, so it opens no transaction and writes
+nothing; its offsets are committed as any batch's."""
 
 from __future__ import annotations
 
@@ -18,20 +18,32 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from tests import factories
+from xinfang_intake.app import create_asgi as create_intake
+from xinfang_intake.settings import IntakeSettings
 from xinfang_notify.app import create_service as create_notify
-from xinfang_notify.registry import load_notices
+from xinfang_notify.registry import Notice, load_notices
+from xinfang_notify.rules import SPECIAL_VISIT_RULE
 from xinfang_notify.rules import Rules as NotifyRules
 from xinfang_notify.settings import NotifySettings
 from xinfang_routing.app import DeadlineSeen, _close
 from xinfang_routing.app import create_service as create_routing
 from xinfang_routing.settings import RoutingSettings
 from xinfang_shared.batching import EventBatches
-from xinfang_shared.contracts.events import DeadlineEvent
+from xinfang_shared.contracts.events import DeadlineEvent, MatterStatusChanged
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType
-from xinfang_shared.contracts.topics import BY_NAME, DEADLINE_WARNINGS, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import (
+    BY_NAME,
+    DEADLINE_WARNINGS,
+    DEADLINES_EVENTS,
+    MATTERS_ROUTED,
+    MATTERS_STATUS,
+    SERVICES,
+)
 from xinfang_shared.deadlines import DeadlineRules
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_stats import fold
+from xinfang_stats.app import create_service as create_stats
+from xinfang_stats.settings import StatsSettings
 from xinfang_supervision.app import create_service as create_supervision
 from xinfang_supervision.ledger import deadline_records
 from xinfang_supervision.settings import SupervisionSettings
@@ -171,6 +183,40 @@ def test_supervision_does_not_read_matters_routed() -> None:
     topics = service.consumed_topics
     assert MATTERS_STATUS.name in topics and MATTERS_ROUTED.name not in topics
     assert "supervision" not in BY_NAME[MATTERS_ROUTED.name].consumers
+
+
+def test_no_service_reads_matters_routed_the_routing_change_carries_it() -> None:
+    """The change a matter is routed by carries its office, unit, category and rule, so intake, notify and stats
+    read matters.status.v1 alone; matters.routed.v1 is kept for the systems written against it (and replayed
+    by the statistics' rebuild for matters an earlier release routed)."""
+    for service in (
+        create_intake(IntakeSettings(_env_file=None, environment="test"))[0],
+        create_notify(NotifySettings(_env_file=None, environment="test")),
+        create_stats(StatsSettings(_env_file=None, environment="test")),
+    ):
+        assert MATTERS_STATUS.name in service.consumed_topics
+        assert MATTERS_ROUTED.name not in service.consumed_topics
+    assert not set(SERVICES) & set(MATTERS_ROUTED.consumers) and MATTERS_ROUTED.replayers == ("stats",)
+
+
+def test_notify_plans_the_urgent_visit_notice_from_the_routing_change() -> None:
+    rules = NotifyRules(
+        load_notices(NotifySettings(_env_file=None, environment="test").notices_file), DeadlineRules.default()
+    )
+    routed = MatterStatusChanged(
+        matter_id=uuid.uuid4(),
+        status="transferred",
+        previous_status="registered",
+        unit="city-5101",
+        at=datetime.now(UTC),
+        action="routed",
+        office="guidance",
+        rule=SPECIAL_VISIT_RULE,
+        category="labor",
+    )
+    assert {p.notice for p in rules.status(routed)} == {Notice.URGENT_VISIT, Notice.TRANSFERRED}
+    for other in ({"rule": "office-8"}, {"office": "letters-1"}, {"action": "reassigned"}):
+        assert {p.notice for p in rules.status(routed.model_copy(update=other))} == {Notice.TRANSFERRED}, other
 
 
 # ---- deadlines.warnings.v1: notify and routing read the warnings, not the set/met bookkeeping ----------------

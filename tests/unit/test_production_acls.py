@@ -55,7 +55,7 @@ def test_a_channel_system_writes_its_channel_and_reads_its_own_refusals() -> Non
 def test_services_get_what_the_registry_says_and_nothing_more() -> None:
     for service in SERVICES:
         who = f"service-{service}"
-        reads = {t.name for t in CONTRACT_TOPICS if service in t.consumers}
+        reads = {t.name for t in CONTRACT_TOPICS if service in (*t.consumers, *t.replayers)}
         writes = {t.name for t in CONTRACT_TOPICS if service in t.producers and not t.retired}
         dead = {t.dlq for t in CONTRACT_TOPICS if service in t.consumers and t.has_dlq}
         assert _of(who, "READ") == reads, service

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 
 from xinfang_shared.batching import Coalescer, EventBatches
 from xinfang_shared.consuming import Lane
-from xinfang_shared.contracts.events import DeadlineEvent, Event, MatterRouted, MatterStatusChanged, Submission
+from xinfang_shared.contracts.events import DeadlineEvent, Event, MatterStatusChanged, Submission
 from xinfang_shared.contracts.reference import Channel
-from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_ROUTED, MATTERS_STATUS
+from xinfang_shared.contracts.topics import CHANNEL_SUBMITTED, DEADLINES_EVENTS, MATTERS_STATUS
 from xinfang_shared.service import Late, Service
 
 from . import lifecycle
@@ -28,7 +28,7 @@ from .submissions import FastPath
 
 E = TypeVar("E", bound=Event)
 # The consumers' names (as before: halts are kept by them).
-TRACKED = {MATTERS_STATUS.name: "status", MATTERS_ROUTED.name: "routing", DEADLINES_EVENTS.name: "deadlines"}
+TRACKED = {MATTERS_STATUS.name: "status", DEADLINES_EVENTS.name: "deadlines"}
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CHANNEL_CONSUMER = "channel topics:register"
@@ -95,7 +95,6 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
         service.consume(topic, consumer=consumer)(batches.take)
 
     track(MATTERS_STATUS.name, MatterStatusChanged, lifecycle.apply_status)
-    track(MATTERS_ROUTED.name, MatterRouted, lifecycle.apply_routed)
     track(DEADLINES_EVENTS.name, DeadlineEvent, lifecycle.apply_deadline)
 
     service.api.include_router(build_router(late, settings))

@@ -1,10 +1,8 @@
 """What intake learns back about the matters it registered, for the petitioner look-up and for repeats:
-status (and the opinion) from matters.status.v1, office and unit from matters.routed.v1, deadlines from
-deadlines.events.v1, a batch of each at a time in one transaction (in the batch's order). Each update is guarded
-by its event time, so a redelivered or late event changes nothing: the consumers are idempotent without an
-inbox. (A matter is routed again after an objection or a
-reassignment: the unit then comes with the status change, and an old routing redelivered late cannot undo
-it.)"""
+status, unit and opinion from matters.status.v1, and office and category from it as well (the change a matter
+is routed by carries them: intake does not read matters.routed.v1), deadlines from deadlines.events.v1, a batch
+of each at a time in one transaction (in the batch's order). Each update is guarded by its event time, so a
+redelivered or late event changes nothing: the consumers are idempotent without an inbox."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from xinfang_shared.contracts.events import DeadlineEvent, MatterRouted, MatterStatusChanged
+from xinfang_shared.contracts.events import DeadlineEvent, MatterStatusChanged
 
 from .registration import CONCLUDED
 
@@ -21,7 +19,9 @@ async def apply_status(conn: asyncpg.Connection, events: Sequence[MatterStatusCh
     await conn.executemany(
         "UPDATE matters SET status = $2, status_at = $3, unit = $4,"
         " opinion = coalesce($5, opinion),"
-        " concluded_at = CASE WHEN $6 THEN $3 ELSE concluded_at END"
+        " concluded_at = CASE WHEN $6 THEN $3 ELSE concluded_at END,"
+        " office = coalesce($7, office), category = coalesce($8, category),"
+        " routed_at = CASE WHEN $9 THEN $3 ELSE routed_at END"
         " WHERE matter_id = $1 AND status_at <= $3",
         [
             (
@@ -31,18 +31,12 @@ async def apply_status(conn: asyncpg.Connection, events: Sequence[MatterStatusCh
                 e.unit,
                 e.opinion.model_dump(mode="json") if e.opinion else None,
                 e.status in CONCLUDED,
+                e.office.value if e.office else None,
+                e.category.value if e.category else None,
+                e.action == "routed",
             )
             for e in events
         ],
-    )
-
-
-async def apply_routed(conn: asyncpg.Connection, events: Sequence[MatterRouted]) -> None:
-    await conn.executemany(
-        # The unit only if no later status change (a re-route, a reassignment) was applied already.
-        "UPDATE matters SET office = $2, unit = CASE WHEN status_at <= $5 THEN $3 ELSE unit END, category = $4,"
-        " routed_at = $5 WHERE matter_id = $1 AND (routed_at IS NULL OR routed_at < $5)",
-        [(e.matter_id, e.office.value, e.unit, e.category.value, e.routed_at) for e in events],
     )
 
 

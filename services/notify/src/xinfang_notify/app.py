@@ -21,13 +21,11 @@ from xinfang_shared.contracts.events import (
     DeadlineEvent,
     Event,
     MatterRegisteredV2,
-    MatterRouted,
     MatterStatusChanged,
     StatsAlert,
 )
 from xinfang_shared.contracts.topics import (
     DEADLINE_WARNINGS,
-    MATTERS_ROUTED,
     MATTERS_STATUS,
     STATS_ALERTS,
 )
@@ -158,7 +156,6 @@ def create_service(settings: NotifySettings) -> Service:
         keep=save_matters,
         parse=opened,
     )
-    consume((MATTERS_ROUTED.name,), MatterRouted, lambda state, e: state.rules.routed(e))
     consume((MATTERS_STATUS.name,), MatterStatusChanged, lambda state, e: state.rules.status(e))
     consume((DEADLINE_WARNINGS.name,), DeadlineEvent, lambda state, e: state.rules.deadline(e))
     consume((STATS_ALERTS.name,), StatsAlert, lambda state, e: state.rules.alert(e))

@@ -5,9 +5,9 @@ one matter can give several (a unit, a deadline's due time), and the template's 
 event only, never anyone's personal data (the petitioner's address is looked up when it is sent).
 
   matters.registered.v2   receipt, or repeat (duplicate of an open matter, or not accepted again)
-  matters.routed.v1       urgent-visit to guidance (a special visit: massive, unusual, to Beijing, sensitive)
-  matters.status.v1       transferred (per unit), accepted, not-accepted, opinion (with the window to ask
-                          one level up), terminated (once, on the re-review that ends the chain)
+  matters.status.v1       urgent-visit to guidance (routed by the special-visit rule: massive, unusual, to
+                          Beijing, sensitive), transferred (per unit), accepted, not-accepted, opinion (with the
+                          window to ask one level up), terminated (once, on the re-review that ends the chain)
   deadlines.warnings.v1   extended (to the petitioner), due-soon / overdue (to the unit; never for a window),
                           escalated (to the Supervision and Review Office)
   stats.alerts.v1         surge to guidance (when an alert opens)
@@ -23,7 +23,6 @@ from typing import Any
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
     MatterRegisteredV2,
-    MatterRouted,
     MatterStatus,
     MatterStatusChanged,
     StatsAlert,
@@ -88,12 +87,13 @@ class Rules:
             return self._plan(e.matter_id, Notice.REPEAT, repeat=repeat, earlier_id=earlier, at=e.registered_at)
         return self._plan(e.matter_id, Notice.RECEIPT, at=e.registered_at)
 
-    def routed(self, e: MatterRouted) -> list[Planned]:
-        if e.office == Office.GUIDANCE and e.rule == SPECIAL_VISIT_RULE:
-            return self._plan(e.matter_id, Notice.URGENT_VISIT, at=e.routed_at)
-        return []
-
     def status(self, e: MatterStatusChanged) -> list[Planned]:
+        # The change a matter is routed by names the rule (notify does not read matters.routed.v1).
+        if e.action == "routed" and e.office == Office.GUIDANCE and e.rule == SPECIAL_VISIT_RULE:
+            return self._plan(e.matter_id, Notice.URGENT_VISIT, at=e.at) + self._status(e)
+        return self._status(e)
+
+    def _status(self, e: MatterStatusChanged) -> list[Planned]:
         if e.status == S.TRANSFERRED and e.unit:
             # Told of each unit that gets the matter (a reassignment is news); of one unit once.
             return self._plan(e.matter_id, Notice.TRANSFERRED, about=e.unit, unit_code=e.unit, at=e.at)

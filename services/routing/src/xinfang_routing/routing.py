@@ -82,6 +82,9 @@ class Change:
     opinion: Any = None
     extension_days: int | None = None
     reported_at: datetime | None = None
+    # With action routed: what matters.routed.v1 says too, on the status event (its readers read only that one).
+    category: Category | None = None
+    office_rule: str | None = None
 
 
 # The matters row routing writes for a new registration (updated_at: the transaction's time), with its types.
@@ -266,6 +269,8 @@ class Router:
             actor="routing",
             action="routed",
             rule=f"{placement.office_rule}/{placement.unit_rule}",
+            category=category,
+            office_rule=placement.office_rule,
         )
         return Registration(event, row, change, placement, related, review_level, out)
 
@@ -529,6 +534,8 @@ class Router:
                     office=Office(office) if office else None,
                     reason=c.reason,
                     reported_at=c.reported_at,
+                    category=c.category,
+                    rule=c.office_rule,
                 ),
             )
             for c, office in changes

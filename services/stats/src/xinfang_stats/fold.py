@@ -35,7 +35,6 @@ from xinfang_shared.contracts.topics import (
     DEADLINES_EVENTS,
     MATTERS_RATED,
     MATTERS_REGISTERED_V2,
-    MATTERS_ROUTED,
     MATTERS_STATUS,
 )
 from xinfang_shared.inbox import first_time_many
@@ -125,27 +124,44 @@ async def registered(conn: asyncpg.Connection, events: Sequence[Registered]) -> 
     await _count(conn, counts)
 
 
+Routing = tuple[uuid.UUID, str, str, datetime, str | None]  # matter, office, category, routed at, unit
+
+
 async def routed(conn: asyncpg.Connection, events: Sequence[MatterRouted]) -> None:
-    before = await _lock(conn, [e.matter_id for e in events], "category, registered_at, region, channel, repeat")
+    """matters.routed.v1, folded only by the rebuild: the status changes an earlier release published did not
+    carry the routing (the live service takes it from the change, `status`)."""
+    await _routed(conn, [(e.matter_id, e.office.value, e.category.value, e.routed_at, e.unit) for e in events])
+
+
+async def _routed(conn: asyncpg.Connection, routings: Sequence[Routing]) -> None:
+    before = await _lock(conn, [r[0] for r in routings], "category, registered_at, region, channel, repeat")
     state = {mid: dict(r) for mid, r in before.items()}
     counts = Counter[Hour]()
-    for e in events:
-        fact = state[e.matter_id]
+    for matter, _, category, _, _ in routings:
+        fact = state[matter]
         counted = fact["registered_at"] is not None and fact["repeat"] is None
         if counted and fact["category"] is None:  # counted at registration before its category was known: moved
             hour, region, channel = hour_of(fact["registered_at"]), fact["region"], fact["channel"]
             counts[(hour, region, "unknown", channel)] -= 1
-            counts[(hour, region, e.category.value, channel)] += 1
-        fact["category"] = fact["category"] or e.category.value
+            counts[(hour, region, category, channel)] += 1
+        fact["category"] = fact["category"] or category
     await conn.executemany(
         "UPDATE facts SET office = $2, category = COALESCE(category, $3), routed_at = LEAST(routed_at, $4),"
         " unit = CASE WHEN status_at IS NULL THEN $5 ELSE unit END WHERE matter_id = $1",
-        [(e.matter_id, e.office.value, e.category.value, e.routed_at, e.unit) for e in events],
+        routings,
     )
     await _count(conn, counts)
 
 
 async def status(conn: asyncpg.Connection, events: Sequence[MatterStatusChanged]) -> None:
+    # The change a matter is routed by carries its office and category (stats does not read matters.routed.v1).
+    routings = [
+        (e.matter_id, e.office.value, e.category.value, e.at, e.unit)
+        for e in events
+        if e.action == "routed" and e.office is not None and e.category is not None
+    ]
+    if routings:
+        await _routed(conn, routings)
     await conn.executemany(
         "INSERT INTO facts (matter_id, status, status_at, unit, transferred_at, accepted_at, not_accepted_at,"
         " concluded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -220,7 +236,6 @@ Fold = Callable[[asyncpg.Connection, Any], Awaitable[None]]  # (connection, the 
 # What each topic folds into the facts (the rebuild reads them in this order).
 FOLDS: tuple[tuple[str, type[Event], Fold], ...] = (
     (MATTERS_REGISTERED_V2.name, Registered, registered),
-    (MATTERS_ROUTED.name, MatterRouted, routed),
     (MATTERS_STATUS.name, MatterStatusChanged, status),
     (DEADLINES_EVENTS.name, DeadlineEvent, deadline),
     (MATTERS_RATED.name, MatterRated, rated),

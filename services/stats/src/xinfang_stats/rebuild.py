@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from xinfang_shared.batching import isolate
-from xinfang_shared.contracts.events import Event, utc_now
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_REGISTERED_V2
+from xinfang_shared.contracts.events import Event, MatterRouted, utc_now
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED, MATTERS_REGISTERED_V2, MATTERS_ROUTED
 from xinfang_shared.db import create_pool, migrate, migration_files, quote_ident
 
 from . import fold
@@ -165,9 +165,12 @@ async def rebuild(
     await consumer.start()
     try:
         snapshot_at = utc_now()
-        # The registrations an earlier release published on the retired v1 come first (registrations.py).
+        # The registrations an earlier release published on the retired v1 come first (registrations.py), and
+        # the routings, which an earlier release's status changes did not carry (the live service reads them
+        # from the changes, and folding one twice changes nothing).
         folds: tuple[tuple[str, type[Event], fold.Fold], ...] = (
             (MATTERS_REGISTERED.name, fold.Registered, fold.registered),
+            (MATTERS_ROUTED.name, MatterRouted, fold.routed),
             *fold.FOLDS,
         )
         ends = await _ends(consumer, [settings.topic(topic) for topic, _, _ in folds])

@@ -5,7 +5,7 @@ Principals (SASL/SCRAM users): `service-<service>` for each service of the clust
 system, `channel-<channel>` for each channel system. Operators are super users and need no ACL. Everything not
 granted here is denied (allow.everyone.if.no.acl.found=false):
   - a topic's producers may write it, its consumers read it (as the registry says; a retired topic is read by
-    its consumers until it is drained, and written by nobody);
+    its consumers until it is drained, and written by nobody), and so may a service that replays it to rebuild;
   - a service may write the dead-letter topic of each topic it consumes, and read in its consumer groups
     (named `xinfang-<service>...`);
   - a unit reads its own inbox and its own rejected feedback, writes its own feedback topic, and uses consumer
@@ -94,6 +94,8 @@ def acls(prefix: str = "", topics: tuple[Topic, ...] = CONTRACT_TOPICS) -> list[
             rules.add(Acl(who, "READ", "TOPIC", name))
             if consumer in SERVICES and topic.has_dlq:
                 rules.add(Acl(who, "WRITE", "TOPIC", name + ".dlq"))
+        for replayer in topic.replayers:
+            rules.add(Acl(f"service-{replayer}", "READ", "TOPIC", name))
     for who in principals(topics):
         rules.add(Acl(who, "READ", "GROUP", prefix + group_prefix(who), prefixed=True))
     return sorted(rules)

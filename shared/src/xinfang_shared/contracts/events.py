@@ -279,6 +279,14 @@ class MatterStatusChanged(Event):
         description="With a unit's action: the time the unit said it acted, kept for the record. `at` is when its"
         " feedback reached the system, the time every deadline is judged by",
     )
+    category: Category | None = Field(
+        default=None,
+        description="With action routed: the category it was routed under (given, or inferred), as on"
+        " matters.routed.v1, so that a reader of the lifecycle need not read that topic as well",
+    )
+    rule: str | None = Field(
+        default=None, description="With action routed: the id of the office rule that matched, as on matters.routed.v1"
+    )
 
 
 class MatterRated(Event):

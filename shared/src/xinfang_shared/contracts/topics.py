@@ -48,6 +48,9 @@ class Topic:
     configs: tuple[tuple[str, str], ...] = ()
     # Why the topic is no longer written, when it is not.
     retired: str | None = None
+    # Services that read it only to rebuild what they hold from the beginning (`xinfang-stats rebuild`): no
+    # consumer group, nothing live. They may read it (ACLs), and are no consumers of it.
+    replayers: tuple[str, ...] = ()
 
     @property
     def dlq(self) -> str:
@@ -142,10 +145,13 @@ MATTERS_REGISTERED_V2 = Topic(
 MATTERS_ROUTED = Topic(
     name="matters.routed.v1",
     model=events.MatterRouted,
-    description="The office and unit a matter was routed to, with the rule that matched",
+    description="The office and unit a matter was routed to, with the rule that matched. The status change a"
+    " matter is routed by (matters.status.v1, action routed) carries the same office, unit, category and rule: the"
+    " services read that one, and this topic is kept for the systems written against it",
     producers=("routing",),
-    consumers=("notify", "stats", "intake"),
-    has_dlq=True,
+    consumers=(OPERATORS,),
+    # The routings of matters routed by an earlier release, whose status changes did not carry them.
+    replayers=("stats",),
 )
 MATTERS_RATED = Topic(
     name="matters.rated.v1",
