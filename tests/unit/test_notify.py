@@ -30,7 +30,6 @@ from xinfang_notify.store import Claimed
 from xinfang_shared.contracts.events import (
     DeadlineEvent,
     MatterRegisteredV2,
-    MatterRouted,
     MatterStatusChanged,
     Opinion,
     StatsAlert,
@@ -120,18 +119,13 @@ def test_deadlines_urge_the_unit_never_for_a_window_and_escalate_to_supervision(
 
 
 def test_a_special_visit_and_a_surge_go_to_guidance_urgently() -> None:
-    routed = MatterRouted(
-        matter_id=MATTER,
-        office="guidance",
-        unit="city-5101",
-        category="labor",
-        category_inferred=False,
-        rule="office-4-special-visit",
-        routed_at=AT,
+    # Routed to guidance by the special-visit rule, awaiting assignment there: the change says so.
+    routed = _status(
+        "awaiting-assignment", unit=None, action="routed", office="guidance", rule="office-4-special-visit"
     )
-    urgent = _only(RULES.routed(routed))
+    urgent = _only(RULES.status(routed))
     assert (urgent.notice, urgent.recipient, urgent.urgent) == (Notice.URGENT_VISIT, "guidance", True)
-    assert RULES.routed(routed.model_copy(update={"office": "reception", "rule": "office-5-visit"})) == []
+    assert RULES.status(routed.model_copy(update={"office": "reception", "rule": "office-5-visit"})) == []
     alert = StatsAlert(region_code="5134", window="PT1H", observed=60, baseline=4.2, at=AT, method="negative binomial")
     surge = _only(RULES.alert(alert))
     assert (surge.notice, surge.recipient, surge.urgent) == (Notice.SURGE, "guidance", True)
@@ -188,16 +182,8 @@ async def test_a_batch_that_plans_nothing_takes_no_connection_and_commits_nothin
         _deadline("closed", window=True),
     ]
     assert await handle(_state(pool), nothing, _each(RULES.deadline)) == 0
-    routed = MatterRouted(
-        matter_id=MATTER,
-        office="reception",
-        unit="city-5101",
-        category="labor",
-        category_inferred=False,
-        rule="office-5-visit",
-        routed_at=AT,
-    )
-    assert await handle(_state(pool), [routed], _each(RULES.routed)) == 0
+    routed = _status("awaiting-assignment", unit=None, action="routed", office="reception", rule="office-5-visit")
+    assert await handle(_state(pool), [routed], _each(RULES.status)) == 0
     assert pool.calls == []
 
 
@@ -270,19 +256,13 @@ def _claimed(p: Planned, language: Language) -> Claimed:
 def _every_notice() -> list[Planned]:
     opinion = Opinion(result="not-support", text="经核查，诉求缺乏依据。")
     alert = StatsAlert(region_code="5134", category="labor", window="PT1H", observed=60, baseline=4.2, at=AT)
-    routed = MatterRouted(
-        matter_id=MATTER,
-        office="guidance",
-        unit=None,
-        category="labor",
-        category_inferred=False,
-        rule="office-4-special-visit",
-        routed_at=AT,
+    routed = _status(
+        "awaiting-assignment", unit=None, action="routed", office="guidance", rule="office-4-special-visit"
     )
     planned = [
         *RULES.registered(_registered()),
         *RULES.registered(_registered().model_copy(update={"not_accepted_again": True})),
-        *RULES.routed(routed),
+        *RULES.status(routed),
         *RULES.status(_status("transferred")),
         *RULES.status(_status("in-review", action="accepted", unit="dept-human-resources")),
         *RULES.status(_status("not-accepted", reason="不属于本单位职责")),
