@@ -1,7 +1,8 @@
 """The outbox relay sharded by key, on the real broker and database: two relays of one schema both publish,
 every row reaches the topic and each key's events arrive in the order they were written; `shards=1` is the
 relay before sharding; a group another relay holds is retried later without a busy loop; `topic_prefix`; a pass
-over an empty outbox costs one statement, not a transaction per group."""
+over an empty outbox costs one statement, not a transaction per group; a relay woken by the buckets its
+notification names does not ask which groups have rows, and a row nobody was told of is published at the poll."""
 
 from __future__ import annotations
 
@@ -202,10 +203,10 @@ async def test_a_group_held_elsewhere_is_published_once_free_and_the_wait_is_not
         passes = 0
         publish_pass = r.relay.publish_pass
 
-        async def counted() -> tuple[int, bool]:
+        async def counted(hinted: set[int] | None = None) -> tuple[int, bool]:
             nonlocal passes
             passes += 1
-            return await publish_pass()
+            return await publish_pass(hinted)
 
         r.relay.publish_pass = counted  # type: ignore[method-assign]
         await _enqueue(box.pool, [_row(topic, k, i) for i, k in enumerate(keys)])
@@ -255,10 +256,10 @@ async def test_a_pass_over_an_empty_outbox_is_one_statement_not_a_transaction_pe
     passes = 0
     publish_pass = relay.publish_pass
 
-    async def counted() -> tuple[int, bool]:
+    async def counted(hinted: set[int] | None = None) -> tuple[int, bool]:
         nonlocal passes
         passes += 1
-        return await publish_pass()
+        return await publish_pass(hinted)
 
     relay.publish_pass = counted  # type: ignore[method-assign]
     task = asyncio.create_task(relay.run())
@@ -271,3 +272,35 @@ async def test_a_pass_over_an_empty_outbox_is_one_statement_not_a_transaction_pe
     # groups each in a transaction, and the pool's reset after each pass, would be five a pass.
     assert passes >= 10, passes
     assert passes <= commits <= passes + 10, (passes, commits)
+
+
+async def test_a_wake_up_names_its_buckets_so_the_pass_asks_nothing_and_the_poll_finds_the_rest(
+    box: Outbox, relays: RelayFactory, new_topic: TopicFactory, bootstrap: str
+) -> None:
+    topic = await new_topic("hinted", partitions=3, dlq=False)
+    r = await relays(shards=4, poll_interval_s=2.0)
+    asked = 0
+    groups_with_rows = r.relay._groups_with_rows
+
+    async def counted() -> set[int]:
+        nonlocal asked
+        asked += 1
+        return await groups_with_rows()
+
+    r.relay._groups_with_rows = counted  # type: ignore[method-assign]
+    await asyncio.sleep(2.5)  # past the first pass and a poll: from here on only wake-ups
+    asked = 0
+    for n in range(5):
+        await _enqueue(box.pool, [_row(topic, f"matter-{n}-{i}", 10 * n + i) for i in range(10)])
+        await eventually(lambda n=n: r.published == 10 * (n + 1), timeout=10)
+    assert asked <= 1, f"{asked} passes asked which groups have rows (a poll may fall in between)"
+
+    # A row written while no notification goes out (as one that came while the relay was not listening): found
+    # by the poll's question.
+    async with box.pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_notify")
+        await enqueue_many(conn, [_row(topic, "quiet", 50)])
+        await conn.execute("ALTER TABLE outbox ENABLE TRIGGER outbox_notify")
+    await eventually(_outbox_empty(box.pool), timeout=10)
+    assert asked >= 1 and r.published == 51
+    assert sorted(s for _, s in _seqs(await read_whole_topic(bootstrap, topic))) == list(range(51))

@@ -5,13 +5,16 @@ and a relay moves it to Kafka.
 the request or message that caused it even though the relay sends it later. Every instance runs a relay, and
 they share the work by key: each row falls, by its key, in one of 64 buckets (the `shard` column of shared
 migration 0002, a NULL key in bucket 0), and the buckets are split into `shards` lock groups (bucket b in group
-b % shards), one advisory lock each. A pass first asks, in one statement outside any transaction, which groups
-have rows at all (an idle pass costs that statement, not a transaction per group); then it goes round those
-groups, starting one further each pass so that two relays do not keep meeting on the same one; for each group
-whose lock it gets it publishes the group's oldest rows, in id order, in one transaction; a group another relay
-holds it leaves to that relay and looks at again on its next pass. The rows of a key are always in one group,
-and only the holder of its lock publishes them, so the events of a matter reach Kafka in the order they were
-written, whichever instance sends them; the events of different keys are not ordered. With `shards=1` there is
+b % shards), one advisory lock each. A pass takes the groups the notifications since the last pass named (the
+trigger of shared migration 0003 names the buckets a statement wrote), and the groups whose last batch was full;
+after the poll's timeout, at start and after a failure it asks instead, in one statement outside any
+transaction, which groups have rows at all (an idle pass costs that statement, not a transaction per group; on
+a busy outbox it was the costliest statement of a matter, hence the names). Then it goes round those groups,
+starting one further each pass so that two relays do not keep meeting on the same one; for each group whose
+lock it gets it publishes the group's oldest rows, in id order, in one transaction; a group another relay holds
+it leaves to that relay (told of the same rows) and looks at again at the poll. The rows of a key are always in
+one group, and only the holder of its lock publishes them, so the events of a matter reach Kafka in the order
+they were written, whichever instance sends them; the events of different keys are not ordered. With `shards=1` there is
 one lock for the schema, as before.
 
 Each transaction sends one group's batch (acks=all), waits for every acknowledgement, then deletes the rows.
@@ -150,6 +153,12 @@ class OutboxRelay:
         # The group each pass starts from: random, so relays started together seldom begin on the same one.
         self.next_group = random.randrange(shards)
         self._wake = asyncio.Event()
+        # The buckets the wake-ups since the last pass named (shared migration 0003), or None when the next pass
+        # must ask the outbox which groups have rows: at start, after the poll's timeout (a lost notification, a
+        # group another relay stopped holding), after a failure, or for a wake-up that named none.
+        self._hinted: set[int] | None = None
+        # Groups whose last batch was full: the next pass looks at them again whatever wakes it.
+        self._full: set[int] = set()
         self._stopping = False
         # The connection that listens for new rows, while `run` holds one: it also asks which groups have rows,
         # so an idle pass takes no connection from the pool (whose release costs a reset statement).
@@ -186,19 +195,23 @@ class OutboxRelay:
                         listener = await asyncpg.connect(self.dsn)
                         await listener.add_listener(self.channel, self._on_notify)
                         self._listener = listener
+                        self._hinted = None  # rows may have come while no one listened
                     if self._producer is None:
                         self._producer = self._new_producer()
                     # Cleared before the pass: rows that arrive while it runs wake the relay again at once.
                     self._wake.clear()
-                    _, more = await self.publish_pass()
+                    hinted, self._hinted = self._hinted, set()
+                    _, more = await self.publish_pass(hinted)
                     failures = 0
                     self.failing = None
                     if more:
                         continue
                     # Nothing more of ours, or only groups another relay holds: wait for new rows, or the poll
                     # (which also retries the groups of a relay that has since stopped). No busy loop.
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                    except TimeoutError:
+                        self._hinted = None
                 except (
                     PublishFailed,
                     KafkaException,
@@ -219,6 +232,7 @@ class OutboxRelay:
                         extra={"schema": self.schema, "error_type": type(exc).__name__, "retry_in_s": delay},
                     )
                     await self._drop_producer()
+                    self._hinted = None  # the failed pass's groups still have their rows
                     await asyncio.sleep(delay)
         finally:
             self._listener = None
@@ -230,7 +244,12 @@ class OutboxRelay:
         self._stopping = True
         self._wake.set()
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        buckets = [int(b) for b in payload.split(",") if b.isdigit()] if payload else []
+        if not buckets:
+            self._hinted = None  # a wake-up that names no bucket (an earlier release's trigger): ask
+        elif self._hinted is not None:
+            self._hinted.update(buckets)
         self._wake.set()
 
     def _new_producer(self) -> Producer:
@@ -259,15 +278,21 @@ class OutboxRelay:
                 producer.purge()
                 await asyncio.to_thread(producer.flush, 5)
 
-    async def publish_pass(self) -> tuple[int, bool]:
+    async def publish_pass(self, hinted: set[int] | None = None) -> tuple[int, bool]:
         """One round of the lock groups that have rows, publishing one batch of each group this relay can lock;
         returns how many rows it published and whether a group filled its batch (more may be waiting). A group
-        without rows costs nothing: no connection from the pool, no transaction, no lock."""
+        without rows costs nothing: no connection from the pool, no transaction, no lock. `hinted`: the buckets
+        the notifications named (then the groups whose last batch was full are looked at too); None: ask the
+        outbox which groups have rows."""
         producer = self._producer
         assert producer is not None
         first = self.next_group
         self.next_group = (first + 1) % self.shards
-        pending = await self._groups_with_rows()
+        if hinted is None:
+            pending = await self._groups_with_rows()
+        else:
+            pending = {b % self.shards for b in hinted} | self._full
+        self._full = set()
         sent = 0
         more = False
         skipped = False
@@ -282,7 +307,9 @@ class OutboxRelay:
                         skipped = True
                         continue
                     sent += n
-                    more = more or n == self.batch_size
+                    if n == self.batch_size:
+                        more = True
+                        self._full.add(group)
         if not sent and not skipped:
             self.backlog.set(0)
         return sent, more
