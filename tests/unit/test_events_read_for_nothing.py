@@ -76,6 +76,10 @@ class Conn:
     async def executemany(self, sql: str, rows: list[Any]) -> None:
         self.statements.append((sql, rows))
 
+    async def execute(self, sql: str, *columns: list[Any]) -> None:
+        """A statement over arrays (`unnest`): recorded as its rows."""
+        self.statements.append((sql, list(zip(*columns, strict=True))))
+
 
 class Pool:
     def __init__(self) -> None:

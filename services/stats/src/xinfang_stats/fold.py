@@ -199,16 +199,26 @@ def counted(event: DeadlineEvent) -> bool:
 
 
 async def deadline(conn: asyncpg.Connection, events: Sequence[DeadlineEvent]) -> None:
-    rows = []
+    # Per matter first (flags or'ed, met added up, as one event at a time would), then one statement in matter
+    # order.
+    per_matter: dict[uuid.UUID, tuple[bool, bool, int]] = {}
     for e in events:
         if counted(e):
             overdue, met = e.state == DeadlineState.OVERDUE, e.state == DeadlineState.MET
-            rows.append((e.matter_id, overdue, met and e.on_time is False, 1 if met else 0))
-    await conn.executemany(
-        "INSERT INTO facts (matter_id, overdue, late, met) VALUES ($1, $2, $3, $4)"
+            was = per_matter.get(e.matter_id, (False, False, 0))
+            per_matter[e.matter_id] = (was[0] or overdue, was[1] or (met and e.on_time is False), was[2] + met)
+    if not per_matter:
+        return
+    matters = sorted(per_matter)
+    await conn.execute(
+        "INSERT INTO facts (matter_id, overdue, late, met)"
+        " SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::int[])"
         " ON CONFLICT (matter_id) DO UPDATE SET overdue = facts.overdue OR EXCLUDED.overdue,"
         " late = facts.late OR EXCLUDED.late, met = facts.met + EXCLUDED.met",
-        rows,
+        matters,
+        [per_matter[m][0] for m in matters],
+        [per_matter[m][1] for m in matters],
+        [per_matter[m][2] for m in matters],
     )
 
 
@@ -223,10 +233,13 @@ async def rated(conn: asyncpg.Connection, events: Sequence[MatterRated]) -> None
 async def _count(conn: asyncpg.Connection, counts: Counter[Hour]) -> None:
     """Add to the hourly counts, in key order (the consumers lock the rows they share in one order)."""
     rows = [(*key, n) for key, n in sorted(counts.items()) if n]
-    await conn.executemany(
-        "INSERT INTO hourly (hour, region, category, channel, matters) VALUES ($1, $2, $3, $4, $5)"
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO hourly (hour, region, category, channel, matters)"
+        " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[])"
         " ON CONFLICT (hour, region, category, channel) DO UPDATE SET matters = hourly.matters + EXCLUDED.matters",
-        rows,
+        *(list(column) for column in zip(*rows, strict=True)),
     )
 
 
