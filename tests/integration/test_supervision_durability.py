@@ -102,6 +102,12 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
         last_due = await _fetchval(database, "SELECT max(due_at) FROM deadlines WHERE matter_id = ANY($1)", ids)
         now = datetime.fromisoformat((await client.get(f"http://127.0.0.1:{a.port}/v1/admin/clock")).json()["now"])
         seconds = int((last_due - now).total_seconds()) + 3600
+        # The test holds a third of the deadlines locked (the checks skip locked rows), so however fast the
+        # instances are, the kill lands before they are all overdue: the held ones go overdue only after it.
+        holder = await asyncpg.connect(database, server_settings={"search_path": "supervision"})
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM deadlines WHERE matter_id = ANY($1) FOR UPDATE", ids[-MATTERS // 3 :])
         advancing = asyncio.create_task(
             client.post(f"http://127.0.0.1:{a.port}/v1/admin/clock/advance", json={"seconds": seconds})
         )
@@ -109,9 +115,13 @@ async def test_two_instances_and_a_kill_9_give_exactly_one_overdue_per_deadline(
         async def some_overdue() -> bool:
             return await _count(database, overdue_sql, ids) >= 200
 
-        await eventually(some_overdue, timeout=120)
-        a.kill9()
-        at_kill = await _count(database, overdue_sql, ids)
+        try:
+            await eventually(some_overdue, timeout=120)
+            a.kill9()
+            at_kill = await _count(database, overdue_sql, ids)
+        finally:
+            await held.rollback()
+            await holder.close()
         with contextlib.suppress(httpx.TransportError):  # it was killed answering
             await advancing
         assert at_kill < MATTERS, "the kill came too late to test"
