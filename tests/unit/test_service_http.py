@@ -103,3 +103,35 @@ async def test_health_names_a_halt_at_once_though_its_pings_are_reused_for_a_sec
         assert pings == 1, "the pings of a second ago are reused"
     finally:
         service._relay_task.cancel()
+
+
+async def test_requests_are_counted_by_route_template_and_status_never_by_path() -> None:
+    service = _service()
+
+    @service.api.get("/v1/matters/{tracking_code}")
+    async def matter(tracking_code: str) -> dict[str, str]:
+        if tracking_code == "boom":
+            raise RuntimeError("a defect")
+        return {"code": tracking_code}
+
+    transport = httpx.ASGITransport(app=service.api, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/v1/matters/XF-SECRET-1")).status_code == 200
+        assert (await client.get("/v1/matters/XF-SECRET-2")).status_code == 200
+        assert (await client.get("/v1/matters/boom")).status_code == 500
+        assert (await client.get("/wp-admin/XF-SECRET-3")).status_code == 404
+        assert (await client.get("/health/live")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    requests = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("xinfang_http_requests_total{")
+    }
+    assert requests == {
+        'xinfang_http_requests_total{method="GET",route="/v1/matters/{tracking_code}",status="200"}': 2.0,
+        'xinfang_http_requests_total{method="GET",route="/v1/matters/{tracking_code}",status="500"}': 1.0,
+        'xinfang_http_requests_total{method="GET",route="<unmatched>",status="404"}': 1.0,
+    }, "probes and scrapes are not counted; a path (which can hold a tracking code) is never a label"
+    assert "XF-SECRET" not in metrics
+    assert 'xinfang_http_request_seconds_count{method="GET",route="/v1/matters/{tracking_code}"} 3.0' in metrics
+    assert "process_cpu_seconds_total" in metrics and "python_gc_objects_collected_total" in metrics

@@ -150,6 +150,11 @@ class OutboxRelay:
                 " SELECT shard FROM b WHERE shard IS NOT NULL"
             )
         self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
+        # For /metrics only (a scrape, not a pass): how many rows wait, and since when the oldest.
+        self._measure = (
+            f"SELECT count(*) AS n, extract(epoch FROM now() - (SELECT created_at FROM {table} ORDER BY id LIMIT 1))"
+            f" AS age FROM {table}"
+        )
         # The group each pass starts from: random, so relays started together seldom begin on the same one.
         self.next_group = random.randrange(shards)
         self._wake = asyncio.Event()
@@ -173,6 +178,11 @@ class OutboxRelay:
             "xinfang_outbox_publish_failures", "Relay batches that failed and were retried", registry=registry
         )
         self.backlog = Gauge("xinfang_outbox_backlog", "Outbox rows not yet published", registry=registry)
+        self.oldest = Gauge(
+            "xinfang_outbox_oldest_age_seconds",
+            "How long the oldest row not yet published has waited (0 with none)",
+            registry=registry,
+        )
 
     def problem(self, grace_s: float = 10.0, *, detail: bool = True) -> str | None:
         """Why publishing has been failing for more than `grace_s` (a blip is not a problem), or None; without
@@ -295,7 +305,6 @@ class OutboxRelay:
         self._full = set()
         sent = 0
         more = False
-        skipped = False
         if pending:
             async with self.pool.acquire() as conn:
                 for i in range(self.shards):
@@ -303,16 +312,20 @@ class OutboxRelay:
                     if group not in pending:
                         continue
                     n = await self._publish_group(conn, producer, group)
-                    if n is None:
-                        skipped = True
+                    if n is None:  # another relay holds the group
                         continue
                     sent += n
                     if n == self.batch_size:
                         more = True
                         self._full.add(group)
-        if not sent and not skipped:
-            self.backlog.set(0)
         return sent, more
+
+    async def measure(self) -> None:
+        """Set the backlog gauges from the table (a scrape-time probe)."""
+        row = await self.pool.fetchrow(self._measure)
+        assert row is not None
+        self.backlog.set(row["n"])
+        self.oldest.set(float(row["age"] or 0))
 
     async def _groups_with_rows(self) -> set[int]:
         """The groups with rows in the outbox now, in one statement and no transaction of ours. It only says

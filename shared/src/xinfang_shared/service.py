@@ -10,22 +10,24 @@ the consumer and the outbox relay; `/health` reports on them and on any consumer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +40,7 @@ from .dlq_limit import DeadLetterLimit, Halts
 from .inbox import prune_inbox
 from .logging import configure_logging
 from .messaging import TRANSIENT_ERRORS, DeadLetter, RetryPolicy, build_broker
+from .observability import HttpMetrics, Probe, ScrapeProbes, committed_offsets, lags, register_process_metrics
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import configure_tracing, instrument_asyncpg
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 Hook = Callable[["Service"], Awaitable[None]]
 # How long a background loop has to finish once asked to stop (within the pods' grace period).
 BACKGROUND_STOP_S = 15.0
+# Probes and scrapes: not measured as requests (a probe every few seconds would drown the figures).
+OPS_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 S = TypeVar("S")
 
 
@@ -191,6 +196,16 @@ class Service:
             settings.service_name, settings.otel_exporter_otlp_endpoint, record=settings.traces_recorded
         )
         self.metrics = CollectorRegistry()
+        register_process_metrics(self.metrics)
+        self.http_metrics = HttpMetrics(self.metrics, skip=OPS_PATHS)
+        self.scrape = ScrapeProbes(self.metrics)
+        self._lag = Gauge(
+            "xinfang_consumer_lag",
+            "Records of a partition this instance reads not yet committed by its group (end offset - committed)",
+            ["group", "topic", "partition"],
+            registry=self.metrics,
+        )
+        self._admin: AIOKafkaAdminClient | None = None
         retry = RetryPolicy(
             settings.consumer_max_attempts, settings.consumer_backoff_initial_s, settings.consumer_backoff_max_s
         )
@@ -244,14 +259,17 @@ class Service:
                 "tracer_provider": self.tracer_provider,
                 "metrics": False,
                 "logs": False,
-                "exclude": lambda scope: scope.get("path") in ("/health", "/metrics"),
+                "exclude": lambda scope: scope.get("path") in OPS_PATHS,
             },
         )
+        self.api.add_middleware(self.http_metrics.middleware)
         self.api.add_exception_handler(RequestValidationError, _validation_errors)
         self.api.add_exception_handler(StarletteHTTPException, _http_errors)
         self.api.add_exception_handler(FieldRefused, _refused)
         self.api.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
+        self.api.add_api_route("/health/live", self._live, methods=["GET"], tags=["ops"])
+        self.api.add_api_route("/health/ready", self._ready, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["ops"])
         self._add_consumer_routes()
 
@@ -388,6 +406,8 @@ class Service:
             topic_prefix=s.topic_prefix,
         )
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
+        self.scrape.add("outbox", self.relay.measure)
+        self.scrape.add("consumer lag", self._measure_lag)
         # Halts stored by an earlier run (or another instance) hold before the first record is read.
         await self.halts.start(self._pool)
         self.background("inbox-pruning", self._prune_inbox())
@@ -418,6 +438,10 @@ class Service:
                 except (TimeoutError, asyncio.CancelledError):
                     log.warning("the outbox relay did not stop in 15 s; cancelled (unsent rows stay in the outbox)")
         finally:
+            if self._admin is not None:
+                admin, self._admin = self._admin, None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(admin.close(), 5)
             if self._pool is not None:
                 pool, self._pool = self._pool, None
                 try:
@@ -446,6 +470,30 @@ class Service:
         if body["status"] != "ok":
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return body
+
+    async def _live(self, response: Response) -> dict[str, Any]:
+        """Liveness: the event loop answers, and no loop of the process has died (a dead consumer loop or relay
+        never comes back by itself: a restart does). The broker or the database away is not a reason to
+        restart: that is readiness."""
+        dead = [name for name, loop in self._loops.items() if loop.problem() == "down"]
+        if self._relay_task is not None and self._relay_task.done():
+            dead.append("outbox relay")
+        if dead:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            return {"service": self.settings.service_name, "status": "down", "dead": sorted(dead)}
+        return {"service": self.settings.service_name, "status": "ok"}
+
+    async def _ready(self, response: Response) -> dict[str, Any]:
+        """Readiness: PostgreSQL and Kafka answer (pings reused for a second, as /health's). A halted consumer
+        or a slow relay is not a reason to take the instance out of service: /health names those."""
+        now = asyncio.get_running_loop().time()
+        if self._pings is None or now - self._pings[0] > 1.0:
+            self._pings = (now, await self._ping())
+        checks = {name: ("ok" if state == "ok" else state.split(":")[0]) for name, state in self._pings[1].items()}
+        ready = all(state == "ok" for state in checks.values())
+        if not ready:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"service": self.settings.service_name, "status": "ok" if ready else "unready", "checks": checks}
 
     def _is_operator(self, request: Request) -> bool:
         key = bearer_token(request.headers.get("authorization"))
@@ -498,8 +546,53 @@ class Service:
                 log.warning("the inbox could not be pruned; will retry", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self.settings.inbox_prune_interval_s)
 
+    def on_scrape(self, name: str, probe: Probe) -> None:
+        """A gauge set by a query each time /metrics is read (observability.py)."""
+        self.scrape.add(name, probe)
+
+    def gauge_by(self, name: str, documentation: str, label: str, sql: str, *, every: Iterable[str] = ()) -> None:
+        """A gauge with one label, set at each scrape from `sql`'s rows (label, value); each of `every` is 0
+        when no row names it (a series that vanished would look like one that stopped reporting)."""
+        gauge = Gauge(name, documentation, [label], registry=self.metrics)
+        always = tuple(every)
+
+        async def probe() -> None:
+            rows = await self.pool.fetch(sql)
+            gauge.clear()
+            for value in always:
+                gauge.labels(value).set(0)
+            for row in rows:
+                gauge.labels(str(row[0])).set(row[1])
+
+        self.on_scrape(name, probe)
+
     async def _metrics(self) -> Response:
+        await self.scrape.run()
         return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    async def _measure_lag(self) -> None:
+        """The lag of the partitions this instance holds: summed over the instances, the group's (each partition
+        is held by one member), which is what KEDA scales on. Committed offsets from the group coordinator (one
+        request), end offsets from the partitions' leaders."""
+        consumers = [loop.consumer for loop in self._loops.values() if loop.consumer is not None]
+        ends: dict[Any, int] = {}
+        for consumer in consumers:
+            assigned = list(consumer.assignment())
+            if assigned:
+                ends |= await consumer.end_offsets(assigned)
+        committed = {}
+        if ends:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    **self.settings.kafka.aiokafka(), client_id=f"xinfang-{self.settings.service_name}-metrics"
+                )
+                await admin.start()
+                self._admin = admin
+            group = self.settings.consumer_group
+            committed = committed_offsets(await self._admin.list_consumer_group_offsets(group, partitions=list(ends)))
+        self._lag.clear()
+        for p in lags(self.settings.consumer_group, committed, ends):
+            self._lag.labels(p.group, p.topic, str(p.partition)).set(p.lag)
 
     def _add_consumer_routes(self) -> None:
         operator = self.operator()

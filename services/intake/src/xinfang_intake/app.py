@@ -100,7 +100,7 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
     service.api.include_router(build_router(late, settings))
     service.document_schemas(Submission)
     if fast_path if fast_path is not None else not service.recording:
-        return service, FastPath(service.api, late, settings.max_message_bytes)
+        return service, FastPath(service.api, late, settings.max_message_bytes, service.http_metrics)
     return service, service.api
 
 

@@ -11,6 +11,7 @@ span), goes to FastAPI.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from xinfang_shared.batching import ItemFailed, Overloaded
 from xinfang_shared.contracts.events import FieldError
 from xinfang_shared.dlq_limit import ConsumerHalted
 from xinfang_shared.messaging import TRANSIENT_ERRORS
+from xinfang_shared.observability import HttpMetrics
 from xinfang_shared.service import ErrorList, bearer_token
 
 from .ingest import unstorable
@@ -123,15 +125,17 @@ def _prepare(state: IntakeState, submission: Any) -> Prepared:
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, current: Callable[[], IntakeState], max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, current: Callable[[], IntakeState], max_bytes: int, metrics: HttpMetrics) -> None:
         self.app = app
         self.current = current
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         body = await self._body(receive)
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         try:
@@ -146,6 +150,7 @@ class FastPath:
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+        self.metrics.observe("POST", PATH, reply.status, time.perf_counter() - started)
 
     async def _body(self, receive: Receive) -> bytes:
         """The body, or its first max_bytes + 1 bytes (enough for validation to call it too large)."""

@@ -81,6 +81,14 @@ async def handle(state: State, events: list[E], plan: Planner[E], keep: Keeper[E
 
 def create_service(settings: NotifySettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang notify")
+    service.gauge_by(
+        "notify_notices_waiting",
+        "Notices not yet sent: pending (due or retrying) and held (quiet hours); what became of the others is"
+        " xinfang_notices",
+        "status",
+        "SELECT status, count(*) FROM notifications WHERE status IN ('pending', 'held') GROUP BY status",
+        every=("pending", "held"),
+    )
     late: Late[State] = Late("notify")
     pools: list[asyncpg.Pool] = []
     # Checked at start-up: a notice table or contact registry that does not load stops the service.

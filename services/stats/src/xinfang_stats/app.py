@@ -29,6 +29,12 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def create_service(settings: StatsSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang stats")
+    service.gauge_by(
+        "stats_surge_alerts_open",
+        "Surge alerts open now, by the window they were raised in",
+        "window",
+        "SELECT window_, count(*) FROM alerts WHERE state = 'open' GROUP BY window_",
+    )
     late: Late[asyncpg.Pool] = Late("stats")
 
     @service.on_start

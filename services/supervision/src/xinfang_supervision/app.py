@@ -45,6 +45,13 @@ class Registered(Event):
 
 def create_service(settings: SupervisionSettings) -> Service:
     service = Service(settings, migrations=MIGRATIONS, title="xinfang supervision")
+    service.gauge_by(
+        "supervision_open_deadlines",
+        "Open deadlines (windows included) by how far the scheduler has taken them",
+        "stage",
+        "SELECT stage, count(*) FROM deadlines WHERE open GROUP BY stage",
+        every=("set", "due-soon", "overdue", "escalated"),
+    )
     late: Late[SupervisionState] = Late("supervision")
 
     @service.on_start
