@@ -146,6 +146,10 @@ async def test_a_gauge_from_a_query_and_liveness_apart_from_readiness(database: 
         assert (live.status_code, live.json()["status"]) == (200, "ok")
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
 
+        # Kafka away: still ready (every route writes to the database and its outbox), and it says so.
+        service._pings = (asyncio.get_running_loop().time(), {"database": "ok", "kafka": "down"})
+        kafka_away = await _get(service, "/health/ready")
+        assert kafka_away.status_code == 200 and kafka_away.json()["checks"]["kafka"] == "down"
         # The database away (its pool closed under it): not ready, but alive (a restart would not mend it).
         assert service._pool is not None
         await service._pool.close()

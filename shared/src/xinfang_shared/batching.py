@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import ConsumerRecord
 
+from . import tracing
 from .contracts.events import Event
 from .crashpoints import crash_point
 from .dlq_limit import ConsumerHalted, DeadLetterLimit
@@ -238,6 +239,7 @@ class EventBatches(Generic[E]):
             except ValueError as exc:
                 unreadable[position] = exc
                 continue
+            tracing.note_event(record, event.event_id)
             events.setdefault(event.event_id, (position, event))
         kept = list(events.values())
 

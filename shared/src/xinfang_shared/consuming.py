@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from opentelemetry.trace import SpanKind, TracerProvider
+from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .dlq_limit import ConsumerHalted, DeadLetterLimit, Halts
 from .kafka_auth import KafkaConnection
 from .messaging import POISON_ERRORS, TRANSIENT_ERRORS, DeadLetter, RetryPolicy
+from .tracing import traced_records
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,8 @@ class ConsumerLoop:
         while True:
             attempt += 1
             try:
-                with self._span(registration, records):
+                # The batch's span (its SQL under it), and a span per record in the record's own trace.
+                with self._span(registration, records), traced_records(self._tracer, records, self.group_id):
                     await registration.take(records)
             except ConsumerHalted:
                 return False
@@ -270,13 +272,17 @@ class ConsumerLoop:
         for topic, count in topics.items():
             self.metrics.consumed.labels(topic).inc(count)
 
+    @property
+    def _tracer(self) -> Tracer | None:
+        return None if self.tracer_provider is None else self.tracer_provider.get_tracer(__name__)
+
     def _span(self, registration: Registration, records: list[ConsumerRecord[Any, Any]]) -> Any:
-        if self.tracer_provider is None:
+        tracer = self._tracer
+        if tracer is None:
             return contextlib.nullcontext()
-        tracer = self.tracer_provider.get_tracer(__name__)
         return tracer.start_as_current_span(
-            f"{registration.consumer} process",
-            kind=SpanKind.CONSUMER,
+            f"{registration.consumer} batch",
+            kind=SpanKind.INTERNAL,
             attributes={
                 "messaging.system": "kafka",
                 "messaging.operation.type": "process",

@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from . import tracing
+
 
 async def first_time(conn: asyncpg.Connection, event_id: uuid.UUID, source: str) -> bool:
     inserted = await conn.fetchval(
@@ -21,6 +23,8 @@ async def first_time(conn: asyncpg.Connection, event_id: uuid.UUID, source: str)
         event_id,
         source,
     )
+    if not inserted:
+        tracing.mark_redelivered([event_id])
     return bool(inserted)
 
 
@@ -32,7 +36,10 @@ async def first_time_many(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUI
         ids,
         source,
     )
-    return {r["event_id"] for r in rows}
+    fresh = {r["event_id"] for r in rows}
+    if len(fresh) < len(ids):
+        tracing.mark_redelivered(i for i in ids if i not in fresh)
+    return fresh
 
 
 async def prune_inbox(pool: asyncpg.Pool, keep: timedelta, *, batch: int = 10_000) -> int:

@@ -1,21 +1,24 @@
 """Transactional outbox: what a service publishes is written in the same transaction as its domain change,
 and a relay moves it to Kafka.
 
-`enqueue` stores the event with the current W3C trace context in its headers, so the trace continues from
-the request or message that caused it even though the relay sends it later. Every instance runs a relay, and
-they share the work by key: each row falls, by its key, in one of 64 buckets (the `shard` column of shared
-migration 0002, a NULL key in bucket 0), and the buckets are split into `shards` lock groups (bucket b in group
-b % shards), one advisory lock each. A pass takes the groups the notifications since the last pass named (the
-trigger of shared migration 0003 names the buckets a statement wrote), and the groups whose last batch was full;
-after the poll's timeout, at start and after a failure it asks instead, in one statement outside any
-transaction, which groups have rows at all (an idle pass costs that statement, not a transaction per group; on
-a busy outbox it was the costliest statement of a matter, hence the names). Then it goes round those groups,
-starting one further each pass so that two relays do not keep meeting on the same one; for each group whose
-lock it gets it publishes the group's oldest rows, in id order, in one transaction; a group another relay holds
-it leaves to that relay (told of the same rows) and looks at again at the poll. The rows of a key are always in
-one group, and only the holder of its lock publishes them, so the events of a matter reach Kafka in the order
-they were written, whichever instance sends them; the events of different keys are not ordered. With `shards=1` there is
-one lock for the schema, as before.
+Each row stores the W3C trace context of the work that wrote it in its headers (tracing.py: the record it came
+from in a batch consumer, the request that submitted it, or the context current when it was written), so the
+trace continues from what caused it even though the relay sends it later; with spans recorded, the relay makes
+a `send <topic>` span per row under that context, and the record carries the send span's context.
+
+Every instance runs a relay, and they share the work by key: each row falls, by its key, in one of 64 buckets (the
+`shard` column of shared migration 0002, a NULL key in bucket 0), and the buckets are split into `shards` lock
+groups (bucket b in group b % shards), one advisory lock each. A pass takes the groups the notifications since the
+last pass named (the trigger of shared migration 0003 names the buckets a statement wrote), and the groups whose
+last batch was full; after the poll's timeout, at start and after a failure it asks instead, in one statement
+outside any transaction, which groups have rows at all (an idle pass costs that statement, not a transaction per
+group; on a busy outbox it was the costliest statement of a matter, hence the names). Then it goes round those
+groups, starting one further each pass so that two relays do not keep meeting on the same one; for each group whose
+lock it gets it publishes the group's oldest rows, in id order, in one transaction; a group another relay holds it
+leaves to that relay (told of the same rows) and looks at again at the poll. The rows of a key are always in one
+group, and only the holder of its lock publishes them, so the events of a matter reach Kafka in the order they were
+written, whichever instance sends them; the events of different keys are not ordered. With `shards=1` there is one
+lock for the schema, as before.
 
 Each transaction sends one group's batch (acks=all), waits for every acknowledgement, then deletes the rows.
 If Kafka is unreachable the transaction rolls back and the rows wait; `LISTEN/NOTIFY` wakes the relay as soon
@@ -35,17 +38,19 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from confluent_kafka import KafkaError as DeliveryError
 from confluent_kafka import KafkaException, Message, Producer
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel
 
+from . import tracing
 from .crashpoints import crash_point
 from .db import quote_ident
 from .kafka_auth import KafkaConnection
@@ -66,15 +71,12 @@ class Outgoing:
     key: str | None
     # The event, or its JSON already serialised (a hot path that built it from validated parts).
     event: BaseModel | bytes
+    # The trace context the row carries to Kafka (W3C headers); None: tracing.py decides (the batch's record
+    # with this key, or the context current when it is written).
+    context: Mapping[str, str] | None = None
 
     def value(self) -> bytes:
         return self.event if isinstance(self.event, bytes) else self.event.model_dump_json().encode()
-
-
-def _headers() -> dict[str, str]:
-    carrier: dict[str, str] = {"content-type": "application/json"}
-    propagate.inject(carrier)
-    return carrier
 
 
 async def enqueue(conn: asyncpg.Connection, topic: str, event: BaseModel, *, key: str | None) -> None:
@@ -86,14 +88,14 @@ async def enqueue_many(conn: asyncpg.Connection, items: Sequence[Outgoing]) -> N
     """One statement for the lot (one round trip, and one NOTIFY to the relay)."""
     if not items:
         return
+    contexts = tracing.carriers([(i.key, i.context) for i in items])
     await conn.execute(
         "INSERT INTO outbox (topic, key, value, headers)"
-        " SELECT topic, key, value, $4::jsonb"
-        " FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u(topic, key, value)",
+        " SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[])",
         [i.topic for i in items],
         [i.key.encode() if i.key is not None else None for i in items],
         [i.value() for i in items],
-        _headers(),
+        [{"content-type": "application/json", **c} for c in contexts],
     )
 
 
@@ -114,6 +116,7 @@ class OutboxRelay:
         metrics: CollectorRegistry | None = None,
         shards: int = 1,
         topic_prefix: str = "",
+        tracer: Tracer | None = None,
     ) -> None:
         if not 1 <= shards <= BUCKETS:
             raise ValueError(f"shards must be between 1 and {BUCKETS}, not {shards}")
@@ -126,6 +129,7 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.shards = shards
         self.topic_prefix = topic_prefix
+        self.tracer = tracer
         table = f"{quote_ident(schema)}.outbox"
         columns = "id, topic, key, value, headers"
         if shards == 1:
@@ -359,23 +363,51 @@ class OutboxRelay:
                     failed.append(error)
 
             prefix = self.topic_prefix
+            spans: list[Span] = []
             for r in rows:
+                headers = r["headers"]
+                if self.tracer is not None:
+                    span, headers = self._send_span(prefix + r["topic"], headers)
+                    spans.append(span)
                 producer.produce(
                     prefix + r["topic"],
                     value=r["value"],
                     key=r["key"],
-                    headers=list(r["headers"].items()),
+                    headers=list(headers.items()),
                     on_delivery=on_delivery,
                 )
             # Delete only what Kafka acknowledged; any failure rolls the whole batch back to retry.
             unsent = await asyncio.to_thread(producer.flush, 60)
             if failed or unsent:
                 reason = failed[0].str() if failed else "not acknowledged in 60 s"
+                for span in spans:
+                    span.set_status(Status(StatusCode.ERROR, "not acknowledged"))
+                    span.end()
                 raise PublishFailed(f"{len(failed) or unsent} of {len(rows)} events: {reason}")
+            for span in spans:
+                span.end()
             crash_point("relay.acked")  # every event acknowledged, the rows not yet deleted (crashpoints.py)
             await conn.execute(self._delete, [r["id"] for r in rows])
         self.published.inc(len(rows))
         return len(rows)
+
+    def _send_span(self, topic: str, headers: Mapping[str, str]) -> tuple[Span, dict[str, str]]:
+        """A PRODUCER span under the row's stored context, and the headers with the span's context instead."""
+        assert self.tracer is not None
+        span = self.tracer.start_span(
+            f"send {topic}",
+            context=propagate.extract(headers),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": topic,
+            },
+        )
+        sent = {k: v for k, v in headers.items() if k not in tracing.TRACE_HEADERS}
+        propagate.inject(sent, context=trace.set_span_in_context(span))
+        return span, sent
 
 
 def bucket_of(key: bytes | None) -> int:

@@ -404,6 +404,7 @@ class Service:
             shards=s.outbox_shards,
             metrics=self.metrics,
             topic_prefix=s.topic_prefix,
+            tracer=self.tracer_provider.get_tracer("xinfang.outbox") if self.recording else None,
         )
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{s.service_name}-outbox-relay")
         self.scrape.add("outbox", self.relay.measure)
@@ -484,13 +485,16 @@ class Service:
         return {"service": self.settings.service_name, "status": "ok"}
 
     async def _ready(self, response: Response) -> dict[str, Any]:
-        """Readiness: PostgreSQL and Kafka answer (pings reused for a second, as /health's). A halted consumer
-        or a slow relay is not a reason to take the instance out of service: /health names those."""
+        """Readiness: whether this instance can serve its HTTP API, which needs PostgreSQL. Kafka is pinged and
+        reported too (pings reused for a second, as /health's), but does not decide: every route writes to the
+        database and its outbox, never to Kafka, so an instance taken out of service in a Kafka outage would
+        refuse submissions it could have kept. A halted consumer or a slow relay does not decide either: /health
+        and the alerts name those."""
         now = asyncio.get_running_loop().time()
         if self._pings is None or now - self._pings[0] > 1.0:
             self._pings = (now, await self._ping())
         checks = {name: ("ok" if state == "ok" else state.split(":")[0]) for name, state in self._pings[1].items()}
-        ready = all(state == "ok" for state in checks.values())
+        ready = checks["database"] == "ok"
         if not ready:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"service": self.settings.service_name, "status": "ok" if ready else "unready", "checks": checks}

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiokafka import ConsumerRecord
 
-from xinfang_shared import inbox, outbox
+from xinfang_shared import inbox, outbox, tracing
 from xinfang_shared.batching import isolate
 from xinfang_shared.contracts.events import FieldError, Submission, SubmissionRejected, utc_now
 from xinfang_shared.contracts.reference import Channel
@@ -87,7 +87,8 @@ class Intake:
         for record in records:
             try:
                 submission = self.validated(record.value or b"", topic_channel=self.channel_of[record.topic])
-                checked.append(_Checked(record, self.registrar.prepare(submission)))
+                prepared = self.registrar.prepare(submission, trace=tracing.record_carrier(record))
+                checked.append(_Checked(record, prepared))
             except Invalid as exc:
                 checked.append(_Checked(record, exc.errors))
             except Exception as exc:
@@ -124,6 +125,8 @@ class Intake:
     async def _commit(self, part: Sequence[_Checked]) -> _Tally:
         """Register a part of a lane in one transaction: the valid ones, and the refusals of the others."""
         positions = {position_id(c.record): c for c in part}
+        for pid, c in positions.items():
+            tracing.note_event(c.record, pid)
         async with self.pool.acquire() as conn, conn.transaction():
             # Positions already processed (a redelivery after a crash) are skipped as a whole.
             fresh = await inbox.first_time_many(conn, positions, source="channel-topics")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -79,6 +80,8 @@ class Prepared:
     petitioner_key: bytes
     fingerprint: list[int]
     sealed: bytes
+    # The trace context of the request or record that brought it (tracing.py), for its registered event.
+    trace: Mapping[str, str] | None = None
 
     @property
     def idempotency_key(self) -> tuple[str, str]:
@@ -118,7 +121,7 @@ class Registrar:
         self.repeats = repeats
         self.deadlines = deadlines
 
-    def prepare(self, submission: Submission) -> Prepared:
+    def prepare(self, submission: Submission, *, trace: Mapping[str, str] | None = None) -> Prepared:
         as_json = submission.model_dump(mode="json")
         canonical = orjson.dumps(as_json, option=orjson.OPT_SORT_KEYS)
         personal = {"petitioner": as_json["petitioner"], "representatives": as_json["representatives"]}
@@ -130,6 +133,7 @@ class Registrar:
             petitioner_key=self.match_keys.match_key(petitioner.id_number, petitioner.name),
             fingerprint=fingerprint(submission.title, submission.content),
             sealed=self.vault.seal(personal),
+            trace=trace,
         )
 
     async def register(self, conn: asyncpg.Connection, batch: list[Prepared], *, now: datetime) -> list[Outcome]:
@@ -176,7 +180,7 @@ class Registrar:
                 earlier[p.petitioner_key].append(_Earlier(matter_id, p.fingerprint, status))
             rows.append(_row(p, matter_id, code, status, duplicate_of, again, related_id, now))
             event = self._registered_event(p, matter_id, code, now, duplicate_of, again, related_id)
-            events.append(outbox.Outgoing(MATTERS_REGISTERED_V2.name, str(matter_id), event))
+            events.append(outbox.Outgoing(MATTERS_REGISTERED_V2.name, str(matter_id), event, context=p.trace))
             outcomes[i] = Outcome(Result.REGISTERED, matter_id, code, status.value)
 
         inserted = await self._insert(conn, rows)

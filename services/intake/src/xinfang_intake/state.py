@@ -22,3 +22,4 @@ class IntakeState:
     keys: ChannelKeys
     coalescer: Coalescer[Prepared, Outcome]
     http_limit: DeadLetterLimit  # the coalescer's: HTTP submissions that fail alone
+    recording: bool = False  # spans are recorded: a request's trace context goes with its submission

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from xinfang_shared import tracing
 from xinfang_shared.batching import ItemFailed, Overloaded
 from xinfang_shared.contracts.events import FieldError
 from xinfang_shared.dlq_limit import ConsumerHalted
@@ -117,7 +118,8 @@ def _prepare(state: IntakeState, submission: Any) -> Prepared:
     """Hash, seal and fingerprint; a value validation let through that cannot be prepared fails this request
     alone (ItemFailed), unless too many have lately (the registration path's dead-letter limit)."""
     try:
-        return state.registrar.prepare(submission)
+        # The request's trace context goes with it into the coalesced flush (another task) and its event.
+        return state.registrar.prepare(submission, trace=tracing.current_carrier() if state.recording else None)
     except Exception as exc:
         if state.http_limit.admit([True], exc):
             raise ItemFailed(exc) from exc
