@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import importlib.util
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -73,10 +72,12 @@ SECRETS: dict[str, tuple[str, str]] = {
 }
 # Keys a Secret may leave out (the setting then keeps its default): the old transport keys exist only during a rotation.
 OPTIONAL_SECRETS = frozenset({"personal_data_transport_old_keys"})
-# Settings that are secret but set otherwise: the channel key is the local stack's (production's channel systems get
-# theirs with `xinfang-intake keys add`); the units' keys come whole from one Secret (envFrom, UNIT_API_KEY_<unit>);
-# the Kafka password from the service's KafkaUser Secret.
+# A secret setting production leaves unset: the local stack's channel key (production's channel systems get theirs
+# with `xinfang-intake keys add`).
 NOT_IN_PRODUCTION = frozenset({"channel_api_key"})
+# Secret settings set otherwise: the Kafka password from the service's KafkaUser Secret, the units' keys whole from
+# one Secret (envFrom: UNIT_API_KEY_<unit>, which routing's settings gather).
+SET_OTHERWISE = frozenset({"kafka_sasl_password", "unit_api_keys"})
 UNIT_API_KEYS = "xinfang-unit-api-keys"
 # Settings that are not SecretStr yet carry a credential (user:password@ in the URL): from a Secret as well.
 SECRET_STRINGS: dict[str, dict[str, tuple[str, str]]] = {"notify": {"smtp_url": ("xinfang-notify", "SMTP_URL")}}
@@ -110,8 +111,8 @@ def settings_class(service: str) -> type[ServiceSettings]:
 
 
 def _is_secret(annotation: Any) -> bool:
-    text = repr(annotation)
-    return annotation is SecretStr or "SecretStr" in text
+    """SecretStr, or one inside a type (`SecretStr | None`, `list[SecretStr]`, `dict[str, SecretStr]`)."""
+    return annotation is SecretStr or "SecretStr" in repr(annotation)
 
 
 def service(name: str) -> Service:
@@ -119,9 +120,7 @@ def service(name: str) -> Service:
     # Defaults only (no environment, no validation): the port and the consumer group every deployment gets.
     defaults = cls.model_construct()
     secret_fields = tuple(
-        field
-        for field, info in cls.model_fields.items()
-        if _is_secret(info.annotation) and field not in ("kafka_sasl_password", "unit_api_keys")
+        field for field, info in cls.model_fields.items() if _is_secret(info.annotation) and field not in SET_OTHERWISE
     )
     return Service(
         name=name,
@@ -752,7 +751,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except subprocess.CalledProcessError as error:
-        sys.exit(error.returncode)
+    main()

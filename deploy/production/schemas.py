@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The shared documents sit beside the clone (../shared); XINFANG_SHARED names them elsewhere.
 SHARED = Path(os.environ.get("XINFANG_SHARED", ROOT.parent / "shared"))
 CRDS = SHARED / "k8s-crds"
-# The Kubernetes release whose built-in schemas the manifests are checked against (a directory of
-# kubernetes-validate: v<version>-local-strict). The oldest release the manifests use nothing newer than.
+# The Kubernetes release whose built-in schemas the manifests are checked against (kubernetes-validate's
+# v<version>-local-strict): the oldest the manifests are meant for (the preStop sleep action is GA in 1.34).
 KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.34.0")
 KUBECONFORM = ROOT / ".local" / "bin" / "kubeconform"
 
