@@ -71,3 +71,7 @@ else
   node "$dashboard/vendor.cjs" "$ROOT/services/stats/src/xinfang_stats/static/vendor" >>"$LOGS/npm-dashboard.log" 2>&1 \
     || die "could not copy the dashboard's vendor files; see $LOGS/npm-dashboard.log"
 fi
+
+# kubeconform, which make test runs over the production manifests (deploy/production): built from the Go module
+# proxy into .local/bin, once per version (deploy/local/kubeconform.sh).
+bash "$ROOT/deploy/local/kubeconform.sh"
