@@ -6,11 +6,17 @@ import os
 
 import pytest
 
+from tests import infra
 from xinfang_shared.telemetry import configure_tracing
 
 # Settings default to production (which refuses the dev secrets); every tier runs as a test deployment, and
 # the service processes the tests start inherit it.
 os.environ.setdefault("ENVIRONMENT", "test")
+
+
+def pytest_report_header() -> str:
+    """Which Kafka and PostgreSQL the integration tier uses (tests/infra.py)."""
+    return infra.describe()
 
 
 @pytest.fixture(scope="session", autouse=True)

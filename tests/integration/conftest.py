@@ -1,4 +1,10 @@
-"""Integration tier: the real Kafka broker and PostgreSQL of deploy/local (started once, reused if up)."""
+"""Integration tier: a real Kafka broker and a real PostgreSQL.
+
+Where a Docker engine answers, they are containers (testcontainers: Kafka in KRaft mode, PostgreSQL 17), started
+for the session and removed after it; otherwise (these machines) PostgreSQL of deploy/local (started once, reused
+if up) and a private Kafka broker from the stack's jars, secured as the stack's is. The session's header says
+which (`infrastructure: ...`); `TEST_INFRA=local` forces the local scripts. The containers' Kafka has no SCRAM
+listener: the tests of the broker's ACLs skip there, as with TEST_KAFKA_BOOTSTRAP_SERVERS."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Producer
 
+from tests.infra import INFRA
 from xinfang_shared.contracts.acls import acls, principals
 from xinfang_shared.contracts.topics import topics_to_create
 from xinfang_shared.kafka_admin import apply_security, ensure_topics
@@ -54,11 +61,18 @@ def _credentials() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> dict[str, str]:
-    """PostgreSQL (and the stack's Kafka) up, starting them if needed; returns the local credentials."""
+def stack() -> Iterator[dict[str, str]]:
+    """PostgreSQL (and, locally, the stack's Kafka) up, starting them if needed; the credentials, of which the
+    tests read DATABASE_URL (an administrator's)."""
+    if INFRA == "testcontainers":
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17-alpine", driver=None) as postgres:
+            yield {"DATABASE_URL": postgres.get_connection_url()}
+        return
     if not (_port_open(9092) and _port_open(5432) and CREDENTIALS.exists()):
         subprocess.run(["bash", str(ROOT / "deploy/local/infra.sh"), "up"], check=True)
-    return _credentials()
+    yield _credentials()
 
 
 def _idempotent_producer_acknowledged(bootstrap: str) -> None:
@@ -113,6 +127,13 @@ def kafka_broker(
     from tests.integration.private_kafka import PrivateKafka  # here: it imports this module
 
     given = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    container = None
+    if not given and INFRA == "testcontainers":
+        from testcontainers.community.kafka import KafkaContainer
+
+        container = KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft()
+        container.start()
+        given = container.get_bootstrap_server()
     kafka = None if given else PrivateKafka(tmp_path_factory.mktemp("kafka"), heap="1g", sasl=True)
     if kafka is not None:
         kafka.start()
@@ -129,6 +150,8 @@ def kafka_broker(
     try:
         yield address, secured
     finally:
+        if container is not None:
+            container.stop()
         if kafka is not None:
             kafka.stop()
             shutil.rmtree(kafka.home, ignore_errors=True)
