@@ -1,6 +1,6 @@
 """Creates every topic in the registry (and its .dlq) with its partitions and settings; sets the settings of those
 that exist; never gives a keyed topic more partitions (its keys would lose their order: reported instead).
-Idempotent. Usage: uv run python deploy/local/topics.py [--prefix P] [--delete]
+Idempotent. Usage: uv run python deploy/local/topics.py [--prefix P] [--delete] [--replication-factor N]
 
 With a prefix (or TOPIC_PREFIX), the topics of that namespace (`P` + each name), as the services name them when
 run with the same TOPIC_PREFIX; `--delete` removes a namespace's topics again (a benchmark's or a chaos run's,
@@ -23,6 +23,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--prefix", default=os.environ.get("TOPIC_PREFIX", ""), help="a namespace (TOPIC_PREFIX)")
     parser.add_argument("--delete", action="store_true", help="delete the namespace's topics")
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=int(os.environ.get("TOPIC_REPLICATION_FACTOR", "1")),
+        help="replicas of each topic created (TOPIC_REPLICATION_FACTOR; 1 on a one-broker stack)",
+    )
     args = parser.parse_args()
     kafka = KafkaConnection.from_env()
     wanted = {args.prefix + name: spec for name, spec in topics_to_create().items()}
@@ -32,7 +38,7 @@ def main() -> None:
         deleted = asyncio.run(delete_topics(kafka, list(wanted)))
         print(f"[xinfang] topics: {len(deleted)} of namespace {args.prefix!r} deleted", file=sys.stderr)
         return
-    done = asyncio.run(ensure_topics(kafka, wanted))
+    done = asyncio.run(ensure_topics(kafka, wanted, replication_factor=args.replication_factor))
     namespace = f" (namespace {args.prefix!r})" if args.prefix else ""
     print(
         f"[xinfang] topics{namespace}: {len(wanted)} in the registry, {len(done.created)} created,"

@@ -43,9 +43,13 @@ def _spec(wanted: int | TopicSpec) -> TopicSpec:
     return TopicSpec(wanted, keyed=False) if isinstance(wanted, int) else wanted
 
 
-async def ensure_topics(kafka: str | KafkaConnection, wanted: Mapping[str, int | TopicSpec]) -> TopicsEnsured:
-    """Creates the topics of `wanted` that are missing (with their configs), sets the configs of those that exist,
-    and gives an unkeyed topic the partitions it lacks; a keyed one is reported in `short`. Idempotent."""
+async def ensure_topics(
+    kafka: str | KafkaConnection, wanted: Mapping[str, int | TopicSpec], *, replication_factor: int = 1
+) -> TopicsEnsured:
+    """Creates the topics of `wanted` that are missing (with their configs and `replication_factor`: 1 on the
+    one-broker stacks here; a production cluster creates them from the KafkaTopic resources of deploy/production
+    with 3), sets the configs of those that exist, and gives an unkeyed topic the partitions it lacks; a keyed one
+    is reported in `short`. Idempotent."""
     specs = {name: _spec(w) for name, w in wanted.items()}
     admin = AIOKafkaAdminClient(**_connection(kafka).aiokafka(), client_id="xinfang-topics")
     await admin.start()
@@ -59,7 +63,7 @@ async def ensure_topics(kafka: str | KafkaConnection, wanted: Mapping[str, int |
                     NewTopic(
                         name,
                         num_partitions=specs[name].partitions,
-                        replication_factor=1,
+                        replication_factor=replication_factor,
                         topic_configs=dict(specs[name].configs),
                     )
                     for name in missing
