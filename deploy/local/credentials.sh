@@ -20,6 +20,7 @@ ensure ENVIRONMENT local
 ensure KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:$KAFKA_PORT"
 ensure CHANNEL_API_KEY "$(secret)"
 ensure OPERATOR_API_KEY "$(secret)"
+ensure CONSOLE_API_KEY "$(secret)"
 ensure PERSONAL_DATA_KEY "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
 ensure PERSONAL_DATA_TRANSPORT_KEY "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
 ensure PERSONAL_DATA_HASH_KEY "$(secret)"

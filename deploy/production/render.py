@@ -63,6 +63,7 @@ POSTGRES_CA_DIR = "/etc/xinfang/postgres-ca"
 # the render, so a new secret cannot be forgotten.
 SECRETS: dict[str, tuple[str, str]] = {
     "operator_api_key": ("xinfang-operator", "OPERATOR_API_KEY"),
+    "console_api_key": ("xinfang-console", "CONSOLE_API_KEY"),
     "personal_data_key": ("xinfang-personal-data", "PERSONAL_DATA_KEY"),
     "personal_data_transport_key": ("xinfang-personal-data", "PERSONAL_DATA_TRANSPORT_KEY"),
     "personal_data_transport_old_keys": ("xinfang-personal-data", "PERSONAL_DATA_TRANSPORT_OLD_KEYS"),
@@ -70,8 +71,9 @@ SECRETS: dict[str, tuple[str, str]] = {
     "sms_access_key": ("xinfang-notify", "SMS_ACCESS_KEY"),
     "sms_receipt_token": ("xinfang-notify", "SMS_RECEIPT_TOKEN"),
 }
-# Keys a Secret may leave out (the setting then keeps its default): the old transport keys exist only during a rotation.
-OPTIONAL_SECRETS = frozenset({"personal_data_transport_old_keys"})
+# Keys a Secret may leave out (the setting then keeps its default): the old transport keys exist only during a rotation;
+# the console's key only once the console is deployed (without it no request names a person).
+OPTIONAL_SECRETS = frozenset({"personal_data_transport_old_keys", "console_api_key"})
 # A secret setting production leaves unset: the local stack's channel key (production's channel systems get theirs
 # with `xinfang-intake keys add`).
 NOT_IN_PRODUCTION = frozenset({"channel_api_key"})

@@ -204,7 +204,9 @@ async def test_a_petitioner_s_sms_waits_out_quiet_hours_then_goes_once(pipeline:
     """Runs first: quiet hours (here: from a minute before the module started to QUIET_FOR after) hold it."""
     answer = await pipeline.submit(with_email=False)
     held = await pipeline.notice(answer["matter_id"], "receipt", status="held")
-    assert (held["channel"], held["recipient_kind"]) == ("sms", "petitioner") or held["channel"] is None
+    phone = answer["petitioner"]["phone"]
+    assert (held["channel"], held["recipient_kind"]) == ("sms", "petitioner"), "a held notice names its channel"
+    assert held["address"] == phone[:3] + "****" + phone[-4:], "and its address, masked"
     assert not pipeline.sms_to(answer["petitioner"]["phone"])
     assert datetime.now(CHINA) < pipeline.quiet_until, "the test ran too late to see the hold"
     sent = await pipeline.notice(answer["matter_id"], "receipt", status="delivered", timeout=120)

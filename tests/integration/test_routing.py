@@ -50,6 +50,7 @@ from xinfang_shared.telemetry import add_span_processor, configure_tracing
 from xinfang_shared.tracking import new_tracking_code
 
 OPERATOR = "operator-" + uuid.uuid4().hex
+CONSOLE = "console-" + uuid.uuid4().hex
 UNIT_KEYS = {"city-5101": "k5101-" + uuid.uuid4().hex, "city-5103": "k5103-" + uuid.uuid4().hex}
 
 
@@ -180,6 +181,7 @@ async def routing(database: str, bootstrap: str, tmp_path_factory: pytest.TempPa
             kafka_bootstrap_servers=bootstrap,
             kafka_group_id=group,
             operator_api_key=SecretStr(OPERATOR),
+            console_api_key=SecretStr(CONSOLE),
             routing_rules_file=rules_file,
             outbox_poll_interval_s=0.2,
             unit_api_keys={u: SecretStr(k) for u, k in UNIT_KEYS.items()},
@@ -691,3 +693,55 @@ async def test_zz_no_personal_data_reached_logs_or_spans(routing: Harness) -> No
         for secret in routing.people.values:
             assert secret.encode() not in bytes(row["personal_data"] or b""), "sealed"
             assert secret not in row["details"]
+
+
+def _person(user: str, role: str, office: str | None = None) -> dict[str, str]:
+    """What the console sends for a signed-in person (its own key, and who)."""
+    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
+    return headers | ({"X-Staff-Office": office} if office else {})
+
+
+async def test_staff_act_only_on_their_office_s_matters_and_only_the_console_names_a_person(routing: Harness) -> None:
+    event = await routing.register(location=None)  # no location: letters-2's manual queue
+    await routing.status_reaches(event.matter_id, "awaiting-assignment")
+    matter, queue = f"/v1/matters/{event.matter_id}", "/v1/queues/letters-2"
+    assign = {"unit": "city-5103", "reason": "地址在自贡"}
+    stranger = _person("wang.other", "clerk", "online")
+    leader = _person("zhao.leader", "leader")
+    clerk, head = _person("li.clerk", "clerk", "letters-2"), _person("chen.head", "head", "letters-2")
+    http = routing.http
+
+    # Another office's clerk neither sees nor acts; a leader reads and changes nothing.
+    assert (await http.get(queue, headers=stranger)).status_code == 403
+    assert (await http.get(matter, headers=stranger)).status_code == 403
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=stranger)).status_code == 403
+    led = await http.get(queue, headers=leader)
+    assert led.status_code == 200 and str(event.matter_id) in {q["matter_id"] for q in led.json()}
+    assert (await http.get(matter, headers=leader)).status_code == 200
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=leader)).status_code == 403
+
+    # Nobody but the console names a person: not with the operator key, a unit's key, or no key.
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    forged = {"X-Staff-User": "li.clerk", "X-Staff-Role": "clerk", "X-Staff-Office": "letters-2"}
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=operator | forged)).status_code == 403
+    unit = {"Authorization": f"Bearer {UNIT_KEYS['city-5103']}"}
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=unit | forged)).status_code == 401
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=forged)).status_code == 401
+    # The console's key names a person, or nothing happens.
+    nameless = {"Authorization": f"Bearer {CONSOLE}"}
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=nameless)).status_code == 422
+    bad_office = _person("li.clerk", "clerk", "nowhere")
+    assert (await http.post(f"{matter}/reassign", json=assign, headers=bad_office)).status_code == 422
+    assert (await routing.view(event.matter_id))["status"] == "awaiting-assignment", "nothing above changed it"
+
+    # The office's clerk assigns it from the queue; history names the person.
+    assigned = await http.post(f"{matter}/reassign", json=assign, headers=clerk)
+    assert assigned.status_code == 200, assigned.text
+    last = (await routing.view(event.matter_id))["history"][-1]
+    assert (last["actor"], last["action"], last["unit"]) == ("staff:li.clerk", "reassigned", "city-5103")
+    # Transferred now: moving it to another unit is for the office's head.
+    again = {"unit": "city-5101", "reason": "实为成都事项"}
+    assert (await http.post(f"{matter}/reassign", json=again, headers=clerk)).status_code == 403
+    moved = await http.post(f"{matter}/reassign", json=again, headers=head)
+    assert moved.status_code == 200, moved.text
+    assert (await routing.view(event.matter_id))["history"][-1]["actor"] == "staff:chen.head"

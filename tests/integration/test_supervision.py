@@ -58,6 +58,7 @@ from xinfang_supervision.app import create_service as create_supervision
 from xinfang_supervision.settings import SupervisionSettings
 
 OPERATOR = "operator-" + uuid.uuid4().hex
+CONSOLE = "console-" + uuid.uuid4().hex
 # The units the matters here go to, whose refusals (each on its own topic) the tests read.
 REFUSED_TO = ("city-5101", "dept-human-resources", REVIEW_OFFICE_UNIT)
 AUTH = {"Authorization": f"Bearer {OPERATOR}"}
@@ -195,6 +196,7 @@ async def pipeline(database: str, bootstrap: str) -> AsyncIterator[Pipeline]:
             "database_url": database,
             "kafka_bootstrap_servers": bootstrap,
             "operator_api_key": SecretStr(OPERATOR),
+            "console_api_key": SecretStr(CONSOLE),
             "outbox_poll_interval_s": 0.2,
             "_env_file": None,
         }
@@ -589,3 +591,27 @@ async def test_zz_no_personal_data_reached_logs_or_spans(pipeline: Pipeline) -> 
     for row in sealed:
         for secret in pipeline.people.values:
             assert secret.encode() not in bytes(row["personal_data"] or b"") and secret not in row["details"]
+
+
+async def test_a_hearing_is_paused_only_by_the_staff_of_the_matter_s_office_and_history_names_them(
+    pipeline: Pipeline,
+) -> None:
+    matter, _ = await _re_review_in_hand(pipeline)  # in the Supervision and Review Office
+    path = f"/v1/matters/{matter}/deadlines/re-review/pause"
+    hearing = {"reason": "听证会 2026-12-09"}
+
+    def person(user: str, role: str, office: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
+        return headers | ({"X-Staff-Office": office} if office else {})
+
+    assert (await pipeline.http.post(path, json=hearing, headers=person("wang", "clerk", "online"))).status_code == 403
+    assert (await pipeline.http.post(path, json=hearing, headers=person("zhao", "leader"))).status_code == 403
+    forged = AUTH | {"X-Staff-User": "xu", "X-Staff-Role": "clerk", "X-Staff-Office": "supervision"}
+    assert (await pipeline.http.post(path, json=hearing, headers=forged)).status_code == 403
+    paused = await pipeline.http.post(path, json=hearing, headers=person("xu", "clerk", "supervision"))
+    assert paused.status_code == 200, paused.text
+    await pipeline.reaches(matter, "re-review", "paused")
+    details = await pipeline.supervision.pool.fetch(
+        "SELECT detail FROM deadline_history WHERE matter_id = $1 AND state = 'paused'", matter
+    )
+    assert [d["detail"] for d in details] == ["staff:xu: 听证会 2026-12-09"], "one pause, by the office's clerk"

@@ -43,6 +43,7 @@ from .messaging import TRANSIENT_ERRORS, DeadLetter, RetryPolicy, build_broker
 from .observability import HttpMetrics, Probe, ScrapeProbes, committed_offsets, lags, register_process_metrics
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .staff import actor_dependency
 from .telemetry import configure_tracing, instrument_asyncpg
 
 log = logging.getLogger(__name__)
@@ -624,6 +625,15 @@ class Service:
             if not await self.halts.resume(consumer, x_operator):
                 raise HTTPException(status.HTTP_409_CONFLICT, f"consumer '{consumer}' is not halted")
             return {"consumer": consumer, "state": self.halts.limits[consumer].describe()}
+
+    def actor(self) -> Any:
+        """A FastAPI dependency giving who acts (staff.Actor): an operator, or a person the console names."""
+        console = self.settings.console_api_key
+        return Depends(
+            actor_dependency(
+                self.settings.operator_api_key.get_secret_value(), console.get_secret_value() if console else None
+            )
+        )
 
     def operator(self) -> Any:
         """A FastAPI dependency that admits only the operator key (Authorization: Bearer <key>)."""

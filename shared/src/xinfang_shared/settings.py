@@ -119,6 +119,10 @@ class ServiceSettings(KafkaSettings):
     )
 
     operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    console_api_key: SecretStr | None = Field(
+        default=None,
+        description="The console's own credential: only with it are X-Staff-* (the person acting) believed (staff.py)",
+    )
 
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="The largest HTTP request body any route reads (413 beyond it)"

@@ -228,7 +228,9 @@ class Sender:
         if target.via == Via.SMS and not n.urgent and n.recipient_kind == RecipientKind.PETITIONER:
             quiet_until = self.quiet_until(now)
             if quiet_until is not None:
-                await store.later(self.pool, n, quiet_until, status="held", counts=False)
+                await store.later(
+                    self.pool, n, quiet_until, status="held", counts=False, channel=Via.SMS.value, masked=target.masked
+                )
                 self.outcomes.labels("sms", "held").inc()
                 return
         lease = self.settings.send_lease_s

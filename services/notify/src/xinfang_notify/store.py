@@ -199,11 +199,15 @@ async def later(
     status: str = "pending",
     reason: str | None = None,
     counts: bool = True,
+    channel: str | None = None,
+    masked: str | None = None,
 ) -> None:
-    """Try again at `at` (held: waiting out quiet hours). An attempt that did not count is given back."""
+    """Try again at `at` (held: waiting out quiet hours, its channel and masked address already known, so the
+    list of notices names them). An attempt that did not count is given back."""
     await pool.execute(
         "UPDATE notifications SET status = $3, next_attempt_at = $4, last_error = COALESCE($5, last_error),"
-        " lease_until = NULL, attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END, updated_at = now()"
+        " lease_until = NULL, attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END, updated_at = now(),"
+        " channel = COALESCE($7, channel), address_masked = COALESCE($8, address_masked)"
         " WHERE id = $1 AND attempts = $2",
         n.id,
         n.attempts,
@@ -211,6 +215,8 @@ async def later(
         at,
         reason,
         counts,
+        channel,
+        masked,
     )
 
 

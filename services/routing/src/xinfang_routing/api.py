@@ -8,14 +8,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, field_errors, utc_now
 from xinfang_shared.contracts.reference import UNITS, Office
-from xinfang_shared.contracts.values import ONE_LINE, UNIT_CODE, Text
+from xinfang_shared.contracts.values import UNIT_CODE, Text
 from xinfang_shared.service import ErrorList, Service, error_response
+from xinfang_shared.staff import Actor
 
 from .feedback import Refusal, Refused
 from .state import RoutingState
@@ -83,20 +84,21 @@ class QueueEntry(BaseModel):
 
 def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    operator = service.operator()
+    acting = service.actor()
 
     @router.get(
         "/matters/{matter_id}",
         response_model=MatterView,
-        dependencies=[operator],
         tags=["operators"],
-        responses={404: {"description": "No such matter"}},
+        responses={403: {"description": "Not a matter of the person's office"}, 404: {"description": "No such matter"}},
     )
-    async def matter(matter_id: uuid.UUID) -> MatterView:
+    async def matter(matter_id: uuid.UUID, who: Annotated[Actor, acting]) -> MatterView:
+        """A matter with its history: to operators, leaders and the staff of the office it is in."""
         state = current()
         row = await state.pool.fetchrow("SELECT * FROM matters WHERE matter_id = $1", matter_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+        who.require(who.may_read(row["office"]), "read a matter of another office")
         history = await state.pool.fetch(
             "SELECT at, actor, action, from_status, to_status, office, unit, rule, reason, reported_at FROM history"
             " WHERE matter_id = $1 ORDER BY id",
@@ -121,9 +123,9 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
     @router.post(
         "/matters/{matter_id}/reassign",
         response_model=Reassigned,
-        dependencies=[operator],
         tags=["operators"],
         responses={
+            403: {"description": "Not this person's to assign (another office; a transferred matter: heads only)"},
             404: {"description": "No such matter"},
             409: {"description": "Not reassignable now"},
             422: {"model": ErrorList},
@@ -132,10 +134,10 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
     async def reassign(
         matter_id: uuid.UUID,
         body: Reassign,
-        x_operator: Annotated[
-            str | None, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who reassigns (audit)")
-        ] = None,
+        who: Annotated[Actor, acting],
     ) -> Reassigned | JSONResponse:
+        """Assign a matter waiting in its office's queue to a unit (a clerk of the office may), or move a
+        transferred one to another unit (its head)."""
         if body.unit not in UNITS:
             return error_response(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -145,9 +147,13 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         state = current()
         now = utc_now()
         async with state.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT status FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id)
+            row = await conn.fetchrow("SELECT status, office FROM matters WHERE matter_id = $1 FOR UPDATE", matter_id)
             if row is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+            if row["status"] == MatterStatus.AWAITING_ASSIGNMENT:
+                who.require(who.may_change(row["office"]), "assign a matter of another office")
+            else:
+                who.require(who.may_send_out(row["office"]), "reassign a transferred matter (a head of its office may)")
             reassignable = {MatterStatus.AWAITING_ASSIGNMENT, MatterStatus.TRANSFERRED, MatterStatus.OBJECTED}
             if row["status"] not in reassignable:
                 raise HTTPException(status.HTTP_409_CONFLICT, f"a matter that is {row['status']} is not reassigned")
@@ -156,7 +162,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
                 matter_id,
                 body.unit,
                 now,
-                actor=f"operator:{x_operator or 'unnamed'}",
+                actor=who.recorded,
                 action="reassigned",
                 rule="manual-reassignment",
                 reason=body.reason,
@@ -167,11 +173,12 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
     @router.get(
         "/queues/{office}",
         response_model=list[QueueEntry],
-        dependencies=[operator],
         tags=["operators"],
         summary="An office's manual-assignment queue",
+        responses={403: {"description": "Another office's queue"}},
     )
-    async def queue(office: Office) -> list[QueueEntry]:
+    async def queue(office: Office, who: Annotated[Actor, acting]) -> list[QueueEntry]:
+        who.require(who.may_read(office), "read another office's queue")
         rows = await current().pool.fetch(
             "SELECT m.matter_id, m.tracking_code, m.registered_at, m.category,"
             " (SELECT reason FROM history h WHERE h.matter_id = m.matter_id ORDER BY id DESC LIMIT 1) AS reason"

@@ -7,14 +7,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from xinfang_shared.contracts.events import FieldError, utc_now
 from xinfang_shared.contracts.reference import DeadlineType, Office
-from xinfang_shared.contracts.values import ONE_LINE, UNIT_CODE, Text
+from xinfang_shared.contracts.values import UNIT_CODE, Text
 from xinfang_shared.service import ErrorList, Service, error_response
+from xinfang_shared.staff import Actor
 
 from . import store
 from .clock import MAX_ADVANCE_S, ClockRefused
@@ -94,6 +95,7 @@ _LISTED_STAGES = {"due-soon": ["due-soon"], "overdue": ["overdue", "escalated"],
 def build_router(service: Service, current: Callable[[], SupervisionState]) -> APIRouter:
     router = APIRouter(prefix="/v1")
     operator = service.operator()
+    acting = service.actor()
 
     @router.get(
         "/matters/{matter_id}/deadlines",
@@ -188,13 +190,15 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         )
 
     async def hearing(
-        matter_id: uuid.UUID, deadline: DeadlineType, operator_name: str, reason: str, pause: bool
+        matter_id: uuid.UUID, deadline: DeadlineType, who: Actor, reason: str, pause: bool
     ) -> MatterDeadlines:
         state = current()
+        office = await state.pool.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter_id)
+        who.require(who.may_change(office), "pause or resume a hearing of another office's matter")
         try:
             async with state.pool.acquire() as conn, conn.transaction():
                 now = await state.clock.now(conn)
-                why = f"{operator_name}: {reason}"
+                why = f"{who.recorded}: {reason}"
                 await store.hearing(conn, state.rules, matter_id, deadline, now, why, pause=pause)
         except Refusal as refusal:
             raise HTTPException(refusal.code, refusal.message) from None
@@ -203,9 +207,9 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
     @router.post(
         "/matters/{matter_id}/deadlines/{deadline}/pause",
         response_model=MatterDeadlines,
-        dependencies=[operator],
         tags=["operators"],
         responses={
+            403: {"description": "Not a matter of the person's office (or a leader: reads only)"},
             404: {"description": "No such deadline"},
             409: {"description": "Not running, already paused or not pausable"},
         },
@@ -214,30 +218,29 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
         matter_id: uuid.UUID,
         deadline: DeadlineType,
         body: Hearing,
-        x_operator: Annotated[
-            str, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who pauses it (audited)")
-        ],
+        who: Annotated[Actor, acting],
     ) -> MatterDeadlines:
         """Pause a deadline for a hearing: the time until it is resumed is not counted."""
-        return await hearing(matter_id, deadline, x_operator, body.reason, pause=True)
+        return await hearing(matter_id, deadline, who, body.reason, pause=True)
 
     @router.post(
         "/matters/{matter_id}/deadlines/{deadline}/resume",
         response_model=MatterDeadlines,
-        dependencies=[operator],
         tags=["operators"],
-        responses={404: {"description": "No such deadline"}, 409: {"description": "Not paused"}},
+        responses={
+            403: {"description": "Not a matter of the person's office (or a leader: reads only)"},
+            404: {"description": "No such deadline"},
+            409: {"description": "Not paused"},
+        },
     )
     async def resume(
         matter_id: uuid.UUID,
         deadline: DeadlineType,
         body: Hearing,
-        x_operator: Annotated[
-            str, Header(min_length=1, max_length=100, pattern=ONE_LINE, description="Who resumes it (audited)")
-        ],
+        who: Annotated[Actor, acting],
     ) -> MatterDeadlines:
         """Resume a paused deadline: its due time moves by the time it was paused."""
-        return await hearing(matter_id, deadline, x_operator, body.reason, pause=False)
+        return await hearing(matter_id, deadline, who, body.reason, pause=False)
 
     if service.settings.supervision_clock == "controlled":  # type: ignore[attr-defined]
 
