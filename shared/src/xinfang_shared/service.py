@@ -188,8 +188,11 @@ class _TooLarge(BaseException):
 
 
 class Service:
-    def __init__(self, settings: ServiceSettings, *, migrations: Path, title: str) -> None:
+    def __init__(self, settings: ServiceSettings, *, migrations: Path, title: str, messaging: bool = True) -> None:
+        """`messaging` False: a service that neither reads nor writes Kafka (the console): no broker, no outbox
+        relay, no consumers, and its health does not ask for Kafka."""
         self.settings = settings
+        self.messaging = messaging
         self.migrations = migrations
         configure_logging(settings.service_name, settings.log_level, settings.log_format)
         crashpoints.announce(settings.environment)  # XINFANG_CRASH_AT: armed, or ignored in production
@@ -395,8 +398,20 @@ class Service:
             max_size=s.database_pool_max,
             command_timeout_s=s.database_command_timeout_s,
         )
+        if self.messaging:
+            await self._start_messaging()
+        for hook in self._on_start:
+            await hook(self)
+        if self.messaging:
+            await self.broker.start()
+            for loop in self._loops.values():
+                await loop.start()
+        log.info("service started", extra={"port": s.http_port})
+
+    async def _start_messaging(self) -> None:
+        s, pool = self.settings, self.pool
         self.relay = OutboxRelay(
-            pool=self._pool,
+            pool=pool,
             dsn=s.database_url,
             schema=s.db_schema,
             kafka=s.kafka,
@@ -411,28 +426,24 @@ class Service:
         self.scrape.add("outbox", self.relay.measure)
         self.scrape.add("consumer lag", self._measure_lag)
         # Halts stored by an earlier run (or another instance) hold before the first record is read.
-        await self.halts.start(self._pool)
+        await self.halts.start(pool)
         self.background("inbox-pruning", self._prune_inbox())
-        for hook in self._on_start:
-            await hook(self)
-        await self.broker.start()
-        for loop in self._loops.values():
-            await loop.start()
-        log.info("service started", extra={"port": s.http_port})
 
     async def stop(self) -> None:
         """Stops consuming, then the hooks, the relay and the pool; a step that fails or times out does not
         keep the later ones from running."""
         try:
             await asyncio.gather(*(loop.stop() for loop in self._loops.values()))
-            await self.broker.stop()
+            if self.messaging:
+                await self.broker.stop()
             await self._stop_background()
             for hook in reversed(self._on_stop):
                 try:
                     await hook(self)
                 except Exception:
                     log.exception("a stop hook failed")
-            await self.halts.stop()
+            if self.messaging:
+                await self.halts.stop()
             if self.relay is not None and self._relay_task is not None:
                 self.relay.stop()
                 try:
@@ -513,7 +524,8 @@ class Service:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"down: {type(exc).__name__}"
-        checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
+        if self.messaging:
+            checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "down"
         return checks
 
     def _check_health(self, pings: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -526,6 +538,8 @@ class Service:
         relay_alive = self._relay_task is not None and not self._relay_task.done()
         detailed, public = dict(checks), dict(checks)
         for view, detail in ((detailed, True), (public, False)):
+            if not self.messaging:
+                break
             problem = self.relay.problem(detail=detail) if self.relay is not None else None
             view["outbox_relay"] = "down" if not relay_alive else problem or "ok"
             for consumer, state in self.halts.states(detail=detail).items():
