@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,8 +30,9 @@ from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstr
 from tests.integration.processes import private_database
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.settings import NotifySettings
+from xinfang_shared import tracing
 from xinfang_shared.contracts.reference import CITIES
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2
+from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, channel_topic
 from xinfang_shared.service import Service
 from xinfang_shared.telemetry import add_span_processor
 from xinfang_stats.app import create_service as create_stats
@@ -158,3 +160,39 @@ async def test_one_matter_is_one_trace_through_every_service(
     text = orjson.dumps(every).decode()
     leaked = [secret for secret in secrets if secret in text]
     assert leaked == [], "personal data in a span"
+
+
+async def test_a_channel_system_s_trace_goes_on_through_intake_s_kafka_path(
+    cluster: tuple[dict[str, Service], str, InMemorySpanExporter, Tail],
+) -> None:
+    """A submission a channel system published under its own span: intake's process span is its child, and the
+    matter's later spans stay in that trace; intake notes each record once (no dedup span for a record seen once)."""
+    services, _, spans, _ = cluster
+    body = factories.submission(random.Random(8), channel="online")
+    tracer = trace.get_tracer("a channel system")
+    with tracer.start_as_current_span("publish a submission") as sent:
+        carrier = tracing.current_carrier()
+    producer = AIOKafkaProducer(bootstrap_servers=services["intake"].settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            channel_topic("online"),
+            orjson.dumps(body),
+            key=body["external_id"].encode(),
+            headers=[(k, v.encode()) for k, v in carrier.items()],
+        )
+    finally:
+        await producer.stop()
+    trace_id = sent.get_span_context().trace_id
+    groups = {name: services[name].settings.consumer_group for name in SERVICES}
+
+    def traced() -> list[ReadableSpan]:
+        return [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+
+    def routed() -> bool:
+        return any(_group(s) == groups["routing"] for s in traced())
+
+    await eventually(routed, timeout=90)
+    intake = next(s for s in traced() if _group(s) == groups["intake"] and s.name.startswith("process intake."))
+    assert intake.parent is not None and intake.parent.span_id == sent.get_span_context().span_id
+    assert not [s for s in traced() if s.name == "dedup"], "nothing was redelivered"

@@ -155,7 +155,7 @@ async def test_a_gauge_from_a_query_and_liveness_apart_from_readiness(database: 
         await service._pool.close()
         service._pings = None
         unready = await _get(service, "/health/ready")
-        assert unready.status_code == 503 and unready.json()["checks"]["database"] == "down"
+        assert unready.status_code == 503 and unready.json()["checks"]["database"].startswith("down")
         assert (await _get(service, "/health/live")).status_code == 200
         # A loop that died does not come back by itself: not alive.
         assert service._relay_task is not None

@@ -92,7 +92,7 @@ async def test_a_dead_letter_topic_is_listed_shown_and_replayed_exactly_once(
 
     assert (dlq, 3) in await ops.dead_letter_topics(kafka)
     shown = await ops.dead_letters(kafka, dlq)
-    assert [(r.offset, r.key, r.source, r.replayed) for r in shown] == [
+    assert [(r.offset, r.key, r.source, r.handled) for r in shown] == [
         (0, b"matter-a", source, False),
         (1, b"junk", None, False),
         (2, b"matter-b", source, False),
@@ -113,7 +113,7 @@ async def test_a_dead_letter_topic_is_listed_shown_and_replayed_exactly_once(
     again = await ops.replay(kafka, dlq)
     assert (again.total, again.already) == (0, 3), "a second replay sends nothing"
     assert len(await read_whole_topic(bootstrap, source)) == 2
-    assert [r.replayed for r in await ops.dead_letters(kafka, dlq)] == [True, True, True]
+    assert [r.handled for r in await ops.dead_letters(kafka, dlq)] == [True, True, True], "the junk passed over"
 
     await _dead_letter(bootstrap, dlq, [dead("matter-c", 11)])
     later = await ops.replay(kafka, dlq)
@@ -139,3 +139,40 @@ async def test_outbox_backlog_per_service(database: str) -> None:
     found = await ops.outbox_backlogs(database, schemas)
     assert [(s, n) for s, n, _ in found] == [(schemas[0], 0), (schemas[1], 2)]
     assert found[0][2] == 0 and 60 <= found[1][2] < 90
+
+
+async def test_a_replay_that_crashed_mid_transaction_is_fenced_and_nothing_is_sent_twice(
+    bootstrap: str, new_topic: TopicFactory
+) -> None:
+    source = await new_topic("ops-crash", partitions=1)
+    dlq = source + ".dlq"
+    kafka = KafkaConnection(bootstrap)
+    await _dead_letter(
+        bootstrap, dlq, [(b"m1", b"1", {H_SOURCE_TOPIC: source}), (b"m2", b"2", {H_SOURCE_TOPIC: source})]
+    )
+    # A replay that sent the first record and its offset in a transaction, then died before committing it.
+    crashed = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{ops.REPLAY_GROUP}:{dlq}")
+    await crashed.start()
+    await crashed.begin_transaction()
+    await crashed.send_and_wait(source, b"1", key=b"m1")
+    await crashed.send_offsets_to_transaction({TopicPartition(dlq, 0): 1}, ops.REPLAY_GROUP)
+    await crashed.client.close()  # gone, its transaction open: no commit, no abort
+
+    done = await ops.replay(kafka, dlq)
+    assert (done.replayed, done.already) == ({source: 2}, 0), "its uncommitted work did not count"
+    committed = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await committed.start()
+    try:
+        tp = TopicPartition(source, 0)
+        committed.assign([tp])
+        await committed.seek_to_beginning(tp)
+        end = (await committed.end_offsets([tp]))[tp]
+        seen: list[bytes] = []
+        while await committed.position(tp) < end:
+            for record in (await committed.getmany(tp, timeout_ms=2000)).get(tp, []):
+                seen.append(record.key)
+    finally:
+        await committed.stop()
+    assert seen == [b"m1", b"m2"], "a reader of committed records sees each once"

@@ -24,15 +24,36 @@ OBSERVABILITY = ROOT / "deploy" / "observability"
 CODE = [ROOT / "shared" / "src", *sorted((ROOT / "services").glob("*/src"))]
 # Exported by prometheus_client's process, platform and GC collectors, and by Prometheus itself.
 STANDARD = frozenset(
-    {"up", "process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected"}
+    {
+        "up",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_gc_objects_collected_total",
+    }
 )
-SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+# The series a metric of each type exports, by suffix (prometheus_client).
+SERIES = {
+    "Counter": ("_total", "_created"),
+    "Histogram": ("_bucket", "_count", "_sum", "_created"),
+    "Gauge": ("",),
+    "gauge_by": ("",),
+}
 
 
 def registered_metrics() -> set[str]:
-    """Every metric name the code registers: Counter/Gauge/Histogram("name", …) and service.gauge_by("name", …)."""
-    pattern = re.compile(r'(?:Counter|Gauge|Histogram|gauge_by)\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
-    return {name for root in CODE for path in root.rglob("*.py") for name in pattern.findall(path.read_text())}
+    """Every series the code's metrics export: Counter("x", …) → x_total, Histogram → x_bucket/_count/_sum, Gauge
+    and service.gauge_by("x", …) → x."""
+    pattern = re.compile(r'(Counter|Gauge|Histogram|gauge_by)\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
+    return {
+        name + suffix
+        for root in CODE
+        for path in root.rglob("*.py")
+        for kind, name in pattern.findall(path.read_text())
+        for suffix in SERIES[kind]
+    }
 
 
 def metric_names(expr: str) -> Iterator[str]:
@@ -55,12 +76,8 @@ def metric_names(expr: str) -> Iterator[str]:
 
 
 def unknown_metrics(expr: str, known: set[str]) -> list[str]:
-    unknown = []
-    for name in metric_names(expr):
-        base = next((name.removesuffix(s) for s in SUFFIXES if name.endswith(s)), name)
-        if name not in known and base not in known and name not in STANDARD and base not in STANDARD:
-            unknown.append(name)
-    return unknown
+    """The series an expression reads that nothing exports (a counter read without `_total` is one)."""
+    return [name for name in metric_names(expr) if name not in known and name not in STANDARD]
 
 
 def rule_problems(rules: dict[str, Any], known: set[str]) -> list[str]:
@@ -113,8 +130,9 @@ def test_the_code_registers_what_the_operators_are_promised(known: set[str]) -> 
         "xinfang_consumer_lag",
         "xinfang_outbox_backlog",
         "xinfang_outbox_oldest_age_seconds",
-        "xinfang_http_requests",
-        "xinfang_dead_lettered_messages",
+        "xinfang_http_requests_total",
+        "xinfang_http_request_seconds_bucket",
+        "xinfang_dead_lettered_messages_total",
         "xinfang_consumer_halted",
         "supervision_open_deadlines",
         "notify_notices_waiting",
@@ -166,6 +184,9 @@ def test_the_checks_catch_a_misspelt_metric_a_broken_expression_and_a_missing_se
     assert any(p.endswith("no severity") for p in problems)
     dashboard = _dashboard()
     dashboard["panels"][0]["targets"][0]["expr"] = "rate(xinfang_records_consumd_total[5m])"
+    dashboard["panels"][1]["targets"][0]["expr"] = "rate(xinfang_http_requests[5m])"  # a counter without _total
+    first, second = dashboard["panels"][0]["title"], dashboard["panels"][1]["title"]
     assert dashboard_problems(dashboard, known) == [
-        f"{dashboard['panels'][0]['title']}: reads xinfang_records_consumd_total"
+        f"{first}: reads xinfang_records_consumd_total",
+        f"{second}: reads xinfang_http_requests",
     ]

@@ -132,6 +132,8 @@ class ConsumerLoop:
             enable_auto_commit=False,
             # A group that is new reads from the start: nothing published before the first deployment is skipped.
             auto_offset_reset="earliest",
+            # What an aborted transaction wrote (a DLQ replay that crashed or was fenced: ops.py) is never read.
+            isolation_level="read_committed",
             fetch_min_bytes=self.lane.fetch_min_bytes,
             fetch_max_wait_ms=self.lane.fetch_max_wait_ms,
             max_poll_records=self.lane.max_records,

@@ -28,6 +28,10 @@ PROBE_TIMEOUT_S = 3.0
 Probe = Callable[[], Awaitable[None]]
 # Routes a request matched no route of: one label, whatever path a scanner tries (bounded cardinality).
 UNMATCHED = "<unmatched>"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Scrapes within this many seconds of the last probes' run reuse its values: anyone may read /metrics, and every
+# instance is scraped; the queries run at most this often.
+PROBES_FRESH_S = 5.0
 
 
 def register_process_metrics(registry: CollectorRegistry) -> None:
@@ -56,6 +60,7 @@ class HttpMetrics:
         self.skip = skip
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "OTHER"  # a client picks the method: the label set stays bounded
         self.requests.labels(method, route, str(status)).inc()
         self.seconds.labels(method, route).observe(seconds)
 
@@ -90,6 +95,8 @@ class ScrapeProbes:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.probes: list[tuple[str, Probe]] = []
+        self._lock = asyncio.Lock()
+        self._ran_at: float | None = None
         self.failures = Counter(
             "xinfang_scrape_probe_failures", "Scrape-time probes that failed or timed out", ["probe"], registry=registry
         )
@@ -98,6 +105,15 @@ class ScrapeProbes:
         self.probes.append((name, probe))
 
     async def run(self) -> None:
+        """Run every probe, unless they ran less than PROBES_FRESH_S ago; one run at a time."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._ran_at is not None and now - self._ran_at < PROBES_FRESH_S:
+                return
+            await self._run_all()
+            self._ran_at = time.monotonic()
+
+    async def _run_all(self) -> None:
         async def one(name: str, probe: Probe) -> None:
             try:
                 await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
@@ -115,20 +131,25 @@ class PartitionLag:
     partition: int
     committed: int | None  # None: the group has committed nothing there yet
     end: int  # the offset the next record will get (high watermark)
+    start: int = 0  # the partition's first offset (retention moves it): where a group with no commit begins
 
     @property
     def lag(self) -> int:
-        """Records not yet committed by the group. With no commit, all the partition holds (the group reads a new
-        partition from the earliest offset): an upper bound, as the log start may have moved past 0."""
-        return max(0, self.end - (self.committed or 0))
+        """Records not yet committed by the group; with no commit, all the partition holds (the group reads a new
+        partition from its earliest offset)."""
+        return max(0, self.end - max(self.committed or 0, self.start))
 
 
 def lags(
-    group: str, committed: Mapping[TopicPartition, int | None], ends: Mapping[TopicPartition, int]
+    group: str,
+    committed: Mapping[TopicPartition, int | None],
+    ends: Mapping[TopicPartition, int],
+    starts: Mapping[TopicPartition, int] | None = None,
 ) -> list[PartitionLag]:
     """Per partition of `ends`, in topic and partition order."""
+    starts = starts or {}
     return [
-        PartitionLag(group, tp.topic, tp.partition, committed.get(tp), end)
+        PartitionLag(group, tp.topic, tp.partition, committed.get(tp), end, starts.get(tp, 0))
         for tp, end in sorted(ends.items(), key=lambda item: (item[0].topic, item[0].partition))
     ]
 

@@ -3,7 +3,7 @@
     xinfang-ops lag [--group G ...]               consumer lag per group and partition (committed vs end offsets)
     xinfang-ops dlq list                          every dead-letter topic and how many records it holds
     xinfang-ops dlq show TOPIC [--limit N] [--values]
-                                                  its records: source, error, attempts, whether replayed
+                                                  its records: source, error, attempts, whether handled
     xinfang-ops dlq replay TOPIC [--dry-run]      each record back to its source topic with its original key, once
     xinfang-ops outbox                            rows each service has not yet published, and the oldest's age
     xinfang-ops halts                             every service's consumers: ok, or halted since when and why
@@ -15,9 +15,12 @@ user); PostgreSQL from DATABASE_URL (a role that may read every service's outbox
 XINFANG_<SERVICE>_URL (default http://127.0.0.1:800N) with OPERATOR_API_KEY.
 
 A replay is exactly once: the records are produced to their source topics and the replay group's offsets on the
-dead-letter topic committed in one Kafka transaction (its transactional id per topic, so two replays of one topic
-at once fence each other), and a record replayed is not replayed again. Each replayed record carries
-`x-replayed-from: <dlq topic>/<partition>/<offset>`; its own x-dlq-* headers are dropped.
+dead-letter topic committed in one Kafka transaction, its transactional id per topic. A replay first fences any
+other of the same topic (a second one running, or one that crashed mid-transaction) and only then reads how far
+they got, so a record replayed is never replayed again; the services read with `read_committed`, so what an
+aborted transaction sent is never processed. A record naming no source topic is passed over (listed, and counted
+as handled). Each replayed record carries `x-replayed-from: <dlq topic>/<partition>/<offset>`; its own x-dlq-*
+headers are dropped. A dry run only counts: it starts no transaction (and so fences nothing).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .contracts.topics import DLQ_SUFFIX
@@ -43,6 +46,7 @@ from .observability import PartitionLag, committed_offsets, lags
 
 SERVICES = {"intake": 8001, "routing": 8002, "supervision": 8003, "notify": 8004, "stats": 8005}
 REPLAY_GROUP = "xinfang-ops-replay"
+STALL_S = 60.0  # a replay that gets no record for this long stops and says so
 H_REPLAYED_FROM = "x-replayed-from"
 OUR_GROUPS = "xinfang-"
 
@@ -82,7 +86,8 @@ async def group_lags(kafka: KafkaConnection, groups: Sequence[str] = ()) -> list
     try:
         if not groups:
             listed = await admin.list_consumer_groups()
-            groups = sorted(g for g, _ in listed if g.startswith(OUR_GROUPS) and g != REPLAY_GROUP)
+            # Namespaced groups too (`<TOPIC_PREFIX>xinfang-<service>`).
+            groups = sorted(g for g, _ in listed if OUR_GROUPS in g and g != REPLAY_GROUP)
         committed = {g: committed_offsets(await admin.list_consumer_group_offsets(g)) for g in groups}
     finally:
         await admin.close()
@@ -118,7 +123,7 @@ class DeadLetterRecord:
     key: bytes | None
     value: bytes
     headers: dict[str, str]
-    replayed: bool
+    handled: bool  # a replay sent it back (or passed it over: it names no source topic)
 
     @property
     def source(self) -> str | None:
@@ -157,7 +162,7 @@ async def dead_letters(kafka: KafkaConnection, topic: str, limit: int = 20) -> l
                             record.offset,
                             record.key,
                             record.value or b"",
-                            {k: v.decode("utf-8", "replace") for k, v in record.headers or ()},
+                            {k: v.decode("utf-8", "replace") for k, v in record.headers or () if v is not None},
                             record.offset < replayed.get(record.partition, 0),
                         )
                     )
@@ -177,10 +182,31 @@ class Replay:
         return sum(self.replayed.values())
 
 
-async def replay(kafka: KafkaConnection, topic: str, *, dry_run: bool = False) -> Replay:
-    """Every record the topic holds now and no replay has sent, back to its source topic (see the module)."""
+async def replay(kafka: KafkaConnection, topic: str, *, dry_run: bool = False, stall_s: float = STALL_S) -> Replay:
+    """Every record the topic holds now and no replay has handled, back to its source topic (see the module).
+    Raises TimeoutError when no record arrives for `stall_s` (a partition's leader away): what was sent by then
+    stays sent, and its offsets committed."""
     if not topic.endswith(DLQ_SUFFIX):
         raise ValueError(f"{topic} is not a dead-letter topic (…{DLQ_SUFFIX})")
+    producer = None
+    if not dry_run:  # a dry run must not fence a real replay in progress
+        producer = AIOKafkaProducer(
+            **kafka.aiokafka(), client_id="xinfang-ops", transactional_id=f"{REPLAY_GROUP}:{topic}", acks="all"
+        )
+        await producer.start()
+    try:
+        if producer is not None:
+            # Fence first: an earlier replay of this topic (running, or crashed mid-transaction) is stopped and its
+            # open transaction ended before the offsets it committed are read, so nothing it sent is sent again.
+            async with producer.transaction():
+                pass
+        return await _replay(kafka, topic, producer, stall_s)
+    finally:
+        if producer is not None:
+            await producer.stop()
+
+
+async def _replay(kafka: KafkaConnection, topic: str, producer: AIOKafkaProducer | None, stall_s: float) -> Replay:
     starts, ends = await _offsets(kafka, [topic])
     if not ends:
         raise ValueError(f"no topic {topic}")
@@ -195,49 +221,58 @@ async def replay(kafka: KafkaConnection, topic: str, *, dry_run: bool = False) -
         group_id=REPLAY_GROUP,
         enable_auto_commit=False,
         isolation_level="read_committed",
-    )
-    producer = AIOKafkaProducer(
-        **kafka.aiokafka(), client_id="xinfang-ops", transactional_id=f"{REPLAY_GROUP}:{topic}", acks="all"
+        auto_offset_reset="earliest",
     )
     await consumer.start()
-    await producer.start()
     try:
         consumer.assign(list(todo))
         for tp in todo:
             consumer.seek(tp, max(done.get(tp.partition, 0), starts[tp]))
+        loop = asyncio.get_running_loop()
+        progress_at = loop.time()
         while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=5000, max_records=500)
+            fetched = await consumer.getmany(*todo, timeout_ms=2000, max_records=500)
             batch = [r for tp, records in fetched.items() for r in records if r.offset < todo[tp]]
-            if batch and not dry_run:
-                async with producer.transaction():
-                    for record in batch:
-                        headers = {k: v for k, v in record.headers or ()}
-                        source = headers.get(H_SOURCE_TOPIC, b"").decode("utf-8", "replace")
-                        if not source:
-                            result.unreplayable.append((record.partition, record.offset))
-                            continue
-                        kept = [(k, v) for k, v in headers.items() if not k.startswith("x-dlq-")]
-                        kept.append((H_REPLAYED_FROM, f"{topic}/{record.partition}/{record.offset}".encode()))
-                        await producer.send(source, record.value, key=record.key, headers=kept)
-                        result.replayed[source] = result.replayed.get(source, 0) + 1
-                    last: dict[TopicPartition, int] = {}
-                    for record in batch:
-                        last[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                    await producer.send_offsets_to_transaction(last, REPLAY_GROUP)
-            elif batch:
-                for record in batch:
-                    source = dict(record.headers or ()).get(H_SOURCE_TOPIC, b"").decode("utf-8", "replace")
-                    if source:
-                        result.replayed[source] = result.replayed.get(source, 0) + 1
-                    else:
-                        result.unreplayable.append((record.partition, record.offset))
+            if batch:
+                progress_at = loop.time()
+                await _send_back(topic, batch, producer, result)
+            elif loop.time() - progress_at > stall_s:
+                raise TimeoutError(f"no record of {topic} arrived for {stall_s:.0f} s; {result.total} replayed")
             for tp in list(todo):
                 if await consumer.position(tp) >= todo[tp]:
                     del todo[tp]
     finally:
-        await producer.stop()
         await consumer.stop()
     return result
+
+
+async def _send_back(
+    topic: str, batch: list[ConsumerRecord[Any, Any]], producer: AIOKafkaProducer | None, result: Replay
+) -> None:
+    """One transaction: the batch's records to their sources, and the replay group's offsets past them. A record
+    naming no source is passed over (listed in the result): it cannot be replayed, and would hold up the rest."""
+    sends: list[tuple[str, ConsumerRecord[Any, Any]]] = []
+    for record in batch:
+        source = _header(record, H_SOURCE_TOPIC)
+        if source:
+            sends.append((source, record))
+        else:
+            result.unreplayable.append((record.partition, record.offset))
+    if producer is not None:
+        async with producer.transaction():
+            for source, record in sends:
+                kept = [(k, v) for k, v in record.headers or () if not k.startswith("x-dlq-")]
+                kept.append((H_REPLAYED_FROM, f"{topic}/{record.partition}/{record.offset}".encode()))
+                await producer.send(source, record.value, key=record.key, headers=kept)
+            last = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch}
+            await producer.send_offsets_to_transaction(last, REPLAY_GROUP)
+    for source, _ in sends:
+        result.replayed[source] = result.replayed.get(source, 0) + 1
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    value = dict(record.headers or ()).get(name)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) and value else None
 
 
 # ---- PostgreSQL and the services -----------------------------------------------------------------------
@@ -326,11 +361,11 @@ async def _main(args: argparse.Namespace) -> int:
                 r.headers.get(H_CONSUMER_GROUP, "-"),
                 r.headers.get(H_ERROR_TYPE, "-"),
                 r.headers.get(H_ATTEMPTS, "-"),
-                "yes" if r.replayed else "no",
+                "yes" if r.handled else "no",
             )
             for r in records
         ]
-        _say(_table(["partition", "offset", "key", "source", "group", "error", "attempts", "replayed"], rows))
+        _say(_table(["partition", "offset", "key", "source", "group", "error", "attempts", "handled"], rows))
         for r in records:
             _say(
                 f"\n{r.partition}/{r.offset} from {r.source}@{r.headers.get(H_SOURCE_OFFSET, '?')}: "

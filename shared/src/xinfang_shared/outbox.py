@@ -45,7 +45,7 @@ from typing import Any
 import asyncpg
 from confluent_kafka import KafkaError as DeliveryError
 from confluent_kafka import KafkaException, Message, Producer
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel
@@ -63,6 +63,8 @@ BUCKETS = 64
 # The listening connection has no command timeout of its own: how long the question of which groups have rows
 # may take before it is cancelled (and the pass retried), as the pool's statements.
 PENDING_TIMEOUT_S = 60.0
+# The backlog gauge counts at most this many rows (the oldest row's age says the rest).
+MEASURE_CAP = 100_000
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,11 @@ class OutboxRelay:
                 " SELECT shard FROM b WHERE shard IS NOT NULL"
             )
         self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
-        # For /metrics only (a scrape, not a pass): how many rows wait, and since when the oldest.
+        # For /metrics only (a scrape, not a pass): how many rows wait (counted up to MEASURE_CAP, so a scrape
+        # stays cheap on the outbox a long Kafka outage filled), and since when the oldest.
         self._measure = (
-            f"SELECT count(*) AS n, extract(epoch FROM now() - (SELECT created_at FROM {table} ORDER BY id LIMIT 1))"
-            f" AS age FROM {table}"
+            f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {MEASURE_CAP}) AS capped) AS n,"
+            f" extract(epoch FROM now() - (SELECT created_at FROM {table} ORDER BY id LIMIT 1)) AS age"
         )
         # The group each pass starts from: random, so relays started together seldom begin on the same one.
         self.next_group = random.randrange(shards)
@@ -364,28 +367,31 @@ class OutboxRelay:
 
             prefix = self.topic_prefix
             spans: list[Span] = []
-            for r in rows:
-                headers = r["headers"]
-                if self.tracer is not None:
-                    span, headers = self._send_span(prefix + r["topic"], headers)
-                    spans.append(span)
-                producer.produce(
-                    prefix + r["topic"],
-                    value=r["value"],
-                    key=r["key"],
-                    headers=list(headers.items()),
-                    on_delivery=on_delivery,
-                )
-            # Delete only what Kafka acknowledged; any failure rolls the whole batch back to retry.
-            unsent = await asyncio.to_thread(producer.flush, 60)
-            if failed or unsent:
-                reason = failed[0].str() if failed else "not acknowledged in 60 s"
+            try:
+                for r in rows:
+                    headers = r["headers"]
+                    if self.tracer is not None:
+                        span, headers = self._send_span(prefix + r["topic"], headers)
+                        spans.append(span)
+                    producer.produce(
+                        prefix + r["topic"],
+                        value=r["value"],
+                        key=r["key"],
+                        headers=list(headers.items()),
+                        on_delivery=on_delivery,
+                    )
+                # Delete only what Kafka acknowledged; any failure rolls the whole batch back to retry.
+                unsent = await asyncio.to_thread(producer.flush, 60)
+                if failed or unsent:
+                    reason = failed[0].str() if failed else "not acknowledged in 60 s"
+                    raise PublishFailed(f"{len(failed) or unsent} of {len(rows)} events: {reason}")
+            except BaseException as exc:
                 for span in spans:
-                    span.set_status(Status(StatusCode.ERROR, "not acknowledged"))
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                for span in spans:
                     span.end()
-                raise PublishFailed(f"{len(failed) or unsent} of {len(rows)} events: {reason}")
-            for span in spans:
-                span.end()
             crash_point("relay.acked")  # every event acknowledged, the rows not yet deleted (crashpoints.py)
             await conn.execute(self._delete, [r["id"] for r in rows])
         self.published.inc(len(rows))
@@ -396,7 +402,7 @@ class OutboxRelay:
         assert self.tracer is not None
         span = self.tracer.start_span(
             f"send {topic}",
-            context=propagate.extract(headers),
+            context=tracing.extract(headers),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "kafka",
@@ -406,8 +412,7 @@ class OutboxRelay:
             },
         )
         sent = {k: v for k, v in headers.items() if k not in tracing.TRACE_HEADERS}
-        propagate.inject(sent, context=trace.set_span_in_context(span))
-        return span, sent
+        return span, sent | tracing.inject(trace.set_span_in_context(span))
 
 
 def bucket_of(key: bytes | None) -> int:

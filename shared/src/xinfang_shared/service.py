@@ -40,7 +40,15 @@ from .dlq_limit import DeadLetterLimit, Halts
 from .inbox import prune_inbox
 from .logging import configure_logging
 from .messaging import TRANSIENT_ERRORS, DeadLetter, RetryPolicy, build_broker
-from .observability import HttpMetrics, Probe, ScrapeProbes, committed_offsets, lags, register_process_metrics
+from .observability import (
+    HttpMetrics,
+    PartitionLag,
+    Probe,
+    ScrapeProbes,
+    committed_offsets,
+    lags,
+    register_process_metrics,
+)
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .staff import actor_dependency
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 Hook = Callable[["Service"], Awaitable[None]]
 # How long a background loop has to finish once asked to stop (within the pods' grace period).
 BACKGROUND_STOP_S = 15.0
+# /health/ready answers within a probe's timeout (Kubernetes' default is 1 s; the manifests give 3 s).
+READY_TIMEOUT_S = 1.5
 # Probes and scrapes: not measured as requests (a probe every few seconds would drown the figures).
 OPS_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 S = TypeVar("S")
@@ -266,11 +276,12 @@ class Service:
                 "exclude": lambda scope: scope.get("path") in OPS_PATHS,
             },
         )
-        self.api.add_middleware(self.http_metrics.middleware)
         self.api.add_exception_handler(RequestValidationError, _validation_errors)
         self.api.add_exception_handler(StarletteHTTPException, _http_errors)
         self.api.add_exception_handler(FieldRefused, _refused)
         self.api.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+        # Added last, so outermost: it also counts what BodyLimit refuses.
+        self.api.add_middleware(self.http_metrics.middleware)
         self.api.add_api_route("/health", self._health, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/health/live", self._live, methods=["GET"], tags=["ops"])
         self.api.add_api_route("/health/ready", self._ready, methods=["GET"], tags=["ops"])
@@ -497,16 +508,20 @@ class Service:
         return {"service": self.settings.service_name, "status": "ok"}
 
     async def _ready(self, response: Response) -> dict[str, Any]:
-        """Readiness: whether this instance can serve its HTTP API, which needs PostgreSQL. Kafka is pinged and
-        reported too (pings reused for a second, as /health's), but does not decide: every route writes to the
+        """Readiness: whether this instance can serve its HTTP API, which needs PostgreSQL (asked now, answered
+        within READY_TIMEOUT_S). Kafka is shown as /health last saw it, and does not decide: every route writes to the
         database and its outbox, never to Kafka, so an instance taken out of service in a Kafka outage would
         refuse submissions it could have kept. A halted consumer or a slow relay does not decide either: /health
         and the alerts name those."""
-        now = asyncio.get_running_loop().time()
-        if self._pings is None or now - self._pings[0] > 1.0:
-            self._pings = (now, await self._ping())
-        checks = {name: ("ok" if state == "ok" else state.split(":")[0]) for name, state in self._pings[1].items()}
-        ready = checks["database"] == "ok"
+        # The database now, within a probe's timeout (the pool's wait included); Kafka as /health last saw it.
+        try:
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), READY_TIMEOUT_S)
+            database = "ok"
+        except Exception as exc:
+            database = f"down ({type(exc).__name__})"
+        checks = {"database": database}
+        checks["kafka"] = "unknown" if self._pings is None else self._pings[1].get("kafka", "unknown")
+        ready = database == "ok"
         if not ready:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"service": self.settings.service_name, "status": "ok" if ready else "unready", "checks": checks}
@@ -593,25 +608,44 @@ class Service:
         """The lag of the partitions this instance holds: summed over the instances, the group's (each partition
         is held by one member), which is what KEDA scales on. Committed offsets from the group coordinator (one
         request), end offsets from the partitions' leaders."""
+        try:
+            found = await self._lags()
+        except BaseException:
+            self._lag.clear()  # stale values could name a partition another instance holds now
+            raise
+        self._lag.clear()
+        for p in found:
+            self._lag.labels(p.group, p.topic, str(p.partition)).set(p.lag)
+
+    async def _lags(self) -> list[PartitionLag]:
         consumers = [loop.consumer for loop in self._loops.values() if loop.consumer is not None]
         ends: dict[Any, int] = {}
         for consumer in consumers:
             assigned = list(consumer.assignment())
             if assigned:
                 ends |= await consumer.end_offsets(assigned)
-        committed = {}
-        if ends:
-            if self._admin is None:
-                admin = AIOKafkaAdminClient(
-                    **self.settings.kafka.aiokafka(), client_id=f"xinfang-{self.settings.service_name}-metrics"
-                )
+        if not ends:
+            return []
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                **self.settings.kafka.aiokafka(), client_id=f"xinfang-{self.settings.service_name}-metrics"
+            )
+            try:
                 await admin.start()
-                self._admin = admin
-            group = self.settings.consumer_group
-            committed = committed_offsets(await self._admin.list_consumer_group_offsets(group, partitions=list(ends)))
-        self._lag.clear()
-        for p in lags(self.settings.consumer_group, committed, ends):
-            self._lag.labels(p.group, p.topic, str(p.partition)).set(p.lag)
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        group = self.settings.consumer_group
+        committed = committed_offsets(await self._admin.list_consumer_group_offsets(group, partitions=list(ends)))
+        # A partition the group never committed on is read from its start (which retention may have moved).
+        uncommitted = [tp for tp in ends if committed.get(tp) is None]
+        starts: dict[Any, int] = {}
+        for consumer in consumers:
+            mine = [tp for tp in uncommitted if tp in consumer.assignment()]
+            if mine:
+                starts |= await consumer.beginning_offsets(mine)
+        return lags(group, committed, ends, starts)
 
     def _add_consumer_routes(self) -> None:
         operator = self.operator()

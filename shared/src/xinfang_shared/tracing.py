@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from opentelemetry import propagate, trace
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 Carrier = dict[str, str]
 RecordId = tuple[str, int, int]  # topic, partition, offset
 TRACE_HEADERS = ("traceparent", "tracestate")
+W3C = TraceContextTextMapPropagator()
 
 
 @dataclass
@@ -51,48 +54,34 @@ def _record_id(record: ConsumerRecord[Any, Any]) -> RecordId:
 
 
 def _incoming(record: ConsumerRecord[Any, Any]) -> Carrier:
-    return {k: v.decode("latin-1") for k, v in record.headers or () if k in TRACE_HEADERS}
+    # A header's value may be null (Kafka allows it, and channel systems write these topics).
+    return {k: v.decode("latin-1") for k, v in record.headers or () if k in TRACE_HEADERS and isinstance(v, bytes)}
+
+
+def inject(context: Context | None = None) -> Carrier:
+    """A context as W3C trace-context headers only: never baggage, which a caller may fill with anything."""
+    carrier: Carrier = {}
+    W3C.inject(carrier, context=context)
+    return carrier
+
+
+def extract(headers: Mapping[str, str]) -> Context:
+    return W3C.extract({k: v for k, v in headers.items() if k in TRACE_HEADERS})
 
 
 def current_carrier() -> Carrier:
     """The current context as W3C headers (empty when there is none)."""
-    carrier: Carrier = {}
-    propagate.inject(carrier)
-    return carrier
+    return inject()
 
 
 @contextlib.contextmanager
 def traced_records(tracer: Tracer | None, records: Sequence[ConsumerRecord[Any, Any]], group: str) -> Iterator[None]:
     """See the module. `tracer` None: spans are not recorded."""
     batch = _Batch(tracer)
-    for record in records:
-        incoming = _incoming(record)
-        rid = _record_id(record)
-        if tracer is None:
-            carrier = incoming
-        else:
-            span = tracer.start_span(
-                f"process {record.topic}",
-                context=propagate.extract(incoming),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "process",
-                    "messaging.operation.name": "process",
-                    "messaging.destination.name": record.topic,
-                    "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset,
-                    "messaging.consumer.group.name": group,
-                },
-            )
-            batch.spans[rid] = span
-            carrier = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
-        batch.by_record[rid] = carrier
-        if record.key is not None and carrier:
-            batch.by_key.setdefault(record.key.decode("utf-8", "replace"), carrier)
     token = _current.set(batch)
     try:
+        for record in records:
+            _trace(batch, record, group)
         yield
     except BaseException as exc:
         for span in batch.spans.values():
@@ -102,6 +91,33 @@ def traced_records(tracer: Tracer | None, records: Sequence[ConsumerRecord[Any, 
         _current.reset(token)
         for span in batch.spans.values():
             span.end()
+
+
+def _trace(batch: _Batch, record: ConsumerRecord[Any, Any], group: str) -> None:
+    incoming = _incoming(record)
+    rid = _record_id(record)
+    if batch.tracer is None:
+        carrier = incoming
+    else:
+        span = batch.tracer.start_span(
+            f"process {record.topic}",
+            context=extract(incoming),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": group,
+            },
+        )
+        batch.spans[rid] = span
+        carrier = inject(trace.set_span_in_context(span))
+    batch.by_record[rid] = carrier
+    if record.key is not None and carrier:
+        batch.by_key.setdefault(record.key.decode("utf-8", "replace"), carrier)
 
 
 def record_carrier(record: ConsumerRecord[Any, Any]) -> Carrier | None:
@@ -122,7 +138,7 @@ def note_event(record: ConsumerRecord[Any, Any], event_id: uuid.UUID) -> bool:
     """Which record an event came from; False (and a dedup span) when an earlier record of the batch carried
     the same event."""
     batch = _current.get()
-    if batch is None:
+    if batch is None or batch.tracer is None:  # only spans use it
         return True
     if event_id in batch.by_event:
         _dedup(batch, _record_id(record), "a copy earlier in the batch")

@@ -93,6 +93,8 @@ class Intake:
                 checked.append(_Checked(record, exc.errors))
             except Exception as exc:
                 checked.append(_Checked(record, exc))
+        for c in checked:  # once per record (isolate may commit a part more than once)
+            tracing.note_event(c.record, position_id(c.record))
         ready = [c for c in checked if not isinstance(c.item, BaseException)]
         # The lane in one transaction; if it fails (not an outage), split until the record(s) at fault are
         # found: the others are registered exactly once, and only those are refused.
@@ -125,8 +127,6 @@ class Intake:
     async def _commit(self, part: Sequence[_Checked]) -> _Tally:
         """Register a part of a lane in one transaction: the valid ones, and the refusals of the others."""
         positions = {position_id(c.record): c for c in part}
-        for pid, c in positions.items():
-            tracing.note_event(c.record, pid)
         async with self.pool.acquire() as conn, conn.transaction():
             # Positions already processed (a redelivery after a crash) are skipped as a whole.
             fresh = await inbox.first_time_many(conn, positions, source="channel-topics")
