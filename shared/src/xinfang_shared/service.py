@@ -520,7 +520,8 @@ class Service:
         except Exception as exc:
             database = f"down ({type(exc).__name__})"
         checks = {"database": database}
-        checks["kafka"] = "unknown" if self._pings is None else self._pings[1].get("kafka", "unknown")
+        if self.messaging:
+            checks["kafka"] = "unknown" if self._pings is None else self._pings[1].get("kafka", "unknown")
         ready = database == "ok"
         if not ready:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
