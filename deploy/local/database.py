@@ -15,6 +15,8 @@ import asyncpg
 from xinfang_shared.contracts.topics import SERVICES
 from xinfang_shared.db import ensure_service_role, service_role
 
+# The Kafka services and the console (which has no Kafka principal, hence not in the registry's SERVICES).
+DATABASE_USERS = (*SERVICES, "console")
 # Stats' rebuild (xinfang-stats rebuild) builds the figures into a schema of its own, made afresh each time.
 MAY_CREATE = {"stats"}
 
@@ -22,7 +24,7 @@ MAY_CREATE = {"stats"}
 async def main() -> None:
     admin = await asyncpg.connect(os.environ["DATABASE_URL"])
     try:
-        for service in SERVICES:
+        for service in DATABASE_USERS:
             dsn = os.environ[f"DATABASE_URL_{service.upper()}"]
             url = urlsplit(dsn)
             if url.username != service_role(service) or not url.password:
@@ -30,7 +32,9 @@ async def main() -> None:
             await ensure_service_role(admin, service, unquote(url.password), may_create=service in MAY_CREATE)
     finally:
         await admin.close()
-    print(f"[xinfang] database: {len(SERVICES)} services, each its own role owning only its schema", file=sys.stderr)
+    print(
+        f"[xinfang] database: {len(DATABASE_USERS)} services, each its own role owning only its schema", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

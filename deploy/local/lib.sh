@@ -18,6 +18,8 @@ PG_PORT="${PG_PORT:-5432}"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
 SERVICES=(intake routing supervision notify stats)
 declare -A SERVICE_PORTS=([intake]=8001 [routing]=8002 [supervision]=8003 [notify]=8004 [stats]=8005)
+# The console (staff workbench, petitioners' page): no Kafka, one instance, its own database role.
+CONSOLE_PORT=8006
 SMTP_PORT=1025
 SMS_PORT=8010
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The five services as background processes (logs in .local/log, pids in .local/run), and before them the
 # stand-ins notify sends through: the SMTP server (127.0.0.1:1025, .local/mail/) and the SMS gateway
-# (127.0.0.1:8010, .local/sms/). Usage: services.sh start|stop|status|migrate
+# (127.0.0.1:8010, .local/sms/); after them the console (127.0.0.1:8006), which calls their HTTP APIs.
+# Usage: services.sh start|stop|status|migrate
 # `start` runs as many instances of each service as INTAKE, ROUTING, SUPERVISION, NOTIFY, STATS ask (default 1;
 # ports, names and consumer group: lib.sh, instance_port) and stops the instances above those numbers.
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +28,10 @@ migrate() {
     env "${SERVICE_ENV[@]}" "$ROOT/.venv/bin/xinfang-$svc" migrate >>"$LOGS/$svc.log" 2>&1 \
       || die "migrating $svc failed; see $LOGS/$svc.log"
   done
+  env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" migrate >>"$LOGS/console.log" 2>&1 \
+    || die "migrating the console failed; see $LOGS/console.log"
+  env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" accounts ensure-dev >>"$LOGS/console.log" 2>&1 \
+    || die "the console's dev accounts could not be made; see $LOGS/console.log"
   say "migrations applied (one schema per service, each by its own role)"
 }
 
@@ -89,11 +94,28 @@ start() {
       total=$((total + 1))
     done
   done
+  start_console
   if ((total == ${#SERVICES[@]})); then say "all services healthy"; else say "all services healthy ($total instances)"; fi
+}
+
+start_console() {
+  local pidfile="$RUN/console.pid" deadline=$((SECONDS + 60))
+  if ! pid_alive "$pidfile"; then
+    port_open "$CONSOLE_PORT" && die "port $CONSOLE_PORT (for the console) is taken by a process we did not start"
+    HTTP_PORT="$CONSOLE_PORT" setsid nohup env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" \
+      serve >>"$LOGS/console.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CONSOLE_PORT/health")" == 200 ]]; do
+    pid_alive "$pidfile" || die "the console exited during start-up; see $LOGS/console.log"
+    ((SECONDS < deadline)) || die "the console is not healthy after 60 s; see $LOGS/console.log"
+    sleep 0.25
+  done
 }
 
 stop() {
   local svc k
+  stop_pid "$RUN/console.pid" "console"
   for svc in "${SERVICES[@]}"; do
     for k in $(instance_numbers "$svc" | sort -rn); do
       stop_pid "$RUN/$(instance_name "$svc" "$k").pid" "$(instance_name "$svc" "$k")"
@@ -121,6 +143,11 @@ status() {
   for standin in mail sms; do
     if pid_alive "$RUN/$standin.pid"; then echo "$standin stand-in: running"; else echo "$standin stand-in: stopped"; rc=3; fi
   done
+  if pid_alive "$RUN/console.pid"; then
+    echo "console: running (pid $(cat "$RUN/console.pid")) http://127.0.0.1:$CONSOLE_PORT"
+  else
+    echo "console: stopped"; rc=3
+  fi
   return $rc
 }
 

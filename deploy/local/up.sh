@@ -70,6 +70,7 @@ cat <<INFO
     notify       http://127.0.0.1:8004   mail it sent: .local/mail/*.eml, SMS: .local/sms/*.json$(instances_line notify)
     SMTP server  127.0.0.1:$SMTP_PORT       SMS gateway http://127.0.0.1:$SMS_PORT
     stats        http://127.0.0.1:8005$(instances_line stats)
+    console      http://127.0.0.1:$CONSOLE_PORT   staff workbench (accounts STAFF_USER_* in credentials), /track for petitioners
     credentials  $LOCAL/credentials.env
     logs         make logs   (files in $LOGS)
     status       make status (every instance, with its port)

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import asyncpg
 import uvicorn
 
 from .db import migrate_dsn
 from .logging import configure_logging
 from .settings import ServiceSettings
+
+T = TypeVar("T")
+
+
+def on_database(settings: ServiceSettings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection to the service's schema (an administrator's command)."""
+
+    async def go() -> T:
+        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
 
 
 def run(*, settings: ServiceSettings, app: str, migrations: Path) -> None:

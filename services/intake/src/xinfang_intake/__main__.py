@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
-import asyncpg
-
-from xinfang_shared.cli import run
+from xinfang_shared.cli import on_database, run
 from xinfang_shared.contracts.reference import Channel
 
 from .channel_keys import add_key, revoke_key
@@ -20,24 +17,13 @@ ASGI_APP = "xinfang_intake.app:create_app"
 T = TypeVar("T")
 
 
-def _on_database(settings: IntakeSettings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.db_schema})
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
 def _add_key(settings: IntakeSettings, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="xinfang-intake keys add")
     parser.add_argument("--system", required=True, help="the channel system's name, e.g. letters-registry")
     parser.add_argument("--channels", required=True, help="comma-separated: letter,visit,online,mailbox")
     args = parser.parse_args(argv)
     channels = [Channel(c.strip()) for c in args.channels.split(",") if c.strip()]
-    key = _on_database(settings, lambda conn: add_key(conn, system=args.system, channels=channels))
+    key = on_database(settings, lambda conn: add_key(conn, system=args.system, channels=channels))
     print(key)  # noqa: T201 - the key is shown once, here, and stored only as a hash
 
 
@@ -45,7 +31,7 @@ def _revoke_key(settings: IntakeSettings, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="xinfang-intake keys revoke")
     parser.add_argument("--system", required=True, help="the channel system whose key to revoke")
     args = parser.parse_args(argv)
-    if not _on_database(settings, lambda conn: revoke_key(conn, system=args.system)):
+    if not on_database(settings, lambda conn: revoke_key(conn, system=args.system)):
         sys.exit(f"{args.system} has no key to revoke (no such system, or its key is revoked already)")
     print(  # noqa: T201 - the command's answer
         f"revoked the key of {args.system}: every instance refuses it within"

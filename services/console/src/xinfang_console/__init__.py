@@ -1,0 +1,1 @@
+"""The console: the bureau's staff workbench and the petitioners' page."""

@@ -1,0 +1,69 @@
+"""The other services' public HTTP APIs, which are all the console reads and changes: as the signed-in person
+(the console's own key, and who: shared/staff.py), or anonymously for the petitioners' page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .accounts import Account
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Backends:
+    def __init__(
+        self,
+        *,
+        console_key: str,
+        routing: str,
+        supervision: str,
+        intake: str,
+        timeout_s: float,
+        transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+    ) -> None:
+        transports = transports or {}
+        self._key = console_key
+        self._clients = {
+            name: httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transports.get(name))
+            for name, url in (("routing", routing), ("supervision", supervision), ("intake", intake))
+        }
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    def _as(self, person: Account | None) -> dict[str, str]:
+        if person is None:
+            return {}
+        headers = {
+            "Authorization": f"Bearer {self._key}",
+            "X-Staff-User": person.username,
+            "X-Staff-Role": person.role.value,
+        }
+        if person.office is not None:
+            headers["X-Staff-Office"] = person.office.value
+        return headers
+
+    async def call(self, service: str, method: str, path: str, *, person: Account | None, json: Any = None) -> Answer:
+        """The service's answer; a service that cannot be reached answers 503."""
+        try:
+            response = await self._clients[service].request(method, path, headers=self._as(person), json=json)
+        except httpx.HTTPError:
+            return Answer(503, {"detail": f"{service} cannot be reached"})
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return Answer(response.status_code, body, response.headers.get("retry-after"))

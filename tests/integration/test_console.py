@@ -1,0 +1,216 @@
+"""The console on the real broker and database, with intake, routing and supervision in this process: people sign
+in (argon2 passwords, signed session cookies, CSRF on every change, sign-in attempts limited per account and
+address), work their office's queue, and act as themselves; the services, not the pages, decide what each may do."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+from xinfang_console import accounts
+from xinfang_console.app import MIGRATIONS as CONSOLE_MIGRATIONS
+from xinfang_console.app import create_service as create_console
+from xinfang_console.settings import ConsoleSettings
+
+from tests import factories
+from tests.integration.conftest import eventually
+from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
+from tests.integration.processes import private_database
+from xinfang_shared.contracts.reference import CITIES, Office
+from xinfang_shared.db import migrate_dsn
+from xinfang_shared.service import Service
+from xinfang_shared.staff import Role
+
+RUN = uuid.uuid4().hex[:8]
+CHANNEL_KEY, OPERATOR, CONSOLE = f"c-channel-{RUN}", f"c-operator-{RUN}", f"c-console-{RUN}"
+UNIT_KEYS = {unit: f"c-{unit}-{RUN}" for unit in CITIES}
+PASSWORD = "correct horse battery"
+WINDOW_S = 3
+
+
+@dataclass
+class Console:
+    services: dict[str, Service]
+    database: str
+    intake: httpx.AsyncClient
+
+    def browser(self) -> httpx.AsyncClient:
+        """A person's browser: its own cookies."""
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.services["console"].api), base_url="http://console"
+        )
+
+
+@pytest.fixture(scope="module")
+async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Console]:
+    async with private_database(stack["DATABASE_URL"]) as database:
+        common = common_settings(database, bootstrap, OPERATOR) | {"console_api_key": SecretStr(CONSOLE)}
+        groups = await prepare(database, bootstrap, f"test-console-{RUN}", UPSTREAM)
+        services = upstream(groups, common, channel_key=CHANNEL_KEY, unit_keys=UNIT_KEYS)
+        settings = ConsoleSettings(
+            database_url=database,
+            console_api_key=SecretStr(CONSOLE),
+            session_secret=SecretStr(f"sessions-{RUN}"),
+            signin_window_s=WINDOW_S,
+            signin_max_per_account=3,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        await migrate_dsn(database, settings.db_schema, CONSOLE_MIGRATIONS)
+        transports = {name: httpx.ASGITransport(app=services[name].api) for name in UPSTREAM}
+        services["console"] = create_console(settings, transports=transports)
+        conn = await asyncpg.connect(database, server_settings={"search_path": "console"})
+        try:
+            for user, role, office in [
+                ("li.clerk", Role.CLERK, Office.LETTERS_2),
+                ("chen.head", Role.HEAD, Office.LETTERS_2),
+                ("wang.other", Role.CLERK, Office.ONLINE),
+                ("zhao.leader", Role.LEADER, None),
+                ("gone", Role.CLERK, Office.LETTERS_2),
+            ]:
+                await accounts.add(conn, user, role, office, PASSWORD)
+            await accounts.disable(conn, "gone")
+        finally:
+            await conn.close()
+        for service in services.values():
+            await service.start()
+        intake = httpx.AsyncClient(transport=transports["intake"], base_url="http://intake")
+        try:
+            yield Console(services, database, intake)
+        finally:
+            await intake.aclose()
+            for service in reversed(services.values()):
+                await service.stop()
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has a form with its CSRF token"
+    return found.group(1)
+
+
+async def _sign_in(browser: httpx.AsyncClient, user: str, password: str = PASSWORD) -> httpx.Response:
+    page = await browser.get("/")
+    return await browser.post("/signin", data={"username": user, "password": password, "csrf": _csrf(page.text)})
+
+
+async def _matter_in_letters_2(console: Console) -> dict[str, Any]:
+    body = factories.submission(location=None)  # no location: routing leaves it in letters-2's queue
+    answer = await console.intake.post("/v1/submissions", json=body, headers={"Authorization": f"Bearer {CHANNEL_KEY}"})
+    assert answer.status_code in (201, 202), answer.text
+    matter: dict[str, Any] = answer.json() | {"petitioner": body["petitioner"]}
+    routing = console.services["routing"]
+
+    async def waiting() -> bool:
+        status = await routing.pool.fetchval(
+            "SELECT status FROM matters WHERE matter_id = $1", uuid.UUID(matter["matter_id"])
+        )
+        return bool(status == "awaiting-assignment")
+
+    await eventually(waiting, timeout=60)
+    return matter
+
+
+async def test_a_clerk_assigns_from_the_queue_as_themselves_and_others_cannot(console: Console) -> None:
+    matter = await _matter_in_letters_2(console)
+    matter_id = matter["matter_id"]
+    async with console.browser() as clerk, console.browser() as stranger, console.browser() as leader:
+        assert (await _sign_in(clerk, "li.clerk")).status_code == 303
+        queue = await clerk.get("/")
+        assert queue.status_code == 200 and matter_id in queue.text
+        assert "default-src 'none'" in queue.headers["content-security-policy"]
+        assert "httponly" in (await _sign_in(stranger, "wang.other")).headers["set-cookie"].lower()
+
+        # Another office's clerk: not in their queue, the matter refused, the assignment refused by routing.
+        theirs = await stranger.get("/")
+        assert matter_id not in theirs.text
+        assert (await stranger.get(f"/matters/{matter_id}")).status_code == 403
+        form = {"unit": "city-5103", "reason": "地址在自贡", "csrf": _csrf(theirs.text)}
+        assert (await stranger.post(f"/matters/{matter_id}/assign", data=form)).status_code == 403
+
+        # A leader sees every queue and has no form to change anything; the services refuse them too.
+        await _sign_in(leader, "zhao.leader")
+        overview = await leader.get("/")
+        assert matter_id in overview.text and "/assign" not in overview.text
+        form = {"unit": "city-5103", "reason": "地址在自贡", "csrf": _csrf(overview.text)}
+        assert (await leader.post(f"/matters/{matter_id}/assign", data=form)).status_code == 403
+
+        # A change without the session's CSRF token is refused, whoever is signed in.
+        stale = {"unit": "city-5103", "reason": "地址在自贡", "csrf": "not-the-token"}
+        assert (await clerk.post(f"/matters/{matter_id}/assign", data=stale)).status_code == 403
+        assigned = await clerk.post(
+            f"/matters/{matter_id}/assign",
+            data={"unit": "city-5103", "reason": "地址在自贡", "csrf": _csrf(queue.text)},
+        )
+        assert assigned.status_code == 303, assigned.text
+        page = await clerk.get(f"/matters/{matter_id}")
+        assert page.status_code == 200 and "staff:li.clerk" in page.text
+    view = await console.services["routing"].pool.fetchrow(
+        "SELECT unit, status FROM matters WHERE matter_id = $1", uuid.UUID(matter_id)
+    )
+    assert (view["unit"], view["status"]) == ("city-5103", "transferred")
+
+    # The petitioner's page: the code shows the status and the unit, and no person's data.
+    async with console.browser() as petitioner:
+        found = await petitioner.get("/track", params={"code": matter["tracking_code"]})
+        assert found.status_code == 200 and "city-5103" in found.text
+        assert matter["petitioner"]["name"] not in found.text and matter["petitioner"]["phone"] not in found.text
+        missing = await petitioner.get("/track", params={"code": "0000-0000-0000-0000"})
+        assert missing.status_code == 404
+
+
+async def test_sign_in_is_limited_per_account_and_served_again_after_the_window(console: Console) -> None:
+    async with console.browser() as browser:
+        for _ in range(3):
+            assert (await _sign_in(browser, "chen.head", "wrong password!")).status_code == 401
+        limited = await _sign_in(browser, "chen.head")  # even the right password, while limited
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        await asyncio.sleep(WINDOW_S + 0.5)
+        assert (await _sign_in(browser, "chen.head")).status_code == 303
+        # A disabled account and an unknown one are refused alike.
+        assert (await _sign_in(browser, "gone")).status_code == 401
+        assert (await _sign_in(browser, "nobody.at.all")).status_code == 401
+
+
+async def test_login_csrf_forged_cookies_sign_out_and_expiry(console: Console) -> None:
+    async def signed_in_with(cookie: str) -> bool:
+        """Whether a browser holding only this session cookie is signed in."""
+        async with console.browser() as other:
+            page = await other.get("/", headers={"cookie": f"xf_session={cookie}"})
+        return 'name="password"' not in page.text
+
+    async with console.browser() as browser:
+        # The sign-in form's own token: a post from another site has none.
+        cross_site = await browser.post("/signin", data={"username": "li.clerk", "password": PASSWORD})
+        assert cross_site.status_code == 403
+        assert (await _sign_in(browser, "li.clerk")).status_code == 303
+        signed = browser.cookies["xf_session"]
+        assert await signed_in_with(signed)
+        # A made-up or altered session cookie signs nobody in.
+        assert not await signed_in_with("made-up." + "0" * 64)
+        assert not await signed_in_with(signed[:-1] + ("0" if signed[-1] != "0" else "1"))
+        assert not await signed_in_with(signed.rpartition(".")[0])  # the token without its signature
+
+        # The session ends at its expiry (here: made due in the database).
+        conn = await asyncpg.connect(console.database, server_settings={"search_path": "console"})
+        try:
+            await conn.execute("UPDATE sessions SET expires_at = now() WHERE username = 'li.clerk'")
+        finally:
+            await conn.close()
+        assert not await signed_in_with(signed)
+
+    async with console.browser() as browser:
+        # Sign out ends it for good: the old cookie is worth nothing after.
+        await _sign_in(browser, "li.clerk")
+        kept = browser.cookies["xf_session"]
+        assert await signed_in_with(kept)
+        out = await browser.post("/signout", data={"csrf": _csrf((await browser.get("/")).text)})
+        assert out.status_code == 303
+        assert not await signed_in_with(kept)
