@@ -158,6 +158,11 @@ async def test_a_clerk_assigns_from_the_queue_as_themselves_and_others_cannot(co
     assert (view["unit"], view["status"]) == ("city-5103", "transferred")
 
     # The petitioner's page: the code shows the status and the unit, and no person's data.
+    async def intake_knows_the_unit() -> bool:
+        known = await console.intake.get(f"/v1/matters/{matter['tracking_code']}")
+        return known.status_code == 200 and known.json().get("unit") == "city-5103"
+
+    await eventually(intake_knows_the_unit, timeout=60)
     async with console.browser() as petitioner:
         found = await petitioner.get("/track", params={"code": matter["tracking_code"]})
         assert found.status_code == 200 and "city-5103" in found.text
@@ -174,6 +179,7 @@ async def test_sign_in_is_limited_per_account_and_served_again_after_the_window(
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         await asyncio.sleep(WINDOW_S + 0.5)
         assert (await _sign_in(browser, "chen.head")).status_code == 303
+    async with console.browser() as browser:
         # A disabled account and an unknown one are refused alike.
         assert (await _sign_in(browser, "gone")).status_code == 401
         assert (await _sign_in(browser, "nobody.at.all")).status_code == 401

@@ -142,6 +142,7 @@ async def test_a_gauge_from_a_query_and_liveness_apart_from_readiness(database: 
         text = (await _get(service, "/metrics")).text
         assert _samples(text, "test_things") == {'{state="open"}': 2.0, '{state="shut"}': 1.0, '{state="lost"}': 0.0}
         assert _samples(text, "process_resident_memory_bytes")[""] > 0
+        assert (await _get(service, "/health")).status_code == 200  # readiness shows Kafka as /health last saw it
         live, ready = await _get(service, "/health/live"), await _get(service, "/health/ready")
         assert (live.status_code, live.json()["status"]) == (200, "ok")
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
