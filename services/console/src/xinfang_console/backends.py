@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from .accounts import Account
+
+# httpx logs every request's URL at INFO, and a petitioner's look-up URL holds their tracking code.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
