@@ -392,12 +392,21 @@ async def stats(
             await publish(bootstrap, then, now)
             expected = units(service.matters, service.today - timedelta(days=59), service.today)
 
-            async def complete() -> bool:
-                folded = (await service.get("/v1/stats/units", **longest, limit=100))["units"] == expected
-                alerts = await service.get("/v1/stats/alerts", state="open")
-                return folded and any(a["region_code"] == BURST_CITY for a in alerts)
+            seen: dict[str, Any] = {}
 
-            await until(complete, "every matter folded, and the Liangshan surge alert open")
+            async def complete() -> bool:
+                seen["units"] = (await service.get("/v1/stats/units", **longest, limit=100))["units"]
+                seen["alerts"] = await service.get("/v1/stats/alerts", state="open")
+                return seen["units"] == expected and any(a["region_code"] == BURST_CITY for a in seen["alerts"])
+
+            try:
+                await until(complete, "every matter folded, and the Liangshan surge alert open", timeout=180)
+            except AssertionError as exc:  # say which half is missing, and how
+                raise AssertionError(
+                    f"{exc}; units as expected: {seen.get('units') == expected}; open alerts: {seen.get('alerts')};"
+                    f" units differing: {[u for u in seen.get('units', []) if u not in expected][:5]}"
+                    f" vs {[u for u in expected if u not in seen.get('units', [])][:5]}"
+                ) from exc
             yield service
         finally:
             process.stop()
