@@ -102,8 +102,10 @@ start_console() {
   local pidfile="$RUN/console.pid" deadline=$((SECONDS + 60))
   if ! pid_alive "$pidfile"; then
     port_open "$CONSOLE_PORT" && die "port $CONSOLE_PORT (for the console) is taken by a process we did not start"
-    HTTP_PORT="$CONSOLE_PORT" setsid nohup env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" \
-      serve >>"$LOGS/console.log" 2>&1 </dev/null &
+    # Reception registers visits with the local stack's channel key (production: a key of the visit channel alone,
+    # xinfang-intake keys add --system console --channels visit).
+    HTTP_PORT="$CONSOLE_PORT" setsid nohup env "DATABASE_URL=$DATABASE_URL_CONSOLE" "INTAKE_CHANNEL_KEY=$CHANNEL_API_KEY" \
+      "$ROOT/.venv/bin/xinfang-console" serve >>"$LOGS/console.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
   fi
   until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CONSOLE_PORT/health")" == 200 ]]; do

@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -41,6 +42,7 @@ class Console:
     services: dict[str, Service]
     database: str
     intake: httpx.AsyncClient
+    routing: httpx.AsyncClient
 
     def browser(self) -> httpx.AsyncClient:
         """A person's browser: its own cookies."""
@@ -61,6 +63,7 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
             session_secret=SecretStr(f"sessions-{RUN}"),
             signin_window_s=WINDOW_S,
             signin_max_per_account=3,
+            intake_channel_key=SecretStr(CHANNEL_KEY),
             _env_file=None,  # type: ignore[call-arg]
         )
         await migrate_dsn(database, settings.db_schema, CONSOLE_MIGRATIONS)
@@ -73,6 +76,7 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
                 ("chen.head", Role.HEAD, Office.LETTERS_2),
                 ("wang.other", Role.CLERK, Office.ONLINE),
                 ("zhao.leader", Role.LEADER, None),
+                ("sun.reception", Role.CLERK, Office.RECEPTION),
                 ("gone", Role.CLERK, Office.LETTERS_2),
             ]:
                 await accounts.add(conn, user, role, office, PASSWORD)
@@ -82,10 +86,12 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
         for service in services.values():
             await service.start()
         intake = httpx.AsyncClient(transport=transports["intake"], base_url="http://intake")
+        routing = httpx.AsyncClient(transport=transports["routing"], base_url="http://routing")
         try:
-            yield Console(services, database, intake)
+            yield Console(services, database, intake, routing)
         finally:
             await intake.aclose()
+            await routing.aclose()
             for service in reversed(services.values()):
                 await service.stop()
 
@@ -220,3 +226,91 @@ async def test_login_csrf_forged_cookies_sign_out_and_expiry(console: Console) -
         out = await browser.post("/signout", data={"csrf": _csrf((await browser.get("/")).text)})
         assert out.status_code == 303
         assert not await signed_in_with(kept)
+
+
+def _visit(page: str, **fields: str) -> dict[str, str]:
+    """The reception form as a clerk fills it in (a group visit of 30 with two representatives)."""
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page)
+    assert nonce
+    person = factories.submission()["petitioner"]
+    return {
+        "csrf": _csrf(page),
+        "nonce": nonce.group(1),
+        "name": person["name"],
+        "id_number": person["id_number"],
+        "phone": person["phone"],
+        "headcount": "30",
+        "rep1_name": "代表一",
+        "rep1_id": "510104198001011234",
+        "rep1_phone": "13800000001",
+        "rep2_name": "代表二",
+        "rep2_id": "510104198001021234",
+        "rep2_phone": "13800000002",
+        "kind": "complaint",
+        "place": "chengdu",
+        "region_code": "510104",
+        "title": "集体反映拖欠工资",
+        "content": "某公司拖欠三十名工人工资半年。",
+    } | fields
+
+
+async def test_reception_registers_a_group_visit_once_and_the_visitor_tracks_and_rates_it(console: Console) -> None:
+    async with console.browser() as outsider, console.browser() as clerk:
+        await _sign_in(outsider, "li.clerk")
+        assert (await outsider.get("/reception")).status_code == 403, "only Visit Reception registers visits"
+        await _sign_in(clerk, "sun.reception")
+        form_page = (await clerk.get("/reception")).text
+        assert (await outsider.post("/reception", data=_visit(form_page))).status_code == 403, "not their CSRF token"
+
+        wrong = await clerk.post("/reception", data=_visit(form_page, id_number="123"))
+        assert wrong.status_code == 422 and "petitioner.id_number" in wrong.text
+        filled = _visit(form_page)
+        first = await clerk.post("/reception", data=filled)
+        assert first.status_code == 200, first.text
+        code = re.search(r'class="code"[^>]*>([^<]+)<', first.text)
+        assert code, "the page shows the tracking code"
+        again = await clerk.post("/reception", data=filled)  # the same form sent twice (a double click)
+        assert code.group(1) in again.text, "registered once: the same code"
+    tracking_code = code.group(1)
+    async with console.browser() as visitor:
+        page = await visitor.get("/track", params={"code": tracking_code})
+        assert page.status_code == 200 and "/track/rate" not in page.text, "no rating before an opinion"
+
+    # The unit it went to concludes it with an opinion; then the visitor rates it, once.
+    registered = (await console.intake.get(f"/v1/matters/{tracking_code}")).json()
+
+    async def transferred() -> bool:
+        row = await console.services["routing"].pool.fetchrow(
+            "SELECT matter_id, unit FROM matters WHERE tracking_code = $1", tracking_code
+        )
+        return row is not None and row["unit"] is not None
+
+    await eventually(transferred, timeout=60)
+    row = await console.services["routing"].pool.fetchrow(
+        "SELECT matter_id, unit FROM matters WHERE tracking_code = $1", tracking_code
+    )
+    unit, matter_id = row["unit"], str(row["matter_id"])
+    for action, extra in (("accepted", {}), ("concluded", {"opinion": {"result": "support", "text": "已补发工资"}})):
+        body = {"matter_id": matter_id, "unit": unit, "action": action, "at": datetime.now(UTC).isoformat(), **extra}
+        sent = await console.routing.post(
+            f"/v1/units/{unit}/feedback", json=body, headers={"Authorization": f"Bearer {UNIT_KEYS[unit]}"}
+        )
+        assert sent.status_code == 202, sent.text
+
+    async def opinion_known() -> bool:
+        return bool((await console.intake.get(f"/v1/matters/{tracking_code}")).json().get("opinion"))
+
+    await eventually(opinion_known, timeout=60)
+    async with console.browser() as visitor:
+        page = await visitor.get("/track", params={"code": tracking_code})
+        assert "/track/rate" in page.text and "已补发工资" in page.text
+        stale = await visitor.post("/track/rate", data={"csrf": "forged", "code": tracking_code, "rating": "satisfied"})
+        assert stale.status_code == 403
+        rated = await visitor.post(
+            "/track/rate", data={"csrf": _csrf(page.text), "code": tracking_code, "rating": "satisfied"}
+        )
+        assert rated.status_code == 200 and "/track/rate" not in rated.text
+    after = (await console.intake.get(f"/v1/matters/{tracking_code}")).json()
+    assert after["rating"] == "satisfied" and registered["status"] != after["status"]
+    once_more = await console.intake.post(f"/v1/matters/{tracking_code}/rating", json={"rating": "unsatisfied"})
+    assert once_more.status_code == 409, "rated once"

@@ -7,9 +7,11 @@ no script, style or font comes from another origin, and the CSP says so.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
+import hashlib
 import logging
 import secrets
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -19,9 +21,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from xinfang_shared.contracts.reference import CITIES, UNITS, Office
+from xinfang_shared.contracts.reference import CITIES, UNITS, Kind, Office, Rating, VisitPlace
 from xinfang_shared.ratelimit import RateLimit
 from xinfang_shared.service import Late, Service
+from xinfang_shared.staff import Role
 
 from . import accounts, sessions
 from .backends import Backends
@@ -256,6 +259,70 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             )
         return render(request, "matter.html", person=session.account, csrf=session.csrf, matter=answer.body)
 
+    def may_receive(person: accounts.Account) -> bool:
+        return person.office == Office.RECEPTION and person.role in (Role.CLERK, Role.HEAD)
+
+    def reception_page(
+        request: Request, session: sessions.Session, status_code: int = 200, **values: Any
+    ) -> HTMLResponse:
+        return render(
+            request,
+            "reception.html",
+            status_code,
+            person=session.account,
+            csrf=session.csrf,
+            nonce=secrets.token_urlsafe(16),
+            kinds=[k.value for k in Kind if k not in (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)],
+            places=[p.value for p in VisitPlace],
+            **({"sent": {}, "errors": []} | values),
+        )
+
+    @api.get("/reception", response_class=HTMLResponse, include_in_schema=False)
+    async def reception(request: Request, session: Person) -> Response:
+        if session is None:
+            return signin_page(request)
+        if not may_receive(session.account):
+            return Response("only the Visit Reception office registers visits", status.HTTP_403_FORBIDDEN)
+        return reception_page(request, session)
+
+    @api.post("/reception", include_in_schema=False)
+    async def register_visit(request: Request, session: Person) -> Response:
+        """A walk-in visit, registered through intake as the visit channel's system; the visitor gets the code."""
+        if session is None:
+            return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
+        sent = await form(request)
+        if not changes_allowed(session, sent):
+            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+        if not may_receive(session.account):
+            return Response("only the Visit Reception office registers visits", status.HTTP_403_FORBIDDEN)
+        if settings.intake_channel_key is None:
+            return Response(
+                "reception is closed: the console has no intake channel key", status.HTTP_503_SERVICE_UNAVAILABLE
+            )
+        answer = await late().backends.call(
+            "intake",
+            "POST",
+            "/v1/submissions",
+            person=None,
+            json=visit_submission(sent, session.token),
+            headers={"Authorization": f"Bearer {settings.intake_channel_key.get_secret_value()}"},
+        )
+        if answer.status in (200, 201, 202) and isinstance(answer.body, dict):
+            log.info("registered a visit", extra={"user": session.account.username})
+            return render(
+                request,
+                "registered.html",
+                person=session.account,
+                csrf=session.csrf,
+                tracking_code=answer.body.get("tracking_code"),
+            )
+        errors = answer.body.get("errors", []) if isinstance(answer.body, dict) else []
+        if not errors:
+            errors = [{"field": "<submission>", "message": _detail(answer.body)}]
+        return reception_page(
+            request, session, 422 if answer.status == 422 else answer.status, sent=sent, errors=errors
+        )
+
     @api.get("/track", response_class=HTMLResponse, include_in_schema=False, dependencies=[public.depends])
     async def track(request: Request, code: str | None = None) -> Response:
         if not code:
@@ -269,9 +336,85 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if not answer.ok:
             words = WORDS[language(request)]
             return render(request, "track.html", 404, person=None, code=code, found=None, message=words["not_found"])
-        return render(request, "track.html", person=None, code=code, found=answer.body)
+        return track_page(request, code, answer.body)
+
+    def track_page(
+        request: Request, code: str, found: Any, status_code: int = 200, message: str | None = None
+    ) -> HTMLResponse:
+        token = secrets.token_urlsafe(24)
+        response = render(
+            request,
+            "track.html",
+            status_code,
+            person=None,
+            code=code,
+            found=found,
+            csrf=token,
+            message=message,
+            ratings=[r.value for r in Rating],
+        )
+        response.set_cookie(
+            sessions.PRE_COOKIE,
+            sessions.sign(token, late().secret),
+            httponly=True,
+            samesite="strict",
+            secure=settings.cookies_secure,
+            max_age=3600,
+        )
+        return response
+
+    @api.post("/track/rate", include_in_schema=False, dependencies=[public.depends])
+    async def rate(request: Request) -> Response:
+        """A petitioner rates the opinion, once (intake refuses a second rating, or one before an opinion)."""
+        sent = await form(request)
+        expected = sessions.unsign(request.cookies.get(sessions.PRE_COOKIE), late().secret)
+        if expected is None or not secrets.compare_digest(sent.get("csrf", ""), expected):
+            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+        code = sent.get("code", "").strip()[:32]
+        answer = await late().backends.call(
+            "intake", "POST", f"/v1/matters/{code}/rating", person=None, json={"rating": sent.get("rating", "")}
+        )
+        words = WORDS[language(request)]
+        message = words["rated"] if answer.ok else words["failed"] + _detail(answer.body)
+        looked = await late().backends.call("intake", "GET", f"/v1/matters/{code}", person=None)
+        found = looked.body if looked.ok else None
+        return track_page(request, code, found, answer.status if not answer.ok else 200, message)
 
     return service
+
+
+def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]:
+    """The reception form as a submission on the visit channel. Its external id comes from the form's nonce and
+    the session: the same form sent twice registers once, and no other session can name it."""
+    digest = hashlib.sha256(f"{session_token}:{sent.get('nonce', '')}".encode()).hexdigest()[:32]
+    representatives = [
+        {"name": sent[f"rep{i}_name"], "id_number": sent.get(f"rep{i}_id", ""), "phone": sent.get(f"rep{i}_phone", "")}
+        for i in range(1, 6)
+        if sent.get(f"rep{i}_name")
+    ]
+    try:
+        headcount = int(sent.get("headcount") or 1)
+    except ValueError:
+        headcount = 0  # refused by intake, which names the field
+    submission: dict[str, Any] = {
+        "external_id": f"console-{digest}",
+        "channel": "visit",
+        "submitted_at": datetime.now(UTC).isoformat(),
+        "kind": sent.get("kind", "complaint"),
+        "petitioner": {
+            "name": sent.get("name", ""),
+            "id_number": sent.get("id_number", ""),
+            "phone": sent.get("phone", ""),
+        },
+        "headcount": headcount,
+        "representatives": representatives,
+        "visit": {"place": sent.get("place", "chengdu")},
+        "title": sent.get("title", ""),
+        "content": sent.get("content", ""),
+    }
+    if sent.get("region_code"):
+        submission["location"] = {"region_code": sent["region_code"]}
+    return submission
 
 
 def _detail(body: Any) -> str:

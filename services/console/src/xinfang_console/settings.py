@@ -25,6 +25,11 @@ class ConsoleSettings(ServiceSettings):
     supervision_url: str = "http://127.0.0.1:8003"
     intake_url: str = "http://127.0.0.1:8001"
     backend_timeout_s: float = Field(default=10.0, gt=0)
+    intake_channel_key: SecretStr | None = Field(
+        default=None,
+        description="Intake's key for the visit channel (`xinfang-intake keys add --system console --channels visit`):"
+        " reception registers walk-in visits with it; without it, reception is closed",
+    )
     public_rate_limit_per_minute: float = Field(default=30.0, gt=0, description="/track look-ups per address")
     public_rate_limit_burst: int = Field(default=10, ge=1)
 
