@@ -230,22 +230,23 @@ async def test_login_csrf_forged_cookies_sign_out_and_expiry(console: Console) -
 
 def _visit(page: str, **fields: str) -> dict[str, str]:
     """The reception form as a clerk fills it in (a group visit of 30 with two representatives)."""
-    nonce = re.search(r'name="nonce" value="([^"]+)"', page)
-    assert nonce
-    person = factories.submission()["petitioner"]
+    nonce, at = re.search(r'name="nonce" value="([^"]+)"', page), re.search(r'name="at" value="([^"]+)"', page)
+    assert nonce and at
+    person, one, two = (factories.submission()["petitioner"] for _ in range(3))
     return {
         "csrf": _csrf(page),
         "nonce": nonce.group(1),
+        "at": at.group(1),
         "name": person["name"],
         "id_number": person["id_number"],
         "phone": person["phone"],
         "headcount": "30",
-        "rep1_name": "代表一",
-        "rep1_id": "510104198001011234",
-        "rep1_phone": "13800000001",
-        "rep2_name": "代表二",
-        "rep2_id": "510104198001021234",
-        "rep2_phone": "13800000002",
+        "rep1_name": one["name"],
+        "rep1_id": one["id_number"],
+        "rep1_phone": one["phone"],
+        "rep2_name": two["name"],
+        "rep2_id": two["id_number"],
+        "rep2_phone": two["phone"],
         "kind": "complaint",
         "place": "chengdu",
         "region_code": "510104",

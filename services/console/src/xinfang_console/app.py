@@ -272,6 +272,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             person=session.account,
             csrf=session.csrf,
             nonce=secrets.token_urlsafe(16),
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
             kinds=[k.value for k in Kind if k not in (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)],
             places=[p.value for p in VisitPlace],
             **({"sent": {}, "errors": []} | values),
@@ -399,7 +400,8 @@ def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]
     submission: dict[str, Any] = {
         "external_id": f"console-{digest}",
         "channel": "visit",
-        "submitted_at": datetime.now(UTC).isoformat(),
+        # When the form was opened: the same form sent again is the same submission (intake registers it once).
+        "submitted_at": sent.get("at") or datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": sent.get("kind", "complaint"),
         "petitioner": {
             "name": sent.get("name", ""),
