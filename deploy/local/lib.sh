@@ -91,3 +91,35 @@ instance_numbers() {
   done
   if ((${#found[@]} > 0)); then printf '%s\n' "${found[@]}" | sort -n; fi
 }
+
+# go_tool NAME VERSION PACKAGE BUILT [CGO]: .local/bin/NAME, built once per VERSION from the Go module proxy
+# (`go install PACKAGE@VERSION`, whose binary is BUILT); Go from PATH, /usr/local/go, or Debian's golang-go.
+go_tool() {
+  local name="$1" version="$2" package="$3" built="$4" cgo="${5:-}"
+  local bin="$LOCAL/bin/$name" stamp="$LOCAL/bin/.$name-$version" go tmp
+  [[ -x "$bin" && -f "$stamp" ]] && return 0
+  go="$(command -v go || true)"
+  [[ -n "$go" || ! -x /usr/local/go/bin/go ]] || go=/usr/local/go/bin/go
+  if [[ -z "$go" ]]; then
+    [[ $EUID -eq 0 ]] || die "$name needs Go to build: run as root once (installs golang-go), or install Go"
+    say "installing golang-go from Debian's packages (to build $name)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+    go="$(command -v go)"
+  fi
+  say "building $name $version from the Go module proxy"
+  mkdir -p "$LOCAL/bin"
+  tmp="$(mktemp -d)"
+  # No HOME (so no default caches): keep Go's module and build caches under .local/go (writable: rm -rf works).
+  if [[ -z "${HOME:-}" ]]; then export GOPATH="$LOCAL/go" GOCACHE="$LOCAL/go/cache"; fi
+  if ! env ${cgo:+CGO_ENABLED=$cgo} GOBIN="$tmp" GOTOOLCHAIN=local GOFLAGS="-modcacherw -buildvcs=false" \
+    "$go" install "$package@$version" >"$LOGS/$name-build.log" 2>&1; then
+    rm -rf "$tmp"
+    die "go install of $name $version failed; see $LOGS/$name-build.log"
+  fi
+  mv "$tmp/$built" "$bin"
+  rm -rf "$tmp"
+  rm -f "$LOCAL/bin/.$name-"*
+  touch "$stamp"
+  say "$name $version in $bin"
+}

@@ -118,9 +118,11 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
 
     Person = Annotated[sessions.Session | None, Depends(signed_in)]
 
-    def signin_page(request: Request, status_code: int = 200, message: str | None = None) -> HTMLResponse:
+    def form_page(request: Request, template: str, status_code: int, **values: Any) -> HTMLResponse:
+        """A page with a form sent before any session (sign-in, rating): its CSRF token, and the same token signed
+        in a cookie that a page of another site cannot read (double submit)."""
         token = secrets.token_urlsafe(24)
-        response = render(request, "signin.html", status_code, csrf=token, message=message, person=None)
+        response = render(request, template, status_code, csrf=token, **values)
         response.set_cookie(
             sessions.PRE_COOKIE,
             sessions.sign(token, late().secret),
@@ -130,6 +132,13 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             max_age=3600,
         )
         return response
+
+    def form_token_ok(request: Request, sent: dict[str, str]) -> bool:
+        expected = sessions.unsign(request.cookies.get(sessions.PRE_COOKIE), late().secret)
+        return expected is not None and secrets.compare_digest(sent.get("csrf", ""), expected)
+
+    def signin_page(request: Request, status_code: int = 200, message: str | None = None) -> HTMLResponse:
+        return form_page(request, "signin.html", status_code, message=message, person=None)
 
     def changes_allowed(session: sessions.Session, sent: dict[str, str]) -> bool:
         return secrets.compare_digest(sent.get("csrf", ""), session.csrf)
@@ -158,8 +167,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     @api.post("/signin", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
         state, sent = late(), await form(request)
-        expected = sessions.unsign(request.cookies.get(sessions.PRE_COOKIE), state.secret)
-        if expected is None or not secrets.compare_digest(sent.get("csrf", ""), expected):
+        if not form_token_ok(request, sent):
             return signin_page(request, status.HTTP_403_FORBIDDEN)
         username, password = sent.get("username", "")[:64], sent.get("password", "")[:256]
         address = request.client.host if request.client else "unknown"
@@ -342,34 +350,22 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     def track_page(
         request: Request, code: str, found: Any, status_code: int = 200, message: str | None = None
     ) -> HTMLResponse:
-        token = secrets.token_urlsafe(24)
-        response = render(
+        return form_page(
             request,
             "track.html",
             status_code,
             person=None,
             code=code,
             found=found,
-            csrf=token,
             message=message,
             ratings=[r.value for r in Rating],
         )
-        response.set_cookie(
-            sessions.PRE_COOKIE,
-            sessions.sign(token, late().secret),
-            httponly=True,
-            samesite="strict",
-            secure=settings.cookies_secure,
-            max_age=3600,
-        )
-        return response
 
     @api.post("/track/rate", include_in_schema=False, dependencies=[public.depends])
     async def rate(request: Request) -> Response:
         """A petitioner rates the opinion, once (intake refuses a second rating, or one before an opinion)."""
         sent = await form(request)
-        expected = sessions.unsign(request.cookies.get(sessions.PRE_COOKIE), late().secret)
-        if expected is None or not secrets.compare_digest(sent.get("csrf", ""), expected):
+        if not form_token_ok(request, sent):
             return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
         code = sent.get("code", "").strip()[:32]
         answer = await late().backends.call(
