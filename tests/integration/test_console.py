@@ -25,6 +25,7 @@ from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
+from xinfang_shared.contracts.labels import name_of
 from xinfang_shared.contracts.reference import CITIES, Office
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.service import Service
@@ -171,7 +172,9 @@ async def test_a_clerk_assigns_from_the_queue_as_themselves_and_others_cannot(co
     await eventually(intake_knows_the_unit, timeout=60)
     async with console.browser() as petitioner:
         found = await petitioner.get("/track", params={"code": matter["tracking_code"]})
-        assert found.status_code == 200 and "city-5103" in found.text
+        # In plain words: the unit's name and the status's, never their codes.
+        assert found.status_code == 200 and name_of("zh-CN", "unit", "city-5103") in found.text, found.text
+        assert name_of("zh-CN", "status", "transferred") in found.text and "city-5103" not in found.text
         assert matter["petitioner"]["name"] not in found.text and matter["petitioner"]["phone"] not in found.text
         missing = await petitioner.get("/track", params={"code": "0000-0000-0000-0000"})
         assert missing.status_code == 404

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import re
@@ -57,7 +56,7 @@ from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED
 from xinfang_shared.tracking import new_tracking_code
 from xinfang_shared.workdays import CHINA
 from xinfang_stats.app import MIGRATIONS
-from xinfang_stats.dashboard import CSP, STATIC
+from xinfang_stats.dashboard import CSP, STATIC, strings
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 VENDOR = STATIC / "vendor"
@@ -66,7 +65,7 @@ OPERATOR_KEY = "dashboard-operator-" + uuid.uuid4().hex
 PETITIONER = "测试信访人丙"  # every matter's petitioner: never on the page
 BURST_CITY, BURST = "5134", 50  # matters in one hour in Liangshan: at the cold-start floor of 50
 CALM_MOST = 4  # matters a category may have in a surge window without alarming (the detector's min_observed is 5)
-STRINGS = {lang: json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("zh-CN", "en")}
+STRINGS = {lang: strings(lang) for lang in ("zh-CN", "en")}
 TEXTS = {
     Category.LABOR: ("农民工工资被拖欠", "某建筑公司拖欠农民工工资三个月，多次讨薪无果。"),
     Category.HOUSING: ("反映拆迁补偿标准过低", "旧城改造拆迁补偿标准过低，要求重新评估。"),

@@ -5,7 +5,6 @@ test_dashboard.py.)"""
 
 from __future__ import annotations
 
-import json
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -15,12 +14,13 @@ from fastapi import FastAPI
 
 from xinfang_shared.contracts.reference import CITIES, UNITS, Category, Channel, Office
 from xinfang_stats.dashboard import CSP, STATIC, mount_dashboard
+from xinfang_stats.dashboard import strings as served_strings
 
 LANGS = ("zh-CN", "en")
 
 
 def strings(lang: str) -> dict[str, Any]:
-    return json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return served_strings(lang)
 
 
 class Page(HTMLParser):
@@ -59,7 +59,7 @@ def test_the_page_has_nothing_inline_that_the_policy_blocks() -> None:
             value = attrs.get(name) or ""
             assert not re.match(r"^(https?:)?//", value), f"<{tag} {name}={value}>: only the service's own files"
     scripts = [attrs.get("src") for tag, attrs in page.tags if tag == "script"]
-    assert scripts == ["/static/vendor/echarts.min.js", "/static/app.js"]
+    assert scripts == ["static/vendor/echarts.min.js", "static/app.js"]  # relative: the console serves it under /dashboard/
     app = (STATIC / "app.js").read_text(encoding="utf-8")
     assert not re.search(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write", app), "text is set as text"
     assert "setAttribute('style'" not in app

@@ -7,6 +7,7 @@ no script, style or font comes from another origin, and the CSP says so.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -21,12 +22,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from xinfang_shared.contracts.reference import CITIES, UNITS, Kind, Office, Rating, VisitPlace
+from xinfang_shared.contracts.reference import UNITS, DeadlineType, Kind, Office, Rating, VisitPlace
 from xinfang_shared.ratelimit import RateLimit
 from xinfang_shared.service import Late, Service
 from xinfang_shared.staff import Role
 
-from . import accounts, sessions
+from . import accounts, sessions, views
 from .backends import Backends
 from .i18n import LANG_COOKIE, WORDS, language
 from .settings import ConsoleSettings
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MIGRATIONS = HERE / "migrations"
 MAX_FORM_BYTES = 16 * 1024
+STAGES = ("due-soon", "overdue", "escalated")
+# What the dashboard's relayed answers keep of stats' headers: their type, and the page's own CSP (its script).
+RELAYED_HEADERS = {"content-type", "content-security-policy", "cache-control", "retry-after"}
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -59,7 +63,11 @@ def _secured(app: Any) -> Any:
     async def with_headers(scope: Any, receive: Any, send: Any) -> None:
         async def send_secured(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = message.get("headers", [])
+                # A page that brings its own policy keeps it (the relayed dashboard runs its script); others get ours.
+                own_policy = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                added = [h for h in SECURITY_HEADERS if not (own_policy and h[0] == b"content-security-policy")]
+                message["headers"] = [*headers, *added]
             await send(message)
 
         await app(scope, receive, send_secured if scope["type"] == "http" else send)
@@ -71,7 +79,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     service = Service(settings, migrations=MIGRATIONS, title="xinfang console", messaging=False)
     late: Late[State] = Late("console")
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    units = [(code, CITIES.get(code, code)) for code in UNITS]
+    units = list(UNITS)
     public = RateLimit(rate_per_s=settings.public_rate_limit_per_minute / 60, burst=settings.public_rate_limit_burst)
 
     @service.on_start
@@ -82,6 +90,8 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             routing=settings.routing_url,
             supervision=settings.supervision_url,
             intake=settings.intake_url,
+            notify=settings.notify_url,
+            stats=settings.stats_url,
             timeout_s=settings.backend_timeout_s,
             transports=transports,
         )
@@ -98,7 +108,15 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
 
     def render(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         lang = language(request)
-        body = pages.get_template(template).render(lang=lang, t=WORDS[lang], **values)
+        body = pages.get_template(template).render(
+            lang=lang,
+            t=WORDS[lang],
+            n=lambda table, code: views.name(lang, table, code),
+            left=lambda iso: views.time_left(lang, iso),
+            when=views.beijing,
+            city_of=views.city_of,
+            **values,
+        )
         response = HTMLResponse(body, status_code=status_code)
         if request.query_params.get("lang") in ("en", "zh-CN"):
             response.set_cookie(LANG_COOKIE, lang, samesite="strict", httponly=True, max_age=365 * 86400)
@@ -149,17 +167,18 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return signin_page(request)
         state, person = late(), session.account
         offices = list(Office) if person.office is None else [person.office]
-        queues = []
-        for office in offices:
-            answer = await state.backends.call("routing", "GET", f"/v1/queues/{office.value}", person=person)
-            queues.append((office.value, answer.body if answer.ok else []))
+        answers = await asyncio.gather(
+            *(state.backends.call("routing", "GET", f"/v1/queues/{office.value}", person=person) for office in offices)
+        )
+        # None: routing did not answer for that office (shown as such, never as an empty queue).
+        queues = [(o.value, a.body if a.ok else None) for o, a in zip(offices, answers, strict=True)]
         return render(
             request,
             "workbench.html",
             person=person,
             csrf=session.csrf,
             queues=queues,
-            may_assign=person.office is not None,
+            may_assign=person.office is not None and person.role in (Role.CLERK, Role.HEAD),
             units=units,
             message=request.query_params.get("done") and WORDS[language(request)]["done"],
         )
@@ -216,8 +235,26 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         response.delete_cookie(sessions.COOKIE)
         return response
 
+    def refusal(request: Request, session: sessions.Session, answer: Any) -> HTMLResponse:
+        """A service's refusal (or failure) as a page: what it said, with the status it answered."""
+        words = WORDS[language(request)]
+        message = words["refused"] if answer.status == 403 else words["failed"] + _detail(answer.body)
+        return render(
+            request,
+            "refused.html",
+            answer.status if answer.status >= 400 else 502,
+            person=session.account,
+            csrf=session.csrf,
+            message=message,
+        )
+
+    def back_to(sent: dict[str, str], matter_id: uuid.UUID) -> str:
+        """Where a change returns: the matter's page when it was made there, else the queue (never elsewhere)."""
+        return f"/matters/{matter_id}?done=1" if sent.get("from") == "matter" else "/?done=1"
+
     @api.post("/matters/{matter_id}/assign", include_in_schema=False)
     async def assign(request: Request, matter_id: uuid.UUID, session: Person) -> Response:
+        """Assign a waiting matter to a unit, or (its head) move a transferred one: routing decides who may."""
         if session is None:
             return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
         sent = await form(request)
@@ -231,41 +268,123 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             json={"unit": sent.get("unit", ""), "reason": sent.get("reason", "")},
         )
         if answer.ok:
-            return RedirectResponse("/?done=1", status.HTTP_303_SEE_OTHER)
-        words = WORDS[language(request)]
-        why = words["refused"] if answer.status == 403 else words["failed"] + _detail(answer.body)
-        return render(
-            request,
-            "workbench.html",
-            answer.status if answer.status >= 400 else 502,
+            return RedirectResponse(back_to(sent, matter_id), status.HTTP_303_SEE_OTHER)
+        return refusal(request, session, answer)
+
+    @api.post("/matters/{matter_id}/deadlines/{deadline}/{action}", include_in_schema=False)
+    async def deadline_action(
+        request: Request, matter_id: uuid.UUID, deadline: DeadlineType, action: str, session: Person
+    ) -> Response:
+        """Pause or resume a hearing, or extend a deadline: supervision decides who may and what the rules allow."""
+        if session is None:
+            return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
+        if action not in ("pause", "resume", "extend"):
+            return Response("no such action", status.HTTP_404_NOT_FOUND)
+        sent = await form(request)
+        if not changes_allowed(session, sent):
+            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+        body: dict[str, Any] = {"reason": sent.get("reason", "")}
+        if action == "extend":
+            body["days"] = int(sent["days"]) if sent.get("days", "").isdigit() else 0  # 0: refused, field named
+        answer = await late().backends.call(
+            "supervision",
+            "POST",
+            f"/v1/matters/{matter_id}/deadlines/{deadline.value}/{action}",
             person=session.account,
-            csrf=session.csrf,
-            queues=[],
-            may_assign=False,
-            units=units,
-            message=why,
+            json=body,
         )
+        if answer.ok:
+            return RedirectResponse(f"/matters/{matter_id}?done=1", status.HTTP_303_SEE_OTHER)
+        return refusal(request, session, answer)
 
     @api.get("/matters/{matter_id}", response_class=HTMLResponse, include_in_schema=False)
     async def matter(request: Request, matter_id: uuid.UUID, session: Person) -> Response:
+        """The matter (routing decides whether this person may read it, and masks what they may not see), its
+        deadlines (supervision) and the notices sent about it (notify)."""
         if session is None:
             return signin_page(request)
-        answer = await late().backends.call("routing", "GET", f"/v1/matters/{matter_id}", person=session.account)
+        backends, person = late().backends, session.account
+        answer = await backends.call("routing", "GET", f"/v1/matters/{matter_id}", person=person)
         if not answer.ok:
-            words = WORDS[language(request)]
-            message = words["refused"] if answer.status == 403 else words["failed"] + _detail(answer.body)
-            return render(
-                request,
-                "workbench.html",
-                answer.status,
-                person=session.account,
-                csrf=session.csrf,
-                queues=[],
-                may_assign=False,
-                units=units,
-                message=message,
-            )
-        return render(request, "matter.html", person=session.account, csrf=session.csrf, matter=answer.body)
+            return refusal(request, session, answer)
+        found, notices = await asyncio.gather(
+            backends.call("supervision", "GET", f"/v1/matters/{matter_id}/deadlines", person=person),
+            backends.call("notify", "GET", "/v1/notifications", person=person, params={"matter_id": str(matter_id)}),
+        )
+        deadlines = found.body.get("deadlines", []) if found.ok and isinstance(found.body, dict) else []
+        return render(
+            request,
+            "matter.html",
+            person=person,
+            csrf=session.csrf,
+            matter=answer.body,
+            deadlines=deadlines,
+            deadlines_unavailable=not found.ok and found.status != 404,
+            notices=notices.body if notices.ok and isinstance(notices.body, list) else [],
+            notices_unavailable=not notices.ok,
+            actions=views.matter_actions(person, answer.body, deadlines),
+            units=units,
+            message=request.query_params.get("done") and WORDS[language(request)]["done"],
+        )
+
+    @api.get("/deadlines", response_class=HTMLResponse, include_in_schema=False)
+    async def deadlines_page(
+        request: Request, session: Person, stage: str = "overdue", office: str = "", unit: str = ""
+    ) -> Response:
+        """Deadlines due soon, overdue or escalated, by office and unit: a person of an office sees their own
+        office's (supervision decides), a leader any."""
+        if session is None:
+            return signin_page(request)
+        person = session.account
+        stage = stage if stage in STAGES else "overdue"
+        params = {"stage": stage, "limit": "500"}
+        if person.office is not None:
+            params["office"] = person.office.value
+        elif office in {o.value for o in Office}:
+            params["office"] = office
+        if unit in UNITS:
+            params["unit"] = unit
+        answer = await late().backends.call("supervision", "GET", "/v1/deadlines", person=person, params=params)
+        if not answer.ok:
+            return refusal(request, session, answer)
+        return render(
+            request,
+            "deadlines.html",
+            person=person,
+            csrf=session.csrf,
+            rows=answer.body,
+            stage=stage,
+            stages=STAGES,
+            office=params.get("office", ""),
+            offices=[o.value for o in Office],
+            unit=params.get("unit", ""),
+            units=units,
+        )
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard_root() -> Response:
+        return RedirectResponse("/dashboard/", status.HTTP_307_TEMPORARY_REDIRECT)
+
+    @api.get("/dashboard/{path:path}", include_in_schema=False)
+    async def dashboard(request: Request, path: str, session: Person) -> Response:
+        """The stats dashboard, with the person's session instead of a machine key: its page and files as stats
+        serves them, and its figures asked of stats as this person (the console's key and who). The page's CSP is
+        stats' own (it runs a script from this origin); nothing here is a change, so GET only."""
+        if session is None:
+            if path.startswith("v1/"):
+                return Response(status_code=status.HTTP_401_UNAUTHORIZED)
+            return signin_page(request)
+        if path and not (path.startswith("v1/stats/") or path.startswith("static/")):
+            return Response(status_code=status.HTTP_404_NOT_FOUND)
+        person = session.account if path.startswith("v1/") else None
+        upstream = await late().backends.relay(
+            "stats", "/" + path, person=person, params=request.query_params, accept=request.headers.get("accept")
+        )
+        content = upstream.content
+        if not path:  # the page: told it is served with a session, not a key
+            content = content.replace(b"<head>", b'<head>\n  <meta name="xinfang-session" content="console">', 1)
+        kept = {k: v for k, v in upstream.headers.items() if k.lower() in RELAYED_HEADERS}
+        return Response(content, upstream.status_code, headers=kept)
 
     def may_receive(person: accounts.Account) -> bool:
         return person.office == Office.RECEPTION and person.role in (Role.CLERK, Role.HEAD)

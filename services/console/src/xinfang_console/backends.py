@@ -34,6 +34,8 @@ class Backends:
         routing: str,
         supervision: str,
         intake: str,
+        notify: str,
+        stats: str,
         timeout_s: float,
         transports: dict[str, httpx.AsyncBaseTransport] | None = None,
     ) -> None:
@@ -41,7 +43,13 @@ class Backends:
         self._key = console_key
         self._clients = {
             name: httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transports.get(name))
-            for name, url in (("routing", routing), ("supervision", supervision), ("intake", intake))
+            for name, url in (
+                ("routing", routing),
+                ("supervision", supervision),
+                ("intake", intake),
+                ("notify", notify),
+                ("stats", stats),
+            )
         }
 
     async def close(self) -> None:
@@ -68,13 +76,14 @@ class Backends:
         *,
         person: Account | None,
         json: Any = None,
+        params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """The service's answer; a service that cannot be reached answers 503. `headers`: instead of a person's
-        (reception's channel key)."""
+        (reception's channel key; a petitioner's address for intake's public limits)."""
         try:
             sent = headers if headers is not None else self._as(person)
-            response = await self._clients[service].request(method, path, headers=sent, json=json)
+            response = await self._clients[service].request(method, path, headers=sent, json=json, params=params)
         except httpx.HTTPError:
             return Answer(503, {"detail": f"{service} cannot be reached"})
         try:
@@ -82,3 +91,14 @@ class Backends:
         except ValueError:
             body = None
         return Answer(response.status_code, body, response.headers.get("retry-after"))
+
+    async def relay(
+        self, service: str, path: str, *, person: Account | None, params: Any = None, accept: str | None = None
+    ) -> httpx.Response:
+        """A GET passed on as it is answered (the stats dashboard's files and figures), as the person; a service
+        that cannot be reached answers 503."""
+        headers = self._as(person) | ({"Accept": accept} if accept else {})
+        try:
+            return await self._clients[service].get(path, headers=headers, params=params)
+        except httpx.HTTPError:
+            return httpx.Response(503, json={"detail": f"{service} cannot be reached"})

@@ -24,6 +24,8 @@ class ConsoleSettings(ServiceSettings):
     routing_url: str = "http://127.0.0.1:8002"
     supervision_url: str = "http://127.0.0.1:8003"
     intake_url: str = "http://127.0.0.1:8001"
+    notify_url: str = "http://127.0.0.1:8004"
+    stats_url: str = "http://127.0.0.1:8005"
     backend_timeout_s: float = Field(default=10.0, gt=0)
     intake_channel_key: SecretStr | None = Field(
         default=None,

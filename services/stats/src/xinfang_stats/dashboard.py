@@ -4,11 +4,14 @@ government intranet reaches none), under a content security policy of `self` onl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
+
+from xinfang_shared.contracts.labels import labels
 
 STATIC = Path(__file__).with_name("static")
 CSP = (
@@ -23,6 +26,15 @@ SECURITY_HEADERS = {
 
 
 LANGUAGES = ("zh-CN", "en")  # static/i18n/<lang>.json; the page itself is written in the first
+DOMAIN_TABLES = ("channel", "office", "category", "city", "unit")  # the codes' names, from shared/labels
+
+
+def strings(lang: str) -> dict[str, object]:
+    """What app.js loads as /static/i18n/<lang>.json: the page's own words (static/i18n) and the names of the
+    bureau's codes that every page shares (xinfang_shared.contracts.labels)."""
+    own: dict[str, object] = json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))
+    shared = labels(lang)
+    return own | {table: shared[table] for table in DOMAIN_TABLES}
 
 
 def page(lang: str | None) -> str:
@@ -45,5 +57,11 @@ def mount_dashboard(api: FastAPI) -> None:
     @api.get("/", include_in_schema=False)
     async def index(lang: str | None = None) -> HTMLResponse:
         return HTMLResponse(page(lang), headers={"Cache-Control": "no-cache"})
+
+    @api.get("/static/i18n/{lang}.json", include_in_schema=False)
+    async def words(lang: str) -> JSONResponse:
+        if lang not in LANGUAGES:
+            raise HTTPException(404, "no such language")
+        return JSONResponse(strings(lang), headers={"Cache-Control": "no-cache"})
 
     api.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

@@ -9,6 +9,9 @@
 
 (() => {
   const KEY_STORAGE = 'xinfang.stats.operatorKey';
+  // Served by the console (`/dashboard/`, meta xinfang-session): the person's session cookie stands for the key,
+  // and the console adds who asks; every URL here is relative to the page, so the same file works at both places.
+  const SESSION = document.querySelector('meta[name="xinfang-session"]') !== null;
   const POLL_MS = 30_000;
   const TERMS_EVERY = 5; // hot terms (one request per category) every fifth poll, and when not for the filters
   const TZ = 'Asia/Shanghai';
@@ -82,7 +85,7 @@
 
   async function loadStrings(lang) {
     if (state.strings[lang]) return;
-    const response = await fetch(`/static/i18n/${lang}.json`, { cache: 'no-cache' });
+    const response = await fetch(new URL(`static/i18n/${lang}.json`, document.baseURI), { cache: 'no-cache' });
     if (!response.ok) throw new Error(`i18n/${lang}.json: ${response.status}`);
     state.strings[lang] = await response.json();
   }
@@ -165,7 +168,7 @@
     if (f.category) params.set('category', f.category);
     if (f.city) params.set('city', f.city);
     const query = params.toString();
-    history.replaceState(null, '', query ? `/?${query}` : '/');
+    history.replaceState(null, '', query ? `?${query}` : location.pathname);
   }
 
   function showFilters() {
@@ -195,14 +198,14 @@
   class Unauthorized extends Error {}
 
   async function api(path, params, signal) {
-    const url = new URL(path, location.origin);
+    const url = new URL(path, document.baseURI);
     for (const [name, value] of Object.entries(params || {})) {
       if (value !== '' && value !== null && value !== undefined) url.searchParams.set(name, value);
     }
     const response = await fetch(url, {
-      headers: { Authorization: `Bearer ${state.key}`, Accept: 'application/json' },
+      headers: SESSION ? { Accept: 'application/json' } : { Authorization: `Bearer ${state.key}`, Accept: 'application/json' },
       cache: 'no-store',
-      credentials: 'omit',
+      credentials: SESSION ? 'same-origin' : 'omit',
       signal,
     });
     if (response.status === 401) throw new Unauthorized();
@@ -225,7 +228,7 @@
     const monday = mondayOf(today);
     // KPI tiles: by the one dimension filtered on (the API filters no other way), else over every channel.
     const kpiBy = f.category ? 'category' : f.city ? 'region' : 'channel';
-    const summary = (from, to, groupBy) => api('/v1/stats/summary', { group_by: groupBy, from, to }, signal);
+    const summary = (from, to, groupBy) => api('v1/stats/summary', { group_by: groupBy, from, to }, signal);
     const period = (groupBy) => summary(f.from, f.to, groupBy);
     const days = daysBetween(f.from, f.to).length;
     const interval = days <= 2 ? 'hour' : 'day';
@@ -234,11 +237,11 @@
       summary(monday, today, kpiBy),
       kpiBy === 'region' ? null : period(kpiBy),
       period('region'),
-      api('/v1/stats/timeseries', {
+      api('v1/stats/timeseries', {
         metric: 'registered', interval, from: f.from, to: f.to, group_by: state.volumeBy,
       }, signal),
-      api('/v1/stats/units', { from: f.from, to: f.to, limit: 20 }, signal),
-      api('/v1/stats/alerts', { state: 'open' }, signal),
+      api('v1/stats/units', { from: f.from, to: f.to, limit: 20 }, signal),
+      api('v1/stats/alerts', { state: 'open' }, signal),
     ]);
     const data = {
       filters: { ...f },
@@ -258,7 +261,7 @@
     let terms = null;
     if (withTerms) {
       const categories = f.category ? [f.category] : categoryCodes();
-      const answers = await Promise.all(categories.map((category) => api('/v1/stats/hot-terms', {
+      const answers = await Promise.all(categories.map((category) => api('v1/stats/hot-terms', {
         window: 'P7D', category, region: f.city, top: f.category ? 15 : 6,
       }, signal)));
       terms = { filters: { ...f }, lists: categories.map((category, i) => ({ category, terms: answers[i].terms })) };
@@ -299,6 +302,10 @@
     } catch (error) {
       if (controller.signal.aborted) return;
       if (error instanceof Unauthorized) {
+        if (SESSION) {
+          location.assign(new URL('../', document.baseURI)); // the session ended: the console's sign-in
+          return;
+        }
         signOut(true);
         return;
       }
@@ -347,7 +354,7 @@
   function showDashboard() {
     $('signin-panel').hidden = true;
     $('dashboard').hidden = false;
-    $('signout').hidden = false;
+    $('signout').hidden = SESSION; // in the console, signing out is the console's
     for (const c of Object.values(state.charts)) c.resize();
     refresh();
     startPolling();
@@ -728,7 +735,7 @@
     }
     state.echarts = window.echarts;
     try {
-      const response = await fetch('/static/vendor/sichuan.json');
+      const response = await fetch(new URL('static/vendor/sichuan.json', document.baseURI));
       if (!response.ok) throw new Error(String(response.status));
       const geo = await response.json();
       // ECharts 4.9's map data: features with id "510100" and properties.name "成都市", the coordinates
@@ -787,10 +794,15 @@
       if (!document.hidden && state.key && state.timer) refresh();
     });
 
-    try {
-      state.key = sessionStorage.getItem(KEY_STORAGE);
-    } catch (_) {
-      state.key = null;
+    if (SESSION) {
+      state.key = 'session'; // a marker: the cookie goes with every request, no key is ever in the page
+      $('signout').hidden = true;
+    } else {
+      try {
+        state.key = sessionStorage.getItem(KEY_STORAGE);
+      } catch (_) {
+        state.key = null;
+      }
     }
     if (state.key) showDashboard();
     else showSignin(false);
