@@ -25,11 +25,15 @@ from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
+from xinfang_notify.app import create_service as create_notify
+from xinfang_notify.settings import NotifySettings
 from xinfang_shared.contracts.labels import name_of
 from xinfang_shared.contracts.reference import CITIES, Office
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.service import Service
 from xinfang_shared.staff import Role
+from xinfang_stats.app import create_service as create_stats
+from xinfang_stats.settings import StatsSettings
 
 RUN = uuid.uuid4().hex[:8]
 CHANNEL_KEY, OPERATOR, CONSOLE = f"c-channel-{RUN}", f"c-operator-{RUN}", f"c-console-{RUN}"
@@ -56,8 +60,20 @@ class Console:
 async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Console]:
     async with private_database(stack["DATABASE_URL"]) as database:
         common = common_settings(database, bootstrap, OPERATOR) | {"console_api_key": SecretStr(CONSOLE)}
-        groups = await prepare(database, bootstrap, f"test-console-{RUN}", UPSTREAM)
+        groups = await prepare(database, bootstrap, f"test-console-{RUN}", (*UPSTREAM, "notify", "stats"))
         services = upstream(groups, common, channel_key=CHANNEL_KEY, unit_keys=UNIT_KEYS)
+        # Notices cannot go (nothing listens there): they wait, and the matter page lists them with their channel.
+        services["notify"] = create_notify(
+            NotifySettings(
+                kafka_group_id=groups["notify"],
+                smtp_url="smtp://127.0.0.1:9",
+                sms_gateway_url="http://127.0.0.1:9",
+                sms_access_key=SecretStr(f"sms-{RUN}"),
+                sms_receipt_token=SecretStr(f"receipt-{RUN}"),
+                **common,
+            )
+        )
+        services["stats"] = create_stats(StatsSettings(kafka_group_id=groups["stats"], **common))
         settings = ConsoleSettings(
             database_url=database,
             console_api_key=SecretStr(CONSOLE),
@@ -68,7 +84,7 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
             _env_file=None,  # type: ignore[call-arg]
         )
         await migrate_dsn(database, settings.db_schema, CONSOLE_MIGRATIONS)
-        transports = {name: httpx.ASGITransport(app=services[name].api) for name in UPSTREAM}
+        transports = {name: httpx.ASGITransport(app=services[name].api) for name in services}
         services["console"] = create_console(settings, transports=transports)
         conn = await asyncpg.connect(database, server_settings={"search_path": "console"})
         try:
@@ -318,3 +334,118 @@ async def test_reception_registers_a_group_visit_once_and_the_visitor_tracks_and
     assert after["rating"] == "satisfied" and registered["status"] != after["status"]
     once_more = await console.intake.post(f"/v1/matters/{tracking_code}/rating", json={"rating": "unsatisfied"})
     assert once_more.status_code == 409, "rated once"
+
+
+async def test_the_matter_page_deadlines_notices_and_only_the_actions_a_person_may_take(console: Console) -> None:
+    matter = await _matter_in_letters_2(console)
+    matter_id, name = matter["matter_id"], matter["petitioner"]["name"]
+    async with (
+        console.browser() as clerk,
+        console.browser() as head,
+        console.browser() as leader,
+        console.browser() as stranger,
+    ):
+        for browser, user in (
+            (clerk, "li.clerk"),
+            (head, "chen.head"),
+            (leader, "zhao.leader"),
+            (stranger, "wang.other"),
+        ):
+            assert (await _sign_in(browser, user)).status_code == 303
+
+        # The queue in words: its kind and how long the office has left to forward it.
+        queue = (await clerk.get("/")).text
+        assert matter_id in queue and name_of("zh-CN", "kind", "complaint") in queue and "剩余" in queue
+
+        # The clerk of the handling office: personal data in clear, the forwarding deadline, the assign form.
+        page = (await clerk.get(f"/matters/{matter_id}")).text
+        assert name in page and name_of("zh-CN", "deadline", "routing") in page
+        assert f"/matters/{matter_id}/assign" in page
+        # A leader reads it, masked, and is offered nothing; another office's clerk is refused.
+        overview = await leader.get(f"/matters/{matter_id}")
+        assert overview.status_code == 200 and name not in overview.text and name[0] in overview.text
+        assert "/assign" not in overview.text and "/deadlines/" not in overview.text
+        assert (await stranger.get(f"/matters/{matter_id}")).status_code == 403
+
+        sent = {"csrf": _csrf(page), "unit": "city-5101", "reason": "属地管理", "from": "matter"}
+        done = await clerk.post(f"/matters/{matter_id}/assign", data=sent)
+        assert done.status_code == 303 and done.headers["location"] == f"/matters/{matter_id}?done=1"
+
+        # The unit accepts: handling runs, and only the head of the office is offered (and allowed) an extension.
+        accepted = {
+            "matter_id": matter_id,
+            "unit": "city-5101",
+            "action": "accepted",
+            "at": datetime.now(UTC).isoformat(),
+        }
+        answer = await console.routing.post(
+            "/v1/units/city-5101/feedback", json=accepted, headers={"Authorization": f"Bearer {UNIT_KEYS['city-5101']}"}
+        )
+        assert answer.status_code == 202, answer.text
+
+        async def handling_runs() -> bool:
+            return "/deadlines/handling/extend" in (await head.get(f"/matters/{matter_id}")).text
+
+        await eventually(handling_runs, timeout=60)
+        clerk_page = (await clerk.get(f"/matters/{matter_id}")).text
+        assert "/deadlines/handling/extend" not in clerk_page, "extensions are the head's"
+        forged = await clerk.post(
+            f"/matters/{matter_id}/deadlines/handling/extend",
+            data={"csrf": _csrf(clerk_page), "days": "10", "reason": "需要现场核查"},
+        )
+        assert forged.status_code == 403, "supervision refuses a clerk's extension"
+        head_page = (await head.get(f"/matters/{matter_id}")).text
+        extended = await head.post(
+            f"/matters/{matter_id}/deadlines/handling/extend",
+            data={"csrf": _csrf(head_page), "days": "10", "reason": "需要现场核查"},
+        )
+        assert extended.status_code == 303, extended.text
+        after = (await head.get(f"/matters/{matter_id}")).text
+        assert "(+10天)" in after and "/deadlines/handling/extend" not in after, "extended once: no more offered"
+        too_often = await head.post(
+            f"/matters/{matter_id}/deadlines/handling/extend",
+            data={"csrf": _csrf(after), "days": "5", "reason": "再次延期"},
+        )
+        assert too_often.status_code == 409, "the rules allow one extension"
+
+        # The notices sent about it, each with its channel (nothing is delivered here: they wait or fail).
+        async def notices_listed() -> bool:
+            text = (await clerk.get(f"/matters/{matter_id}")).text
+            return (
+                name_of("zh-CN", "notice_channel", "sms") in text or name_of("zh-CN", "notice_channel", "email") in text
+            )
+
+        await eventually(notices_listed, timeout=60)
+
+        # Deadlines by stage: 150 days on, the matter's handling is overdue in letters-2's list and the leader's,
+        # and not in another office's.
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=console.services["supervision"].api), base_url="http://supervision"
+        ) as supervision:
+            advanced = await supervision.post(
+                "/v1/admin/clock/advance",
+                json={"seconds": 150 * 86400},
+                headers={"Authorization": f"Bearer {OPERATOR}"},
+            )
+            assert advanced.status_code == 200, advanced.text
+        own = await clerk.get("/deadlines", params={"stage": "overdue", "office": "online"})
+        assert own.status_code == 200 and matter_id in own.text, "their own office's, whatever the form asks"
+        assert matter_id in (await leader.get("/deadlines", params={"stage": "overdue"})).text
+        assert matter_id not in (await stranger.get("/deadlines", params={"stage": "overdue"})).text
+
+
+async def test_the_dashboard_comes_with_the_persons_session_and_no_key(console: Console) -> None:
+    async with console.browser() as leader, console.browser() as nobody:
+        assert (await _sign_in(leader, "zhao.leader")).status_code == 303
+        page = await leader.get("/dashboard/")
+        assert page.status_code == 200 and 'name="xinfang-session"' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"], "the dashboard's own policy"
+        assert (await leader.get("/dashboard/static/app.js")).status_code == 200
+        today = datetime.now(UTC).date().isoformat()
+        figures = await leader.get(
+            "/dashboard/v1/stats/summary", params={"group_by": "channel", "from": today, "to": today}
+        )
+        assert figures.status_code == 200 and figures.json()["group_by"] == "channel"
+        assert (await leader.get("/dashboard/health")).status_code == 404, "only the page, its files and figures"
+        assert (await nobody.get("/dashboard/v1/stats/summary", params={"group_by": "channel"})).status_code == 401
+        assert "/signin" in (await nobody.get("/dashboard/")).text, "no session: the sign-in page"

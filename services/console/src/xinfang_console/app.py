@@ -456,7 +456,9 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if not code:
             return render(request, "track.html", person=None, code=None, found=None)
         code = code.strip()[:32]
-        answer = await late().backends.call("intake", "GET", f"/v1/matters/{code}", person=None)
+        answer = await late().backends.call(
+            "intake", "GET", f"/v1/matters/{code}", person=None, headers=petitioner_address(request)
+        )
         if answer.status == 429:
             limited = render(request, "track.html", 429, person=None, code=code, found=None)
             limited.headers["Retry-After"] = answer.retry_after or "60"
@@ -488,11 +490,18 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
         code = sent.get("code", "").strip()[:32]
         answer = await late().backends.call(
-            "intake", "POST", f"/v1/matters/{code}/rating", person=None, json={"rating": sent.get("rating", "")}
+            "intake",
+            "POST",
+            f"/v1/matters/{code}/rating",
+            person=None,
+            json={"rating": sent.get("rating", "")},
+            headers=petitioner_address(request),
         )
         words = WORDS[language(request)]
         message = words["rated"] if answer.ok else words["failed"] + _detail(answer.body)
-        looked = await late().backends.call("intake", "GET", f"/v1/matters/{code}", person=None)
+        looked = await late().backends.call(
+            "intake", "GET", f"/v1/matters/{code}", person=None, headers=petitioner_address(request)
+        )
         found = looked.body if looked.ok else None
         return track_page(request, code, found, answer.status if not answer.ok else 200, message)
 
@@ -532,6 +541,12 @@ def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]
     if sent.get("region_code"):
         submission["location"] = {"region_code": sent["region_code"]}
     return submission
+
+
+def petitioner_address(request: Request) -> dict[str, str]:
+    """Whom a petitioner's look-up is for, so that intake's public limits count per petitioner, not per console
+    (intake believes it only when its TRUSTED_PROXIES names the console's address)."""
+    return {"X-Forwarded-For": request.client.host} if request.client else {}
 
 
 def _detail(body: Any) -> str:
