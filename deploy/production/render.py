@@ -9,8 +9,10 @@ What the registry drives is generated here, so nothing is copied by hand: a Kafk
 `topics_to_create()` (partitions, settings, replication 3); a KafkaUser per principal with its ACLs
 (deploy/production/acls.py, the local SCRAM listener's generator); a KEDA trigger per topic a service reads, on
 its consumer group (`settings.consumer_group`), its maximum held to the fewest partitions among them; each
-service's secrets from the SecretStr fields of its settings class. Kafka and PostgreSQL are static YAML (static/),
-filled with config.yaml's names. See README.md beside this file for how to apply them, in order.
+service's secrets from the SecretStr fields of its settings class. The console (the staff workbench and the
+petitioners' page) is a server like the five but reads no Kafka: no principal, no trigger, a fixed replica count;
+it calls the five's in-cluster Services, and they take HTTP from it. Kafka and PostgreSQL are static YAML
+(static/), filled with config.yaml's names. See README.md beside this file for how to apply them, in order.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ UVICORN_GRACEFUL_S = 20
 SERVICE_STOP_S = 15 + 10
 TERMINATION_GRACE_S = 75
 
+# The console: HTTP only (no Kafka), its own database role; it calls these services' APIs as the signed-in person.
+CONSOLE = "console"
+CONSOLE_BACKENDS = ("intake", "routing", "supervision", "notify", "stats")
+# Every role and schema of the database: the Kafka services and the console (deploy/local/database.py's
+# DATABASE_USERS; a test holds them equal).
+DATABASE_USERS = (*SERVICES, CONSOLE)
+
 # Stats' rebuild builds into a schema of its own (deploy/local/database.py's MAY_CREATE; a test holds them equal).
 MAY_CREATE = frozenset({"stats"})
 
@@ -70,10 +79,20 @@ SECRETS: dict[str, tuple[str, str]] = {
     "personal_data_hash_key": ("xinfang-personal-data-hash", "PERSONAL_DATA_HASH_KEY"),
     "sms_access_key": ("xinfang-notify", "SMS_ACCESS_KEY"),
     "sms_receipt_token": ("xinfang-notify", "SMS_RECEIPT_TOKEN"),
+    "session_secret": ("xinfang-console", "SESSION_SECRET"),
+    "intake_channel_key": ("xinfang-console", "INTAKE_CHANNEL_KEY"),
 }
-# Keys a Secret may leave out (the setting then keeps its default): the old transport keys exist only during a rotation;
-# the console's key only once the console is deployed (without it no request names a person).
-OPTIONAL_SECRETS = frozenset({"personal_data_transport_old_keys", "console_api_key"})
+# Keys a Secret may leave out (the setting then keeps its default): the old transport keys exist only during a
+# rotation; the console's visit-channel key only once intake has made it (`xinfang-intake keys add`, after intake's
+# migration), reception staying closed until then. CONSOLE_API_KEY is required everywhere: the console refuses to
+# start without it, and a service without it would refuse every request the console makes.
+OPTIONAL_SECRETS = frozenset({"personal_data_transport_old_keys", "intake_channel_key"})
+# A service's own source for a setting, before SECRETS. The console's operator key guards only its own (empty)
+# consumer routes: a value of its own, so that the public-facing console never holds the key that works as operator
+# at every service.
+OWN_SECRETS: dict[str, dict[str, tuple[str, str]]] = {
+    CONSOLE: {"operator_api_key": ("xinfang-console", "CONSOLE_OPERATOR_API_KEY")},
+}
 # A secret setting production leaves unset: the local stack's channel key (production's channel systems get theirs
 # with `xinfang-intake keys add`).
 NOT_IN_PRODUCTION = frozenset({"channel_api_key"})
@@ -95,6 +114,7 @@ class Service:
     reads: tuple[str, ...]  # the topics its group reads (the registry's consumers)
     secret_fields: tuple[str, ...]  # its settings' SecretStr fields
     unit_keys: bool  # it reads UNIT_API_KEY_<unit> from its environment
+    kafka: bool  # it has a Kafka principal (the registry's services; not the console)
 
     @property
     def principal(self) -> str:
@@ -131,6 +151,7 @@ def service(name: str) -> Service:
         reads=tuple(t.name for t in CONTRACT_TOPICS if name in t.consumers),
         secret_fields=secret_fields,
         unit_keys="unit_api_keys" in cls.model_fields,
+        kafka=name in SERVICES,
     )
 
 
@@ -178,7 +199,9 @@ class Renderer:
         self.ns: str = config["namespace"]
         self.kafka: str = config["kafka"]["cluster"]
         self.pg: str = config["postgres"]["cluster"]
-        self.services = [service(s) for s in SERVICES]
+        self.services = [service(s) for s in SERVICES]  # the Kafka services
+        self.console = service(CONSOLE)
+        self.servers = [*self.services, self.console]  # every Deployment
 
     # --- shared pieces ---------------------------------------------------------------------------------------
     def image(self, svc: Service) -> str:
@@ -187,6 +210,10 @@ class Renderer:
     @property
     def bootstrap(self) -> str:
         return f"{self.kafka}-kafka-bootstrap.{self.ns}.svc:{KAFKA_PORT}"
+
+    def url(self, svc: Service) -> str:
+        """A service's in-cluster address (its Service)."""
+        return f"http://xinfang-{svc.name}.{self.ns}.svc:{svc.port}"
 
     def env(self, svc: Service) -> list[dict[str, Any]]:
         """The container's environment: production mode, Kafka over TLS as its KafkaUser, its own database role,
@@ -197,13 +224,22 @@ class Renderer:
             {"name": "HTTP_HOST", "value": "0.0.0.0"},  # in a pod: the Service and the probes reach it
             {"name": "HTTP_PORT", "value": str(svc.port)},
             {"name": "LOG_FORMAT", "value": "json"},
-            {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": self.bootstrap},
-            {"name": "KAFKA_SECURITY_PROTOCOL", "value": "SASL_SSL"},
-            {"name": "KAFKA_SASL_MECHANISM", "value": "SCRAM-SHA-512"},
-            {"name": "KAFKA_SASL_USERNAME", "value": svc.principal},
-            # The Secret Strimzi's user operator writes for the KafkaUser (its `password` key).
-            _secret_env("KAFKA_SASL_PASSWORD", svc.principal, "password"),
-            {"name": "KAFKA_SSL_CAFILE", "value": f"{KAFKA_CA_DIR}/ca.crt"},
+        ]
+        if svc.kafka:
+            env += [
+                {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": self.bootstrap},
+                {"name": "KAFKA_SECURITY_PROTOCOL", "value": "SASL_SSL"},
+                {"name": "KAFKA_SASL_MECHANISM", "value": "SCRAM-SHA-512"},
+                {"name": "KAFKA_SASL_USERNAME", "value": svc.principal},
+                # The Secret Strimzi's user operator writes for the KafkaUser (its `password` key).
+                _secret_env("KAFKA_SASL_PASSWORD", svc.principal, "password"),
+                {"name": "KAFKA_SSL_CAFILE", "value": f"{KAFKA_CA_DIR}/ca.crt"},
+            ]
+        else:
+            # It never connects to Kafka (no broker, no principal), yet the shared settings' production check wants
+            # a TLS protocol named: SSL needs no principal.
+            env.append({"name": "KAFKA_SECURITY_PROTOCOL", "value": "SSL"})
+        env += [
             # The role's password, from the Secret CloudNativePG sets it from; $(...) is expanded by the kubelet.
             _secret_env("DATABASE_PASSWORD", f"xinfang-db-{svc.name}", "password"),
             {
@@ -215,12 +251,19 @@ class Renderer:
         for field in svc.secret_fields:
             if field in NOT_IN_PRODUCTION:
                 continue
-            if field not in SECRETS:
+            own = OWN_SECRETS.get(svc.name, {})
+            if field not in own and field not in SECRETS:
                 raise SystemExit(f"{svc.name}'s setting {field} is secret and render.py does not say where it is from")
-            secret, key = SECRETS[field]
+            secret, key = own.get(field) or SECRETS[field]
             env.append(_secret_env(field.upper(), secret, key, optional=field in OPTIONAL_SECRETS))
         for field, (secret, key) in SECRET_STRINGS.get(svc.name, {}).items():
             env.append(_secret_env(field.upper(), secret, key))
+        if svc.name == CONSOLE:
+            # The services it calls, through their Services (any replica); and its cookies only over HTTPS (the
+            # ingress terminates TLS), said here although production's default says so too.
+            backends = {b.name: b for b in self.services}
+            env += [{"name": f"{name.upper()}_URL", "value": self.url(backends[name])} for name in CONSOLE_BACKENDS]
+            env.append({"name": "SECURE_COOKIES", "value": "true"})
         endpoint = (self.config.get("otlp") or {}).get("endpoint")
         if endpoint:
             env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint})
@@ -243,7 +286,7 @@ class Renderer:
             },
             "volumeMounts": [
                 {"name": "tmp", "mountPath": "/tmp"},  # jieba's cache, temporary files
-                {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},
+                *([{"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}] if svc.kafka else []),
                 {"name": "postgres-ca", "mountPath": POSTGRES_CA_DIR, "readOnly": True},
             ],
         }
@@ -275,7 +318,7 @@ class Renderer:
             "volumes": [
                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                 # The CAs the brokers' and the database's certificates chain to (Secrets the operators write).
-                _ca_volume("kafka-ca", f"{self.kafka}-cluster-ca-cert"),
+                *([_ca_volume("kafka-ca", f"{self.kafka}-cluster-ca-cert")] if svc.kafka else []),
                 _ca_volume("postgres-ca", f"{self.pg}-ca"),
             ],
         }
@@ -349,7 +392,7 @@ class Renderer:
         # As xinfang_shared.db.ensure_service_role: each role owns its schema and has no right on another's. The
         # roles are made here without login; CloudNativePG's managed roles then give each LOGIN and its password.
         sql = []
-        for s in SERVICES:
+        for s in DATABASE_USERS:
             role = service_role(s)
             sql += [
                 f"CREATE ROLE {role} NOLOGIN",
@@ -369,7 +412,7 @@ class Renderer:
                 "passwordSecret": {"name": f"xinfang-db-{s}"},
                 "comment": f"the {s} service: owns schema {s}, nothing else",
             }
-            for s in SERVICES
+            for s in DATABASE_USERS
         ]
         return [cluster]
 
@@ -403,7 +446,7 @@ class Renderer:
             *self.kafka_users(),
             *self.postgres(),
             self.postgres_network_policy(),
-            *(self.service_account(s) for s in self.services),
+            *(self.service_account(s) for s in self.servers),
             self.default_deny(),
             self.migrate_network_policy(),
         ]
@@ -430,7 +473,7 @@ class Renderer:
         }
 
     def migrate(self) -> list[dict[str, Any]]:
-        return [self.migrate_job(s) for s in self.services]
+        return [self.migrate_job(s) for s in self.servers]
 
     # --- services ---------------------------------------------------------------------------------------------
     def service_account(self, svc: Service) -> dict[str, Any]:
@@ -443,12 +486,16 @@ class Renderer:
 
     def deployment(self, svc: Service) -> dict[str, Any]:
         name = f"xinfang-{svc.name}"
-        # No `replicas`: KEDA's HorizontalPodAutoscaler owns it (a re-apply must not reset a scaled deployment).
+        # No `replicas` for a Kafka service: KEDA's HorizontalPodAutoscaler owns it (a re-apply must not reset a
+        # scaled deployment). The console has no lag to scale on: config.yaml's count (its state is in PostgreSQL,
+        # so any replica serves any session).
+        fixed = {} if svc.kafka else {"replicas": int(self.config["services"][svc.name]["replicas"])}
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": _meta(name, self.ns, labels(name)),
             "spec": {
+                **fixed,
                 "revisionHistoryLimit": 5,
                 "selector": {"matchLabels": selector(name)},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -524,19 +571,32 @@ class Renderer:
     def network_policy(self, svc: Service) -> dict[str, Any]:
         name = f"xinfang-{svc.name}"
         ns = self.config["namespaces"]
-        egress = [
-            *self._egress_common(),
-            {
-                "to": [
-                    {
-                        "podSelector": {
-                            "matchLabels": {"strimzi.io/cluster": self.kafka, "strimzi.io/broker-role": "true"}
+        egress = self._egress_common()
+        if svc.kafka:
+            egress.append(
+                {
+                    "to": [
+                        {
+                            "podSelector": {
+                                "matchLabels": {"strimzi.io/cluster": self.kafka, "strimzi.io/broker-role": "true"}
+                            }
                         }
-                    }
-                ],
-                "ports": [_port(KAFKA_PORT)],
-            },
-        ]
+                    ],
+                    "ports": [_port(KAFKA_PORT)],
+                }
+            )
+        if svc.name == CONSOLE:
+            # The APIs it calls: each service's pods on their port (the policy sees the pod behind the Service).
+            egress += [
+                {"to": [{"podSelector": {"matchLabels": selector(f"xinfang-{b.name}")}}], "ports": [_port(b.port)]}
+                for b in self.services
+                if b.name in CONSOLE_BACKENDS
+            ]
+        # HTTP from the ingress controller (clients, units, operators) and Prometheus (/metrics); the kubelet's
+        # probes are not subject to NetworkPolicies. The console's backends take it from the console's pods too.
+        peers = [_ns_peer(ns["ingress"]), _ns_peer(ns["monitoring"])]
+        if svc.name in CONSOLE_BACKENDS:
+            peers.append({"podSelector": {"matchLabels": selector(f"xinfang-{CONSOLE}")}})
         otlp = self.config.get("otlp") or {}
         if otlp.get("endpoint"):
             egress.append({"to": [_ns_peer(otlp["namespace"])], "ports": [_port(int(otlp["port"]))]})
@@ -555,14 +615,7 @@ class Renderer:
             "spec": {
                 "podSelector": {"matchLabels": selector(name)},
                 "policyTypes": ["Ingress", "Egress"],
-                # HTTP from the ingress controller (clients, units, operators) and Prometheus (/metrics); the
-                # kubelet's probes are not subject to NetworkPolicies.
-                "ingress": [
-                    {
-                        "from": [_ns_peer(ns["ingress"]), _ns_peer(ns["monitoring"])],
-                        "ports": [_port("http")],
-                    }
-                ],
+                "ingress": [{"from": peers, "ports": [_port("http")]}],
                 "egress": egress,
             },
         }
@@ -641,15 +694,10 @@ class Renderer:
 
     def services_part(self) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
-        for svc in self.services:
-            docs += [
-                self.deployment(svc),
-                self.k8s_service(svc),
-                self.pdb(svc),
-                self.network_policy(svc),
-                self.trigger_authentication(svc),
-                self.scaled_object(svc),
-            ]
+        for svc in self.servers:
+            docs += [self.deployment(svc), self.k8s_service(svc), self.pdb(svc), self.network_policy(svc)]
+            if svc.kafka:
+                docs += [self.trigger_authentication(svc), self.scaled_object(svc)]
         return docs
 
     def render(self, parts: Iterable[str] = PARTS) -> dict[str, list[dict[str, Any]]]:

@@ -17,7 +17,7 @@ import promql_parser
 import pytest
 import yaml
 
-from tests.unit.test_docker_compose import LIB_SH, contract_ports
+from tests.unit.test_docker_compose import LIB_SH, server_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
@@ -162,7 +162,7 @@ def test_every_dashboard_panel_parses_and_reads_exported_metrics(known: set[str]
 
 def test_prometheus_scrapes_each_service_on_its_contract_port_and_loads_the_rules() -> None:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
-    ports = contract_ports(LIB_SH.read_text())
+    ports = server_ports(LIB_SH.read_text())  # the five services and the console
     jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in config["scrape_configs"]}
     assert jobs == {
         f"xinfang-{service}": {"names": [service], "type": "A", "port": port, "refresh_interval": "15s"}

@@ -2,7 +2,9 @@
 (Kubernetes' from PyPI kubernetes-validate, the operators' from the CRDs in ../shared/k8s-crds), a wrong field
 refused, and the policies on the parsed YAML: every topic of the registry has its KafkaTopic, every consumer group
 its ACL and its ScaledObject, no more replicas than partitions, selectors that select, probes on ports that exist,
-non-root pods, secrets only by reference and only to the services that hold them.
+non-root pods, secrets only by reference and only to the services that hold them; the console a server like the
+others but without Kafka, calling the services through their in-cluster Services, which take HTTP from it and
+believe its key.
 
 kubeconform is built by deploy/local/kubeconform.sh (install.sh runs it). Without it these checks are skipped on a
 developer's machine and fail under CI (CI=true), where the install step must have built it."""
@@ -206,6 +208,9 @@ def test_the_crd_schemas_are_strict_where_the_crd_does_not_say_otherwise() -> No
 # --- policies on the parsed YAML --------------------------------------------------------------------------------
 
 SERVICE_INFO = {s: render.service(s) for s in SERVICES}
+# Every Deployment: the Kafka services and the console.
+SERVERS = (*SERVICES, render.CONSOLE)
+SERVER_INFO = {s: render.service(s) for s in SERVERS}
 
 
 def test_every_topic_of_the_registry_has_its_kafka_topic_with_its_partitions_and_settings() -> None:
@@ -299,7 +304,7 @@ def test_replicas_never_exceed_the_partitions_and_never_fall_below_one(service: 
     assert "replicas" not in deployment(service)["spec"], "KEDA's HPA owns the replica count"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVERS)
 def test_selectors_select_the_pods(service: str) -> None:
     dep = deployment(service)
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -329,10 +334,10 @@ def _ports(c: dict[str, Any]) -> set[int | str]:
     return {p["name"] for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVERS)
 def test_probe_service_and_policy_ports_exist_in_the_container(service: str) -> None:
     c = container(deployment(service))
-    assert {p["containerPort"] for p in c["ports"]} == {SERVICE_INFO[service].port}
+    assert {p["containerPort"] for p in c["ports"]} == {SERVER_INFO[service].port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["port"] in _ports(c), probe
     for port in named("Service", f"xinfang-{service}")["spec"]["ports"]:
@@ -342,7 +347,7 @@ def test_probe_service_and_policy_ports_exist_in_the_container(service: str) -> 
             assert port["port"] in _ports(c)
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVERS)
 def test_every_deployment_has_probes_resources_and_a_non_root_read_only_context(service: str) -> None:
     dep = deployment(service)
     pod = dep["spec"]["template"]["spec"]
@@ -370,7 +375,7 @@ def test_the_graceful_stop_the_grace_period_is_sized_from_is_the_cli_s() -> None
     assert int(graceful) == render.UVICORN_GRACEFUL_S
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVERS)
 def test_deployments_serve_and_a_job_per_service_migrates(service: str) -> None:
     assert container(deployment(service))["command"] == [f"xinfang-{service}", "serve"]
     (job,) = [j for j in of("Job") if j["metadata"]["labels"]["app.kubernetes.io/name"] == f"xinfang-{service}"]
@@ -402,9 +407,15 @@ def test_secrets_come_by_reference_and_only_to_the_services_that_hold_them(servi
     assert env["DATABASE_URL"]["value"].startswith(f"postgresql://{service_role(service)}:$(DATABASE_PASSWORD)@")
     unit_keys = [e for e in container(deployment(service)).get("envFrom", []) if "secretRef" in e]
     assert bool(unit_keys) == (service == "routing")
+    # The console's key, so that the service believes the person the console names: required (a pod without it
+    # would refuse every console request), the very Secret and key the console itself reads.
+    assert env["CONSOLE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "xinfang-console", "key": "CONSOLE_API_KEY"}
+    assert env["CONSOLE_API_KEY"] == env_of(deployment(render.CONSOLE))["CONSOLE_API_KEY"]
+    assert env["OPERATOR_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "xinfang-operator"
+    assert not set(env) & {"SESSION_SECRET", "INTAKE_CHANNEL_KEY"}, "the console's own secrets"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVERS)
 def test_the_environment_passes_the_services_production_checks(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Deployment's environment, its Secrets filled with real-looking values, is one the service starts with in
     production (which refuses dev keys, a plaintext broker, plain SMTP), read from the environment as in the pod."""
@@ -420,9 +431,13 @@ def test_the_environment_passes_the_services_production_checks(service: str, mon
         monkeypatch.setenv(name, value)
     settings = render.settings_class(service)(_env_file=None)
     assert settings.environment == "production"
+    assert settings.http_port == SERVER_INFO[service].port
+    if service == render.CONSOLE:
+        assert settings.cookies_secure is True
+        assert settings.console_api_key is not None and settings.intake_channel_key is not None
+        return
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert settings.consumer_group == SERVICE_INFO[service].group
-    assert settings.http_port == SERVICE_INFO[service].port
 
 
 def test_postgres_three_instances_synchronous_backed_up_one_role_per_service_schema() -> None:
@@ -432,8 +447,8 @@ def test_postgres_three_instances_synchronous_backed_up_one_role_per_service_sch
     assert spec["postgresql"]["synchronous"]["number"] >= 1
     assert spec["backup"]["barmanObjectStore"]["destinationPath"] and spec["backup"]["retentionPolicy"]
     roles = {r["name"]: r for r in spec["managed"]["roles"]}
-    assert set(roles) == {service_role(s) for s in SERVICES}
-    for s in SERVICES:
+    assert set(roles) == {service_role(s) for s in SERVERS}
+    for s in SERVERS:
         role = roles[service_role(s)]
         assert role["login"] is True and role["passwordSecret"]["name"] == f"xinfang-db-{s}"
         assert not role.get("superuser") and not role.get("createrole")
@@ -443,16 +458,19 @@ def test_postgres_three_instances_synchronous_backed_up_one_role_per_service_sch
         assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"xinfang-db-{s}"
     local = _load("local_database", ROOT / "deploy/local/database.py")
     assert set(local.MAY_CREATE) == set(render.MAY_CREATE), "production's roles as the local stack's"
+    assert set(local.DATABASE_USERS) == set(render.DATABASE_USERS) == set(SERVERS)
 
 
 def test_the_database_takes_every_replica_s_pool_at_the_most_replicas() -> None:
     (cluster,) = of("Cluster")
     allowed = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
     needed = 0
-    for s in SERVICES:
+    for s in SERVERS:
         pool = render.settings_class(s).model_fields["database_pool_max"].default
         pool = int(env_of(deployment(s)).get("DATABASE_POOL_MAX", {}).get("value", pool))
-        needed += pool * named("ScaledObject", f"xinfang-{s}")["spec"]["maxReplicaCount"]
+        scaled = [d for d in of("ScaledObject") if d["metadata"]["name"] == f"xinfang-{s}"]
+        replicas = scaled[0]["spec"]["maxReplicaCount"] if scaled else deployment(s)["spec"]["replicas"]
+        needed += pool * replicas
     reserve = 50  # a migration per service, operators, superuser_reserved_connections, CloudNativePG's own
     assert needed + reserve <= allowed, f"{needed} pooled connections at the most replicas, {allowed} allowed"
 
@@ -478,3 +496,101 @@ def printed(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
 def test_one_command_prints_every_manifest(printed: str) -> None:
     docs = [d for d in yaml.safe_load_all(printed) if d]
     assert docs == DOCS
+
+
+# --- the console ------------------------------------------------------------------------------------------------
+
+
+def test_the_console_is_a_server_without_kafka() -> None:
+    name = f"xinfang-{render.CONSOLE}"
+    dep = deployment(render.CONSOLE)
+    env = env_of(dep)
+    # No lag to scale on: a fixed count, more than one so that a rollout or a lost node keeps the workbench.
+    assert not [d for d in of("ScaledObject") + of("TriggerAuthentication") if d["metadata"]["name"].startswith(name)]
+    assert dep["spec"]["replicas"] >= 2
+    assert named("PodDisruptionBudget", name)["spec"]["maxUnavailable"] < dep["spec"]["replicas"]
+    assert f"service-{render.CONSOLE}" not in {u["metadata"]["name"] for u in of("KafkaUser")}
+    assert not {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE"} & set(env)
+    volumes = {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert "kafka-ca" not in volumes and "postgres-ca" in volumes
+    egress = named("NetworkPolicy", name)["spec"]["egress"]
+    assert render.KAFKA_PORT not in {p["port"] for rule in egress for p in rule["ports"]}
+    # Its own role and schema, migrated by its own Job before it serves.
+    assert env["DATABASE_URL"]["value"].startswith(f"postgresql://{service_role(render.CONSOLE)}:$(DATABASE_PASSWORD)@")
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"xinfang-db-{render.CONSOLE}"
+    sql = of("Cluster")[0]["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]
+    assert f"CREATE SCHEMA console AUTHORIZATION {service_role(render.CONSOLE)}" in sql
+    assert named("ServiceAccount", name)["automountServiceAccountToken"] is False
+
+
+def _service_url(service: str) -> str:
+    svc = named("Service", f"xinfang-{service}")
+    (port,) = svc["spec"]["ports"]
+    return f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{port['port']}"
+
+
+def test_the_console_calls_every_backend_through_its_in_cluster_service() -> None:
+    env = env_of(deployment(render.CONSOLE))
+    # The five it calls (notify's notices, stats' dashboard included), whether or not its settings name them yet.
+    assert set(render.CONSOLE_BACKENDS) == set(SERVICES)
+    for backend in render.CONSOLE_BACKENDS:
+        assert env[f"{backend.upper()}_URL"]["value"] == _service_url(backend), backend
+    # And every backend URL its settings read (a new one must be wired here).
+    fields = render.settings_class(render.CONSOLE).model_fields
+    for field in fields:
+        if field.endswith("_url") and field.removesuffix("_url") in SERVICES:
+            assert env[field.upper()]["value"] == _service_url(field.removesuffix("_url")), field
+
+
+def test_the_console_s_secrets_are_references_its_own_and_its_cookies_secure() -> None:
+    env = env_of(deployment(render.CONSOLE))
+    for name, entry in env.items():
+        if any(word in name for word in ("KEY", "PASSWORD", "TOKEN", "SECRET")):
+            assert "valueFrom" in entry, f"{name} is given as a value"
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs["SESSION_SECRET"] == {"name": "xinfang-console", "key": "SESSION_SECRET"}
+    assert refs["CONSOLE_API_KEY"] == {"name": "xinfang-console", "key": "CONSOLE_API_KEY"}
+    # Intake makes the visit channel's key after its migration: until it is in the Secret, reception is closed.
+    assert refs["INTAKE_CHANNEL_KEY"] == {"name": "xinfang-console", "key": "INTAKE_CHANNEL_KEY", "optional": True}
+    # Never the operator key every service takes: the public-facing console holds a value of its own.
+    assert refs["OPERATOR_API_KEY"]["name"] != "xinfang-operator"
+    assert not [r for n, r in refs.items() if n != "INTAKE_CHANNEL_KEY" and r.get("optional")]
+    assert env["SECURE_COOKIES"]["value"] == "true"
+    assert not {"PERSONAL_DATA_KEY", "PERSONAL_DATA_TRANSPORT_KEY", "PERSONAL_DATA_HASH_KEY", "SMS_ACCESS_KEY"} & set(
+        env
+    )
+
+
+def _admits(policy: dict[str, Any], pod_labels: dict[str, str], port: int | str) -> bool:
+    """Whether a policy's ingress takes `port` from a pod of this namespace with these labels."""
+    for rule in policy["spec"]["ingress"]:
+        peers = [p for p in rule["from"] if "podSelector" in p and "namespaceSelector" not in p]
+        if any(matches(p["podSelector"]["matchLabels"], pod_labels) for p in peers) and port in {
+            p["port"] for p in rule["ports"]
+        }:
+            return True
+    return False
+
+
+def _reaches(policy: dict[str, Any], pod_labels: dict[str, str], port: int) -> bool:
+    """Whether a policy's egress lets its pods reach `port` of a pod of this namespace with these labels."""
+    for rule in policy["spec"]["egress"]:
+        peers = [p for p in rule["to"] if "podSelector" in p and "namespaceSelector" not in p]
+        if any(matches(p["podSelector"]["matchLabels"], pod_labels) for p in peers) and port in {
+            p["port"] for p in rule["ports"]
+        }:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_network_lets_the_console_reach_each_backend(service: str) -> None:
+    console_pod = deployment(render.CONSOLE)["spec"]["template"]["metadata"]["labels"]
+    backend = deployment(service)
+    backend_pod = backend["spec"]["template"]["metadata"]["labels"]
+    (port,) = container(backend)["ports"]
+    assert _reaches(named("NetworkPolicy", f"xinfang-{render.CONSOLE}"), backend_pod, port["containerPort"])
+    assert _admits(named("NetworkPolicy", f"xinfang-{service}"), console_pod, port["name"])
+    # Another pod of ours (a migration Job's) is not let in by that rule.
+    job_pod = next(iter(of("Job")))["spec"]["template"]["metadata"]["labels"]
+    assert not _admits(named("NetworkPolicy", f"xinfang-{service}"), job_pod, port["name"])
