@@ -59,7 +59,8 @@ def test_the_page_has_nothing_inline_that_the_policy_blocks() -> None:
             value = attrs.get(name) or ""
             assert not re.match(r"^(https?:)?//", value), f"<{tag} {name}={value}>: only the service's own files"
     scripts = [attrs.get("src") for tag, attrs in page.tags if tag == "script"]
-    assert scripts == ["static/vendor/echarts.min.js", "static/app.js"]  # relative: the console serves it under /dashboard/
+    # Relative: the console serves the same page under /dashboard/.
+    assert scripts == ["static/vendor/echarts.min.js", "static/app.js"]
     app = (STATIC / "app.js").read_text(encoding="utf-8")
     assert not re.search(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write", app), "text is set as text"
     assert "setAttribute('style'" not in app

@@ -41,9 +41,6 @@ KAFKA_HOST_PORT = 9092
 NOT_SETTINGS = frozenset({"SERVICE"})
 # What the one-shot `topics` container reads (deploy/local/topics.py).
 TOPICS_ENV = frozenset({"kafka_bootstrap_servers"})
-# Settings on their way into a settings class (issue 20: the console's notify and stats base URLs): allowed while
-# the field is missing; remove once services/console's settings.py has them.
-PENDING_FIELDS = {CONSOLE: frozenset({"notify_url", "stats_url"})}
 
 Compose = dict[str, Any]
 
@@ -80,8 +77,6 @@ def settings_class(service: str) -> type[Any]:
 
 def settings_fields() -> dict[str, set[str]]:
     fields = {service: set(settings_class(service).model_fields) for service in SERVERS}
-    for service, pending in PENDING_FIELDS.items():
-        fields[service] |= pending
     fields["topics"] = set(TOPICS_ENV)
     return fields
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .kafka_auth import KafkaConnection
@@ -119,6 +119,14 @@ class ServiceSettings(KafkaSettings):
     )
 
     operator_api_key: SecretStr = SecretStr(LOCAL_DEV_SECRET)
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses (or networks, CIDR) of the reverse proxies in front of this service (intake's"
+        " public look-ups; the console's pages, and the console in front of intake), as JSON, e.g."
+        ' ["10.0.0.0/8"]. Only a request from one of them has its X-Forwarded-For read (the right-most'
+        " address there that is not a trusted proxy is the client); empty: the direct peer is the client, and"
+        " X-Forwarded-For, which anyone can write, is ignored.",
+    )
     console_api_key: SecretStr | None = Field(
         default=None,
         description="The console's own credential: only with it are X-Staff-* (the person acting) believed (staff.py)",

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from xinfang_shared.contracts.reference import UNITS, DeadlineType, Kind, Office, Rating, VisitPlace
-from xinfang_shared.ratelimit import RateLimit
+from xinfang_shared.ratelimit import ClientAddresses, RateLimit
 from xinfang_shared.service import Late, Service
 from xinfang_shared.staff import Role
 
@@ -80,7 +80,14 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     late: Late[State] = Late("console")
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     units = list(UNITS)
-    public = RateLimit(rate_per_s=settings.public_rate_limit_per_minute / 60, burst=settings.public_rate_limit_burst)
+    public = RateLimit(
+        rate_per_s=settings.public_rate_limit_per_minute / 60,
+        burst=settings.public_rate_limit_burst,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    # Who a request comes from, behind the ingress too: sign-in limits per address, and the petitioner's address
+    # passed on to intake.
+    clients = ClientAddresses(settings.trusted_proxies)
 
     @service.on_start
     async def open_state(svc: Service) -> None:
@@ -189,7 +196,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if not form_token_ok(request, sent):
             return signin_page(request, status.HTTP_403_FORBIDDEN)
         username, password = sent.get("username", "")[:64], sent.get("password", "")[:256]
-        address = request.client.host if request.client else "unknown"
+        address = clients.of(request)
         words = WORDS[language(request)]
         async with state.service.pool.acquire() as conn:
             wait = await sessions.refused_for(
@@ -457,7 +464,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return render(request, "track.html", person=None, code=None, found=None)
         code = code.strip()[:32]
         answer = await late().backends.call(
-            "intake", "GET", f"/v1/matters/{code}", person=None, headers=petitioner_address(request)
+            "intake", "GET", f"/v1/matters/{code}", person=None, headers={"X-Forwarded-For": clients.of(request)}
         )
         if answer.status == 429:
             limited = render(request, "track.html", 429, person=None, code=code, found=None)
@@ -495,12 +502,12 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             f"/v1/matters/{code}/rating",
             person=None,
             json={"rating": sent.get("rating", "")},
-            headers=petitioner_address(request),
+            headers={"X-Forwarded-For": clients.of(request)},
         )
         words = WORDS[language(request)]
         message = words["rated"] if answer.ok else words["failed"] + _detail(answer.body)
         looked = await late().backends.call(
-            "intake", "GET", f"/v1/matters/{code}", person=None, headers=petitioner_address(request)
+            "intake", "GET", f"/v1/matters/{code}", person=None, headers={"X-Forwarded-For": clients.of(request)}
         )
         found = looked.body if looked.ok else None
         return track_page(request, code, found, answer.status if not answer.ok else 200, message)
@@ -541,12 +548,6 @@ def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]
     if sent.get("region_code"):
         submission["location"] = {"region_code": sent["region_code"]}
     return submission
-
-
-def petitioner_address(request: Request) -> dict[str, str]:
-    """Whom a petitioner's look-up is for, so that intake's public limits count per petitioner, not per console
-    (intake believes it only when its TRUSTED_PROXIES names the console's address)."""
-    return {"X-Forwarded-For": request.client.host} if request.client else {}
 
 
 def _detail(body: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, IPvAnyNetwork, SecretStr
+from pydantic import Field, SecretStr
 
 from xinfang_shared.settings import LOCAL_DEV_SECRET, PersonalDataSettings
 
@@ -92,11 +92,4 @@ class IntakeSettings(PersonalDataSettings):
         description="Tokens a request answered 404 (no matter has this code: a typo, or a guess) costs in all;"
         " a found matter costs 1. A petitioner gets a few typos in a burst; a client trying codes gets"
         " 60 / 5 = 12 guesses a minute instead of 60 (against 75 random bits that is hopeless).",
-    )
-    trusted_proxies: list[IPvAnyNetwork] = Field(
-        default_factory=list,
-        description="Addresses (or networks, CIDR) of the reverse proxies in front of intake, as JSON, e.g."
-        ' ["10.0.0.0/8"]. Only a request from one of them has its X-Forwarded-For read (the right-most'
-        " address there that is not a trusted proxy is the client); empty: the direct peer is the client, and"
-        " X-Forwarded-For, which anyone can write, is ignored.",
     )
