@@ -51,6 +51,7 @@ from xinfang_shared.tracking import new_tracking_code
 
 OPERATOR = "operator-" + uuid.uuid4().hex
 CONSOLE = "console-" + uuid.uuid4().hex
+AUTH_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
 UNIT_KEYS = {"city-5101": "k5101-" + uuid.uuid4().hex, "city-5103": "k5103-" + uuid.uuid4().hex}
 
 
@@ -672,6 +673,113 @@ async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(rou
     assert "三级终结" in (history[-1]["reason"] or "")
 
 
+# --- what the console shows staff (before the personal-data check below, which covers these too) -------
+
+
+def _person(user: str, role: str, office: str | None = None) -> dict[str, str]:
+    """What the console sends for a signed-in person (its own key, and who)."""
+    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
+    return headers | ({"X-Staff-Office": office} if office else {})
+
+
+ROUTING_DEADLINE = DeadlineRules.default()[DeadlineType.ROUTING]
+
+
+async def test_a_matter_shows_its_facts_and_its_people_in_clear_only_to_the_office_handling_it(
+    routing: Harness,
+) -> None:
+    representatives = [routing.people.person(), routing.people.person()]
+    # A group visit to the provincial government (reception), on a day in no sensitive period.
+    event = await routing.register(
+        channel="visit",
+        visit={"place": "chengdu"},
+        headcount=6,
+        representatives=representatives,
+        location={"region_code": "510104", "detail": "锦江区某街道"},
+        registered_at=datetime(2027, 2, 20, 10, tzinfo=UTC),
+    )
+    assert (await routing.routed(event.matter_id))[0]["office"] == "reception"
+    path = f"/v1/matters/{event.matter_id}"
+    opened = event.opened()
+    in_clear = {
+        "masked": False,
+        "petitioner": opened.petitioner.model_dump(mode="json"),
+        "representatives": [r | {"address": None, "email": None} for r in representatives],
+    }
+    mine = [v for p in (opened.petitioner, *opened.representatives) for v in p.model_dump().values() if v]
+    assert len(mine) == 5 + 2 * 3
+
+    for who in (_person("sun.clerk", "clerk", "reception"), _person("qian.head", "head", "reception"), AUTH_OPERATOR):
+        answer = await routing.http.get(path, headers=who)
+        assert answer.status_code == 200, answer.text
+        view = answer.json()
+        assert view["personal"] == in_clear, who
+    assert (view["kind"], view["title"], view["content"]) == ("complaint", event.title, event.content)
+    assert (view["region_code"], view["headcount"]) == ("510104", 6)
+    assert datetime.fromisoformat(view["registered_at"]) == event.registered_at
+
+    # A leader reads it all, the people masked: that they are there, never who they are.
+    led = await routing.http.get(path, headers=_person("zhao.leader", "leader"))
+    assert led.status_code == 200
+    masked = led.json()["personal"]
+    assert masked["masked"] is True and len(masked["representatives"]) == 2
+    name, id_number, phone = (opened.petitioner.name, opened.petitioner.id_number, opened.petitioner.phone)
+    assert masked["petitioner"]["name"] == name[0] + "*" * (len(name) - 1)
+    assert masked["petitioner"]["id_number"] == id_number[:3] + "*" * 11 + id_number[-4:]
+    assert masked["petitioner"]["phone"] == phone[:3] + "****" + phone[-4:]
+    assert masked["petitioner"]["email"].endswith("***@example.cn") and masked["petitioner"]["address"].endswith("****")
+    assert not [v for v in mine if v in led.text], "a personal value in clear in a leader's view"
+    assert (led.json()["title"], led.json()["headcount"]) == (event.title, 6), "the facts are not personal"
+
+    # Another office's clerk sees nothing of it; nobody but the console names a person.
+    stranger = await routing.http.get(path, headers=_person("wang.other", "clerk", "online"))
+    assert stranger.status_code == 403 and not [v for v in mine if v in stranger.text]
+    forged = AUTH_OPERATOR | {"X-Staff-User": "zhao.leader", "X-Staff-Role": "leader"}
+    assert (await routing.http.get(path, headers=forged)).status_code == 403
+
+    # A matter routing keeps no personal data of: none shown, to anyone.
+    await routing.service.pool.execute("UPDATE matters SET personal_data = NULL WHERE matter_id = $1", event.matter_id)
+    assert (await routing.http.get(path, headers=_person("sun.clerk", "clerk", "reception"))).json()["personal"] is None
+    assert not (leaks := log_leaks(routing.logs, routing.people)), f"personal data in the logs: {leaks}"
+
+
+async def test_a_queue_lists_kind_place_headcount_and_when_the_office_s_routing_deadline_falls_due(
+    routing: Harness,
+) -> None:
+    now = datetime.now(UTC)
+    unplaced = await routing.register(location=None, registered_at=now - timedelta(days=20))
+    returned = await routing.register(location={"region_code": "510104"}, registered_at=now - timedelta(days=10))
+    await routing.status_reaches(returned.matter_id, "transferred")
+    await routing.feedback(
+        UnitFeedback(
+            matter_id=returned.matter_id, unit="city-5101", action=FeedbackAction.OBJECTED, at=now, reason="不归我们管"
+        )
+    )
+    await routing.status_reaches(unplaced.matter_id, "awaiting-assignment")
+    await routing.status_reaches(returned.matter_id, "awaiting-assignment")
+
+    answer = await routing.http.get("/v1/queues/letters-2", headers=_person("li.clerk", "clerk", "letters-2"))
+    assert answer.status_code == 200, answer.text
+    entries = {uuid.UUID(e["matter_id"]): e for e in answer.json()}
+    order = [uuid.UUID(e["matter_id"]) for e in answer.json()]
+    assert order.index(unplaced.matter_id) < order.index(returned.matter_id), "oldest first"
+    first, back = entries[unplaced.matter_id], entries[returned.matter_id]
+    assert (first["kind"], first["region_code"], first["headcount"]) == ("complaint", None, 1)
+    assert (back["kind"], back["region_code"], back["headcount"]) == ("complaint", "510104", 1)
+    # Routing's deadline (register and transfer or assign, 15 days) from the registration; for a matter a unit
+    # returned, from its return to the queue (it must be assigned again, in time).
+    assert datetime.fromisoformat(first["due_at"]) == ROUTING_DEADLINE.due(unplaced.registered_at)
+    returned_at = datetime.fromisoformat((await routing.view(returned.matter_id))["history"][-1]["at"])
+    assert datetime.fromisoformat(back["due_at"]) == ROUTING_DEADLINE.due(returned_at)
+    assert ROUTING_DEADLINE.due(returned_at) > ROUTING_DEADLINE.due(returned.registered_at)
+    # The same to a leader; another office's clerk has no look at it.
+    led = await routing.http.get("/v1/queues/letters-2", headers=_person("zhao.leader", "leader"))
+    assert {uuid.UUID(e["matter_id"]): e for e in led.json()}[returned.matter_id] == back
+    assert (
+        await routing.http.get("/v1/queues/letters-2", headers=_person("wang", "head", "online"))
+    ).status_code == 403
+
+
 # --- personal data -----------------------------------------------------------------------------------
 
 
@@ -693,12 +801,6 @@ async def test_zz_no_personal_data_reached_logs_or_spans(routing: Harness) -> No
         for secret in routing.people.values:
             assert secret.encode() not in bytes(row["personal_data"] or b""), "sealed"
             assert secret not in row["details"]
-
-
-def _person(user: str, role: str, office: str | None = None) -> dict[str, str]:
-    """What the console sends for a signed-in person (its own key, and who)."""
-    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-    return headers | ({"X-Staff-Office": office} if office else {})
 
 
 async def test_staff_act_only_on_their_office_s_matters_and_only_the_console_names_a_person(routing: Harness) -> None:

@@ -565,6 +565,118 @@ def _refusals(pipeline: Pipeline) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for u in REFUSED_TO for r in pipeline.tail.on(unit_feedback_rejected_topic(u))]
 
 
+# --- the bureau's staff, through the console ----------------------------------------------------------
+
+
+def _staff(user: str, role: str, office: str | None = None) -> dict[str, str]:
+    """What the console sends for a signed-in person (its own key, and who)."""
+    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
+    return headers | ({"X-Staff-Office": office} if office else {})
+
+
+def _other_office(office: str) -> str:
+    return "online" if office != "online" else "reception"
+
+
+async def test_an_office_reads_its_matters_deadlines_and_lists_with_the_supervision_orders_sent(
+    pipeline: Pipeline,
+) -> None:
+    matter = (await pipeline.register()).matter_id
+    acceptance = await pipeline.reaches(matter, "acceptance", "set")
+    office = acceptance["office"]
+    other = _other_office(office)
+    path = f"/v1/matters/{matter}/deadlines"
+    http = pipeline.http
+
+    assert (await http.get(path, headers=_staff("sun", "clerk", office))).status_code == 200
+    assert (await http.get(path, headers=_staff("zhao", "leader"))).status_code == 200
+    assert (await http.get(path, headers=_staff("wang", "head", other))).status_code == 403
+    forged = AUTH | {"X-Staff-User": "sun", "X-Staff-Role": "clerk", "X-Staff-Office": office}
+    assert (await http.get(path, headers=forged)).status_code == 403
+    assert (await http.get(path)).status_code == 401
+
+    # Overdue: a supervision order to the unit, shown with the deadline.
+    due = _at(acceptance)
+    await pipeline.advance_past(due)
+    await pipeline.reaches(matter, "acceptance", "overdue")
+    await eventually(lambda: len(pipeline.orders(matter)) == 1)
+    view = (await http.get(path, headers=_staff("sun", "clerk", office))).json()
+    shown = next(d for d in view["deadlines"] if d["deadline"] == "acceptance")
+    assert (shown["orders"], _at(shown, "ordered_at")) == (1, due)
+    assert next(d for d in view["deadlines"] if d["deadline"] == "routing")["orders"] == 0, "met in time"
+
+    async def listed(headers: dict[str, str], **params: str) -> httpx.Response:
+        return await http.get("/v1/deadlines", params={"stage": "overdue", "limit": "1000", **params}, headers=headers)
+
+    # An office's clerk lists their own office's (asked for or not); another office's only by its own staff.
+    own = await listed(_staff("sun", "clerk", office))
+    assert own.status_code == 200, own.text
+    assert {r["office"] for r in own.json()} == {office}
+    row = next(r for r in own.json() if uuid.UUID(r["matter_id"]) == matter and r["deadline"] == "acceptance")
+    assert (row["orders"], _at(row, "ordered_at"), _at(row, "overdue_at"), row["unit"]) == (1, due, due, UNIT)
+    assert (await listed(_staff("sun", "clerk", office), office=office)).json() == own.json()
+    assert (await listed(_staff("sun", "clerk", office), office=other)).status_code == 403
+    assert (await listed(_staff("qian", "head", office), office=other)).status_code == 403
+    theirs = await listed(_staff("wang", "clerk", other))
+    assert theirs.status_code == 200 and matter not in {uuid.UUID(r["matter_id"]) for r in theirs.json()}
+    assert (await listed(forged)).status_code == 403
+    # A leader and an operator: every office's, or the one asked for.
+    for everyone in (_staff("zhao", "leader"), AUTH):
+        assert matter in {uuid.UUID(r["matter_id"]) for r in (await listed(everyone)).json()}
+        assert matter in {uuid.UUID(r["matter_id"]) for r in (await listed(everyone, office=office)).json()}
+
+
+async def test_the_office_s_head_extends_handling_once_where_the_rules_allow_and_nobody_else_may(
+    pipeline: Pipeline,
+) -> None:
+    matter = (await pipeline.register()).matter_id
+    office = (await pipeline.reaches(matter, "acceptance", "set"))["office"]
+    head = _staff("qian.head", "head", office)
+    reason = {"days": 20, "reason": "需要现场核查"}
+
+    def extend(deadline: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        return pipeline.http.post(f"/v1/matters/{matter}/deadlines/{deadline}/extend", json=body, headers=headers)
+
+    # Only the handling deadline's rule allows an extension: not acceptance's, and there is no handling yet.
+    refused = await extend("acceptance", reason, head)
+    assert refused.status_code == 409 and "cannot be extended" in refused.json()["detail"]
+    assert (await extend("handling", reason, head)).status_code == 404
+    await pipeline.feedback(matter, FeedbackAction.ACCEPTED)
+    handling = await pipeline.reaches(matter, "handling", "set")
+
+    # Not the office's clerk, not a leader, not another office's head, not a person the console did not name.
+    for someone in (
+        _staff("sun.clerk", "clerk", office),
+        _staff("zhao.leader", "leader"),
+        _staff("wang.head", "head", _other_office(office)),
+        AUTH | {"X-Staff-User": "qian.head", "X-Staff-Role": "head", "X-Staff-Office": office},
+    ):
+        assert (await extend("handling", reason, someone)).status_code == 403, someone
+    # Within what the rule allows (1 to 30 days), with a reason.
+    too_long = await extend("handling", {"days": 31, "reason": "太复杂"}, head)
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["field"] == "days"
+    assert "1 to 30 days" in too_long.json()["errors"][0]["message"]
+    assert (await extend("handling", {"days": 0, "reason": "x"}, head)).status_code == 422
+    assert (await extend("handling", {"days": 5, "reason": ""}, head)).status_code == 422
+    await pipeline.settled(matter)
+    assert "extended" not in pipeline.states(matter, "handling"), "nothing above extended it"
+
+    granted = await extend("handling", reason, head)
+    assert granted.status_code == 200, granted.text
+    shown = next(d for d in granted.json()["deadlines"] if d["deadline"] == "handling")
+    assert _at(shown) == extend_period(_at(handling), 20) and shown["extended_days"] == 20
+    # As a unit's extension is granted: the event the petitioner is told by, with the reason; history names who.
+    extended = await pipeline.reaches(matter, "handling", "extended")
+    assert (extended["extension_days"], extended["reason"], _at(extended)) == (20, "需要现场核查", _at(shown))
+    details = await pipeline.supervision.pool.fetch(
+        "SELECT detail FROM deadline_history WHERE matter_id = $1 AND state = 'extended'", matter
+    )
+    assert [d["detail"] for d in details] == ["staff:qian.head: 需要现场核查"]
+    # Once.
+    again = await extend("handling", {"days": 5, "reason": "再延期"}, head)
+    assert again.status_code == 409 and "already extended" in again.json()["detail"]
+
+
 # --- personal data -----------------------------------------------------------------------------------
 
 

@@ -147,7 +147,7 @@ def test_supervision_api_answers_no_5xx(supervision: Supervision) -> None:
     reviewed = [str(m) for m in supervision.in_re_review[:4]]
 
     def fixed(operation: Any) -> list[dict[str, Any]]:
-        if operation.path.endswith("/pause") or operation.path.endswith("/resume"):
+        if operation.path.endswith(("/pause", "/resume", "/extend")):
             return [{"matter_id": m, "deadline": "re-review"} for m in reviewed] + [
                 {"matter_id": m, "deadline": "acceptance"} for m in transferred[:2]
             ]
@@ -166,6 +166,7 @@ def test_supervision_api_answers_no_5xx(supervision: Supervision) -> None:
             "/v1/deadlines/on-time",
             "/v1/matters/{matter_id}/deadlines/{deadline}/pause",
             "/v1/matters/{matter_id}/deadlines/{deadline}/resume",
+            "/v1/matters/{matter_id}/deadlines/{deadline}/extend",
             "/v1/admin/clock/advance",
             "/v1/admin/clock",
         },

@@ -151,3 +151,42 @@ def test_met_during_a_pause_the_paused_time_does_not_count() -> None:
     assert re_review.paused_total == timedelta(days=10)
     met = book.entries[-1]
     assert (met.deadline, met.state, met.due) == (D.RE_REVIEW, St.MET, due + timedelta(days=10))
+
+
+def test_an_office_s_head_extends_as_a_unit_s_extension_is_granted_once_and_within_the_rule() -> None:
+    matter = uuid.uuid4()
+    book = Book(RULES, [], {matter: "letters-2"})
+    for event in lifecycle(matter)[:2]:  # transferred, accepted: acceptance met, handling running
+        book.status_changed(event, NO_SHIFT)
+    handling = book.rows[(matter, "handling")]
+    due = handling.due_at
+    at = T0 + timedelta(days=3)
+
+    def refused(deadline: D, days: int, when: datetime = at) -> Refusal:
+        with pytest.raises(Refusal) as refusal:
+            book.grant(matter, deadline, days, when, "现场核查", by="staff:qian.head")
+        return refusal.value
+
+    assert refused(D.OBJECTION, 5).code == 409, "closed (accepted), and a window besides"
+    assert refused(D.ACCEPTANCE, 5).code == 409, "met"
+    assert refused(D.REVIEW, 5).code == 404
+    too_long = refused(D.HANDLING, 31)
+    assert too_long.code == 422 and "1 to 30 days" in too_long.message
+    assert refused(D.HANDLING, 5, due + timedelta(seconds=1)).code == 409, "passed"
+    assert handling.due_at == due and handling.extensions == 0, "nothing refused changed it"
+
+    book.grant(matter, D.HANDLING, 20, at, "现场核查", by="staff:qian.head")
+    assert handling.due_at == RULES[D.HANDLING].extended(due, 20) and handling.extended_days == 20
+    extended = book.entries[-1]
+    assert (extended.state, extended.extension, extended.detail) == (
+        St.EXTENDED,
+        (20, "现场核查"),  # the event's reason, which the petitioner is told: no staff name in it
+        "staff:qian.head: 现场核查",
+    )
+    again = refused(D.HANDLING, 5)
+    assert again.code == 409 and "already extended (20 days)" in again.message
+    # A unit asking after it is refused as after its own.
+    book.status_changed(
+        change(matter, S.ACCEPTED, S.ACCEPTED, 80, action="extension-requested", extension_days=5), NO_SHIFT
+    )
+    assert len(book.refusals) == 1 and handling.extended_days == 20

@@ -15,7 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_intake_validation import valid_id_numbers
-from xinfang_shared.personal import MatchKeys, PersonalDataVault, SealError, TransportSeal, masked_submission
+from xinfang_shared.personal import (
+    MatchKeys,
+    PersonalDataVault,
+    SealError,
+    TransportSeal,
+    mask_email,
+    mask_phone,
+    masked_person,
+    masked_submission,
+)
 from xinfang_shared.settings import LOCAL_DEV_SECRET
 
 ID_NUMBER = "11010519491231002X"
@@ -261,3 +270,44 @@ def test_an_unreadable_refused_submission_is_masked_by_shape(raw: bytes) -> None
 
 def test_the_masked_text_is_cut_to_the_limit() -> None:
     assert len(masked_submission(b'{"content": "' + b"x" * 1000 + b'"}', 100)) == 100
+
+
+# --- masking what a person may know is there, not what it is ----------------------------------------------
+
+
+def test_addresses_are_masked() -> None:
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("+86 138-1234-5678") == "861****5678"
+    assert mask_email("zhang.san@example.org") == "z***@example.org"
+
+
+def test_a_petitioner_is_masked_field_by_field() -> None:
+    petitioner = PERSON | {
+        "name": "张三丰",
+        "email": "zhang.san@example.org",
+        "address": "四川省成都市锦江区测试路12号3单元401室",
+    }
+    assert masked_person(petitioner) == {
+        "name": "张**",
+        "id_number": "110***********002X",
+        "phone": "138****0000",
+        "address": "四川省成都市****",
+        "email": "z***@example.org",
+    }
+
+
+def test_absent_fields_stay_absent_and_unknown_ones_are_left_out() -> None:
+    representative = {"name": "李四", "id_number": ID_NUMBER, "phone": "12-345", "note": "她的手机 13900000000"}
+    assert masked_person(representative) == {"name": "李*", "id_number": "110***********002X", "phone": "***"}
+    assert masked_person({"name": "王五", "email": None}) == {"name": "王*", "email": None}
+
+
+UNMASKED = st.text(st.characters(blacklist_characters="*"), min_size=1, max_size=40)
+
+
+@given(st.fixed_dictionaries({k: UNMASKED for k in ("name", "id_number", "phone", "address", "email")}))
+def test_no_masked_field_gives_its_value_back(person: dict[str, str]) -> None:
+    masked = masked_person(person)
+    for key, value in person.items():
+        if len(value) >= 8:  # the short ones keep (at most) a character or two
+            assert masked[key] != value, key

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -156,3 +156,58 @@ def _mask_people(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: MASK if k in _PERSON_FIELDS and v is not None else v for k, v in value.items()}
     return MASK
+
+
+# ---- masking: personal data shown to those who may know that it is there, not what it is ---------------------
+
+
+def mask_name(name: str) -> str:
+    """张三丰 → 张**: the first character, a star for each of the others."""
+    return name[:1] + "*" * (len(name) - 1)
+
+
+def mask_id_number(id_number: str) -> str:
+    """110105194912310021 → 110***********0021 (the first 3 and the last 4 kept)."""
+    if len(id_number) <= 7:
+        return "*" * len(id_number)
+    return id_number[:3] + "*" * (len(id_number) - 7) + id_number[-4:]
+
+
+def mask_phone(phone: str) -> str:
+    """13812345678 → 138****5678 (digits only; too short to keep any: ***)."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if len(digits) < 7:
+        return "***"
+    return f"{digits[:3]}****{digits[-4:]}"
+
+
+def mask_email(address: str) -> str:
+    """zhang.san@example.org → z***@example.org."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_address(address: str) -> str:
+    """Its start (at most a third, at most 6 characters: the province and city, which the matter's region shows
+    anyway), then ****."""
+    return address[: min(6, len(address) // 3)] + "****"
+
+
+_MASKS = {
+    "name": mask_name,
+    "id_number": mask_id_number,
+    "phone": mask_phone,
+    "address": mask_address,
+    "email": mask_email,
+}
+
+
+def masked_person(person: Mapping[str, Any]) -> dict[str, Any]:
+    """A person (a contract Person or Petitioner, as a dict) with every personal field masked: an absent value
+    stays null, and a field that is not one of them is left out (an unknown field could be personal)."""
+    masked: dict[str, Any] = {}
+    for key, mask in _MASKS.items():
+        if key in person:
+            value = person[key]
+            masked[key] = None if value is None else mask(value) if isinstance(value, str) else "***"
+    return masked

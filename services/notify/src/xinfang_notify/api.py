@@ -1,5 +1,6 @@
-"""Notify's HTTP API: what was sent for a matter (CONTRACT.md), the notices that failed, sending one again
-(operator key), and the SMS gateway's delivery receipts (its own token)."""
+"""Notify's HTTP API: what was sent for a matter (CONTRACT.md; to operators, and to the bureau's staff through the
+console), the notices that failed and sending one again (operator key), and the SMS gateway's delivery receipts
+(its own token)."""
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
 
 import secrets
@@ -15,8 +16,10 @@ from pydantic import BaseModel, Field
 from xinfang_shared.contracts.values import ONE_LINE
 from xinfang_shared.logging import redact
 from xinfang_shared.service import Service
+from xinfang_shared.staff import Actor
 
 from . import store
+from .registry import Contacts, RecipientKind, Via
 
 
 class NotificationView(BaseModel):
@@ -24,7 +27,10 @@ class NotificationView(BaseModel):
     notice: str
     recipient_kind: str = Field(description="petitioner, unit or office")
     recipient: str | None = Field(description="The unit's or office's code; null for the petitioner")
-    channel: str | None = Field(description="email, sms or topic (null until it was first tried)")
+    channel: str | None = Field(
+        description="email, sms or topic: how it went, or for one not tried yet how it will go (null only while"
+        " notify has not seen its matter registered, or when it could not be composed)"
+    )
     address: str | None = Field(description="Where it went, masked: 138****5678, z***@example.org")
     status: str = Field(description="pending, held, sent, delivered, undelivered or failed")
     attempts: int
@@ -47,13 +53,13 @@ class Retried(BaseModel):
     status: str
 
 
-def _view(r: asyncpg.Record) -> NotificationView:
+def _view(r: asyncpg.Record, contacts: Contacts | None = None) -> NotificationView:
     return NotificationView(
         id=r["id"],
         notice=r["notice"],
         recipient_kind=r["recipient_kind"],
         recipient=None if r["recipient_kind"] == "petitioner" else r["recipient"],
-        channel=r["channel"],
+        channel=r["channel"] or _channel_to_come(r, contacts),
         address=r["address_masked"],
         status=r["status"],
         attempts=r["attempts"],
@@ -67,15 +73,37 @@ def _view(r: asyncpg.Record) -> NotificationView:
 COLUMNS = "id, notice, recipient_kind, recipient, channel, address_masked, status, attempts, last_error, updated_at"
 
 
-def build_router(service: Service, pool: Callable[[], asyncpg.Pool], receipt_token: str) -> APIRouter:
+def _channel_to_come(r: asyncpg.Record, contacts: Contacts | None) -> str | None:
+    """How a notice not tried yet will go, as the sender will choose it (sender._target): a petitioner by e-mail
+    when they gave an address, else by SMS; a unit or an office as the contact registry says."""
+    if r["status"] not in store.DUE or contacts is None:
+        return None
+    if r["recipient_kind"] == RecipientKind.PETITIONER:
+        return None if r["by_email"] is None else (Via.EMAIL if r["by_email"] else Via.SMS).value
+    try:
+        return contacts.of(RecipientKind(r["recipient_kind"]), r["recipient"]).via.value
+    except (KeyError, ValueError):
+        return None
+
+
+def build_router(
+    service: Service, pool: Callable[[], asyncpg.Pool], receipt_token: str, contacts: Contacts
+) -> APIRouter:
     router = APIRouter(prefix="/v1")
     operator = service.operator()
 
-    @router.get("/notifications", response_model=list[NotificationView], dependencies=[operator], tags=["operators"])
-    async def listed(matter_id: uuid.UUID) -> list[NotificationView]:
-        """What was sent (or is due, or failed) for a matter: each (notice, recipient) once, addresses masked."""
-        rows = await pool().fetch(f"SELECT {COLUMNS} FROM notifications WHERE matter_id = $1 ORDER BY id", matter_id)
-        return [_view(r) for r in rows]
+    @router.get("/notifications", response_model=list[NotificationView], tags=["operators"])
+    async def listed(matter_id: uuid.UUID, who: Annotated[Actor, service.actor()]) -> list[NotificationView]:
+        """What was sent (or is due, or failed) for a matter: each (notice, recipient) once, addresses masked. To
+        operators and to any of the bureau's staff: notify does not know a matter's office (the console asks
+        once routing let the person read the matter), and nothing here is in clear."""
+        rows = await pool().fetch(
+            "SELECT n.id, n.notice, n.recipient_kind, n.recipient, n.channel, n.address_masked, n.status,"
+            " n.attempts, n.last_error, n.updated_at, m.by_email FROM notifications n"
+            " LEFT JOIN matters m USING (matter_id) WHERE n.matter_id = $1 ORDER BY n.id",
+            matter_id,
+        )
+        return [_view(r, contacts) for r in rows]
 
     @router.get(
         "/notifications/failed", response_model=list[NotificationView], dependencies=[operator], tags=["operators"]

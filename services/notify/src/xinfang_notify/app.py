@@ -169,7 +169,7 @@ def create_service(settings: NotifySettings) -> Service:
     consume((STATS_ALERTS.name,), StatsAlert, lambda state, e: state.rules.alert(e))
 
     service.api.include_router(
-        build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value())
+        build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value(), contacts)
     )
     return service
 

@@ -271,15 +271,3 @@ class Sms:
             message = str(answer.get("Message", ""))[:200]
             raise SendFailed(f"SMS gateway refused it: {code or status} {message}", code not in SMS_TRANSIENT_CODES)
         return str(answer.get("BizId", ""))
-
-
-def mask_email(address: str) -> str:
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}" if domain else "***"
-
-
-def mask_phone(phone: str) -> str:
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    if len(digits) < 7:
-        return "***"
-    return f"{digits[:3]}****{digits[-4:]}"

@@ -42,12 +42,12 @@ from xinfang_shared.contracts.topics import unit_inbox_topic
 from xinfang_shared.crashpoints import crash_point
 from xinfang_shared.dlq_limit import DeadLetterLimit
 from xinfang_shared.messaging import TRANSIENT_ERRORS
-from xinfang_shared.personal import PersonalDataVault
+from xinfang_shared.personal import PersonalDataVault, mask_email, mask_phone
 from xinfang_shared.ratelimit import TokenBuckets
 from xinfang_shared.workdays import CHINA
 
 from . import store
-from .channels import Email, SendFailed, Sms, mask_email, mask_phone
+from .channels import Email, SendFailed, Sms
 from .registry import Contacts, RecipientKind, Via
 from .render import NEXT, Renderer, scope, words
 from .settings import NotifySettings

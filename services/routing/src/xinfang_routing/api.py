@@ -1,20 +1,21 @@
-"""Routing's HTTP API: operators (a matter with its history, reassignment, manual queues) and units without
-Kafka (feedback)."""
+"""Routing's HTTP API: operators and the bureau's staff through the console (a matter with its history,
+reassignment, manual queues) and units without Kafka (feedback)."""
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
 
 import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, field_errors, utc_now
-from xinfang_shared.contracts.reference import UNITS, Office
+from xinfang_shared.contracts.reference import UNITS, DeadlineType, Office
 from xinfang_shared.contracts.values import UNIT_CODE, Text
+from xinfang_shared.personal import masked_person
 from xinfang_shared.service import ErrorList, Service, error_response
 from xinfang_shared.staff import Actor
 
@@ -47,9 +48,31 @@ class HistoryEntry(BaseModel):
     )
 
 
+class PersonView(BaseModel):
+    """A petitioner or a representative (the contract's Petitioner / Person), in clear or masked."""
+
+    name: str
+    id_number: str
+    phone: str
+    address: str | None = None
+    email: str | None = None
+
+
+class PersonalView(BaseModel):
+    masked: bool = Field(description="Masked (张**, 138****5678): the person's office does not handle the matter")
+    petitioner: PersonView
+    representatives: list[PersonView]
+
+
 class MatterView(BaseModel):
     matter_id: uuid.UUID
     tracking_code: str
+    kind: str
+    registered_at: datetime
+    title: str | None
+    content: str | None
+    region_code: str | None = Field(description="GB/T 2260 code of where it happened, if given")
+    headcount: int | None
     status: str
     office: str | None
     unit: str | None
@@ -61,6 +84,10 @@ class MatterView(BaseModel):
     unit_rule: str | None
     rules_version: str | None
     history: list[HistoryEntry]
+    personal: PersonalView | None = Field(
+        description="Who raised it: in clear to the staff of the office handling it (and operators), masked to"
+        " others who may read it (leaders); null when routing keeps none"
+    )
 
 
 class Reassign(BaseModel):
@@ -80,6 +107,29 @@ class QueueEntry(BaseModel):
     registered_at: datetime
     category: str | None
     reason: str | None
+    kind: str
+    region_code: str | None
+    headcount: int | None
+    due_at: datetime | None = Field(
+        description="When the office's routing deadline (register and transfer or assign) falls due: counted from"
+        " the registration, or from its return to the queue (an objection), as supervision counts it"
+    )
+
+
+def _region_code(details: Any) -> str | None:
+    location = details.get("location") if isinstance(details, dict) else None
+    return location.get("region_code") if isinstance(location, dict) else None
+
+
+def _personal(opened: object, *, masked: bool) -> PersonalView | None:
+    if not isinstance(opened, dict) or not isinstance(opened.get("petitioner"), dict):
+        return None
+    show = masked_person if masked else dict
+    return PersonalView(
+        masked=masked,
+        petitioner=PersonView(**show(opened["petitioner"])),
+        representatives=[PersonView(**show(r)) for r in opened.get("representatives") or ()],
+    )
 
 
 def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRouter:
@@ -93,12 +143,16 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         responses={403: {"description": "Not a matter of the person's office"}, 404: {"description": "No such matter"}},
     )
     async def matter(matter_id: uuid.UUID, who: Annotated[Actor, acting]) -> MatterView:
-        """A matter with its history: to operators, leaders and the staff of the office it is in."""
+        """A matter with its history and who raised it: to operators, leaders and the staff of the office it is
+        in; the personal data in clear only to the office's staff (and operators)."""
         state = current()
         row = await state.pool.fetchrow("SELECT * FROM matters WHERE matter_id = $1", matter_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
         who.require(who.may_read(row["office"]), "read a matter of another office")
+        # Opened for this answer only: never logged, never kept in clear.
+        opened = state.router.vault.open(bytes(row["personal_data"])) if row["personal_data"] else None
+        details, facts = row["details"] or {}, row["facts"] or {}
         history = await state.pool.fetch(
             "SELECT at, actor, action, from_status, to_status, office, unit, rule, reason, reported_at FROM history"
             " WHERE matter_id = $1 ORDER BY id",
@@ -107,6 +161,12 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         return MatterView(
             matter_id=row["matter_id"],
             tracking_code=row["tracking_code"],
+            kind=row["kind"],
+            registered_at=row["registered_at"],
+            title=details.get("title"),
+            content=details.get("content"),
+            region_code=_region_code(details),
+            headcount=facts.get("headcount"),
             status=row["status"],
             office=row["office"],
             unit=row["unit"],
@@ -118,6 +178,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
             unit_rule=row["unit_rule"],
             rules_version=row["rules_version"],
             history=[HistoryEntry(**dict(h)) for h in history],
+            personal=_personal(opened, masked=not who.may_see_personal_data(row["office"])),
         )
 
     @router.post(
@@ -178,14 +239,35 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         responses={403: {"description": "Another office's queue"}},
     )
     async def queue(office: Office, who: Annotated[Actor, acting]) -> list[QueueEntry]:
+        """The office's matters waiting for a person to choose their unit, oldest first."""
         who.require(who.may_read(office), "read another office's queue")
-        rows = await current().pool.fetch(
-            "SELECT m.matter_id, m.tracking_code, m.registered_at, m.category,"
-            " (SELECT reason FROM history h WHERE h.matter_id = m.matter_id ORDER BY id DESC LIMIT 1) AS reason"
+        state = current()
+        # The routing deadline runs from the registration; a matter back from a unit (an objection) must be
+        # assigned again in time, counted from its return (supervision opens it again then: ledger.py).
+        rows = await state.pool.fetch(
+            "SELECT m.matter_id, m.tracking_code, m.registered_at, m.category, m.kind, m.details, m.facts,"
+            " (SELECT reason FROM history h WHERE h.matter_id = m.matter_id ORDER BY id DESC LIMIT 1) AS reason,"
+            " CASE WHEN EXISTS (SELECT 1 FROM history h WHERE h.matter_id = m.matter_id"
+            " AND h.to_status = 'transferred') THEN coalesce(m.status_at, m.registered_at) ELSE m.registered_at"
+            " END AS routing_from"
             " FROM matters m WHERE m.office = $1 AND m.status = 'awaiting-assignment' ORDER BY m.registered_at",
             office.value,
         )
-        return [QueueEntry(**dict(r)) for r in rows]
+        routing = state.router.deadlines[DeadlineType.ROUTING]
+        return [
+            QueueEntry(
+                matter_id=r["matter_id"],
+                tracking_code=r["tracking_code"],
+                registered_at=r["registered_at"],
+                category=r["category"],
+                reason=r["reason"],
+                kind=r["kind"],
+                region_code=_region_code(r["details"]),
+                headcount=(r["facts"] or {}).get("headcount"),
+                due_at=routing.due(r["routing_from"]),
+            )
+            for r in rows
+        ]
 
     @router.post(
         "/units/{unit}/feedback",

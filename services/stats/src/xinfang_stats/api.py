@@ -1,4 +1,5 @@
-"""Stats' HTTP API (CONTRACT.md, Stats), with the operator key. Any answer comes as CSV with `Accept: text/csv`.
+"""Stats' HTTP API (CONTRACT.md, Stats): to operators, and to any of the bureau's staff through the console (the
+figures hold no personal data). Any answer comes as CSV with `Accept: text/csv`.
 How each figure is defined is in figures.py, and in each route's description (OpenAPI)."""
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
 
@@ -77,7 +78,9 @@ CSV: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(service: Service, pool: Callable[[], asyncpg.Pool]) -> APIRouter:
-    router = APIRouter(prefix="/v1/stats", dependencies=[service.operator()], tags=["stats"])
+    # Any actor: an operator, or a person the console names (shared/staff.py refuses a person named with any
+    # other key). Every figure is a count or a rate over matters, nothing of anyone's.
+    router = APIRouter(prefix="/v1/stats", dependencies=[service.actor()], tags=["stats"])
 
     @router.get("/summary", responses=CSV, description=f"Figures per group over a period.\n\n{FIGURES}")
     async def summary(

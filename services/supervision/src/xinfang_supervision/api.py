@@ -1,5 +1,6 @@
-"""Supervision's HTTP API, all with the operator key: a matter's deadlines, the due-soon / overdue / escalated
-lists by office and unit, on-time figures, pause and resume for hearings, and the controlled clock."""
+"""Supervision's HTTP API: a matter's deadlines, the due-soon / overdue / escalated lists by office and unit (to
+operators, and to the bureau's staff through the console, each their office's), pause and resume for hearings,
+extensions by an office's head; on-time figures and the controlled clock with the operator key."""
 # No `from __future__ import annotations`: FastAPI evaluates these signatures, which name local dependencies.
 
 import uuid
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from xinfang_shared.contracts.events import FieldError, utc_now
 from xinfang_shared.contracts.reference import DeadlineType, Office
+from xinfang_shared.contracts.topics import UNIT_INBOXES
 from xinfang_shared.contracts.values import UNIT_CODE, Text
 from xinfang_shared.service import ErrorList, Service, error_response
 from xinfang_shared.staff import Actor
@@ -38,6 +40,8 @@ class DeadlineView(BaseModel):
     extended_days: int
     paused: bool
     paused_for_s: float = Field(description="Hearing time not counted so far, in seconds")
+    orders: int = Field(description="Supervision orders (督办) sent to the unit: one each time it went overdue")
+    ordered_at: datetime | None = Field(description="When the last supervision order was sent")
 
 
 class MatterDeadlines(BaseModel):
@@ -54,6 +58,9 @@ class ListedDeadline(BaseModel):
     unit: str | None
     due_at: datetime
     escalated_at: datetime | None
+    overdue_at: datetime | None
+    orders: int = Field(description="Supervision orders (督办) sent to the unit: one each time it went overdue")
+    ordered_at: datetime | None = Field(description="When the last supervision order was sent")
 
 
 class OnTimeRow(BaseModel):
@@ -74,6 +81,11 @@ class Hearing(BaseModel):
     reason: Text = Field(min_length=1, max_length=2000, description="E.g. the hearing's date and place")
 
 
+class Extension(BaseModel):
+    days: int = Field(ge=1, le=366, description="How many days more, at most what the deadline's rule allows")
+    reason: Text = Field(min_length=1, max_length=2000, description="Why (the petitioner is told it)")
+
+
 class Advance(BaseModel):
     seconds: int = Field(
         ge=0,
@@ -90,6 +102,14 @@ class ClockView(BaseModel):
 
 
 _LISTED_STAGES = {"due-soon": ["due-soon"], "overdue": ["overdue", "escalated"], "escalated": ["escalated"]}
+# The orders a deadline's unit was sent: the scheduler sends one with each `overdue` it records for a unit with an
+# inbox (scheduler._events), so the history's overdue rows are the orders. `d`: the deadlines row.
+_ORDERS = (
+    "LEFT JOIN LATERAL (SELECT count(*) AS orders, max(h.at) AS ordered_at FROM deadline_history h"
+    " WHERE h.matter_id = d.matter_id AND h.deadline = d.deadline AND h.state = 'overdue'"
+    " AND h.unit = ANY($1::text[])) o ON true"
+)
+_INBOXES = sorted(UNIT_INBOXES)
 
 
 def build_router(service: Service, current: Callable[[], SupervisionState]) -> APIRouter:
@@ -100,21 +120,26 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
     @router.get(
         "/matters/{matter_id}/deadlines",
         response_model=MatterDeadlines,
-        dependencies=[operator],
         tags=["operators"],
-        responses={404: {"description": "Supervision knows nothing of this matter"}},
+        responses={
+            403: {"description": "Not a matter of the person's office"},
+            404: {"description": "Supervision knows nothing of this matter"},
+        },
     )
-    async def matter_deadlines(matter_id: uuid.UUID) -> MatterDeadlines:
-        """Every deadline of the matter, running or not."""
+    async def matter_deadlines(matter_id: uuid.UUID, who: Annotated[Actor, acting]) -> MatterDeadlines:
+        """Every deadline of the matter, running or not: to operators, leaders and the staff of its office."""
         state = current()
         async with state.pool.acquire() as conn:
             matter = await conn.fetchrow("SELECT office FROM matters WHERE matter_id=$1", matter_id)
             rows = await conn.fetch(
-                "SELECT * FROM deadlines WHERE matter_id=$1 ORDER BY started_at, deadline",
+                f"SELECT d.*, o.orders, o.ordered_at FROM deadlines d {_ORDERS} WHERE d.matter_id=$2"
+                " ORDER BY d.started_at, d.deadline",
+                _INBOXES,
                 matter_id,
             )
         if matter is None and not rows:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such matter")
+        who.require(who.may_read(matter["office"] if matter else None), "read a matter of another office")
         return MatterDeadlines(
             matter_id=matter_id,
             office=matter["office"] if matter else None,
@@ -134,24 +159,37 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
                     extended_days=r["extended_days"],
                     paused=r["paused_at"] is not None,
                     paused_for_s=r["paused_total"].total_seconds(),
+                    orders=r["orders"],
+                    ordered_at=r["ordered_at"],
                 )
                 for r in rows
             ],
         )
 
-    @router.get("/deadlines", response_model=list[ListedDeadline], dependencies=[operator], tags=["operators"])
+    @router.get(
+        "/deadlines",
+        response_model=list[ListedDeadline],
+        tags=["operators"],
+        responses={403: {"description": "Another office's deadlines (a clerk or head sees their own office's)"}},
+    )
     async def listed(
         stage: Annotated[Literal["due-soon", "overdue", "escalated"], Query(description="overdue includes escalated")],
-        office: Office | None = None,
+        who: Annotated[Actor, acting],
+        office: Annotated[Office | None, Query(description="Default: every office, or a clerk's or head's own")] = None,
         unit: Annotated[str | None, Query(max_length=64, pattern=UNIT_CODE, description="e.g. city-5101")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[ListedDeadline]:
-        """Running deadlines that are due soon, overdue or escalated, most urgent first, by office and unit."""
+        """Running deadlines that are due soon, overdue or escalated, most urgent first, by office and unit, with
+        the supervision orders sent: to operators and leaders any office's, to an office's staff their own."""
+        if who.office is not None:  # a clerk or a head: their office's alone
+            office = office or who.office
+            who.require(who.may_read(office), "list another office's deadlines")
         rows = await current().pool.fetch(
-            "SELECT d.matter_id, d.deadline, d.stage, m.office, d.unit, d.due_at, d.escalated_at"
-            " FROM deadlines d LEFT JOIN matters m USING (matter_id)"
-            " WHERE d.open AND d.stage = ANY($1) AND ($2::text IS NULL OR m.office = $2)"
-            " AND ($3::text IS NULL OR d.unit = $3) ORDER BY d.due_at LIMIT $4",
+            "SELECT d.matter_id, d.deadline, d.stage, m.office, d.unit, d.due_at, d.escalated_at, d.overdue_at,"
+            f" o.orders, o.ordered_at FROM deadlines d LEFT JOIN matters m USING (matter_id) {_ORDERS}"
+            " WHERE d.open AND d.stage = ANY($2) AND ($3::text IS NULL OR m.office = $3)"
+            " AND ($4::text IS NULL OR d.unit = $4) ORDER BY d.due_at LIMIT $5",
+            _INBOXES,
             _LISTED_STAGES[stage],
             office.value if office else None,
             unit,
@@ -202,7 +240,7 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
                 await store.hearing(conn, state.rules, matter_id, deadline, now, why, pause=pause)
         except Refusal as refusal:
             raise HTTPException(refusal.code, refusal.message) from None
-        return await matter_deadlines(matter_id)
+        return await matter_deadlines(matter_id, who)
 
     @router.post(
         "/matters/{matter_id}/deadlines/{deadline}/pause",
@@ -241,6 +279,43 @@ def build_router(service: Service, current: Callable[[], SupervisionState]) -> A
     ) -> MatterDeadlines:
         """Resume a paused deadline: its due time moves by the time it was paused."""
         return await hearing(matter_id, deadline, who, body.reason, pause=False)
+
+    @router.post(
+        "/matters/{matter_id}/deadlines/{deadline}/extend",
+        response_model=MatterDeadlines,
+        tags=["operators"],
+        responses={
+            403: {"description": "Not the head of the matter's office (a clerk, a leader, another office)"},
+            404: {"description": "No such deadline"},
+            409: {
+                "description": "Not extensible: its rule allows none, it was extended already, it is not running"
+                " or it passed"
+            },
+            422: {"model": ErrorList, "description": "More days than its rule allows"},
+        },
+    )
+    async def extend(
+        matter_id: uuid.UUID,
+        deadline: DeadlineType,
+        body: Extension,
+        who: Annotated[Actor, acting],
+    ) -> MatterDeadlines | JSONResponse:
+        """Extend a running deadline where its rule allows (DOMAIN.md: handling, once, at most 30 days, with a
+        reason), as a unit's request is granted: the petitioner is told, and the history names who."""
+        state = current()
+        office = await state.pool.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter_id)
+        who.require(who.may_send_out(office), "extend a deadline (the head of the matter's office may)")
+        try:
+            async with state.pool.acquire() as conn, conn.transaction():
+                now = await state.clock.now(conn)
+                await store.extend(conn, state.rules, matter_id, deadline, body.days, now, body.reason, by=who.recorded)
+        except Refusal as refusal:
+            if refusal.code == status.HTTP_422_UNPROCESSABLE_CONTENT:
+                return error_response(
+                    refusal.code, "the extension is invalid", [FieldError(field="days", message=refusal.message)]
+                )
+            raise HTTPException(refusal.code, refusal.message) from None
+        return await matter_deadlines(matter_id, who)
 
     if service.settings.supervision_clock == "controlled":  # type: ignore[attr-defined]
 

@@ -21,7 +21,8 @@ Which event does what (DOMAIN.md, lifecycle and deadlines):
   closed, terminated, duplicate, not-accepted-again
                           → whatever is still open closes
 Every deadline that ends without being met (a window that lapses, a deadline closed by termination or
-reassignment) is published as `closed`.
+reassignment) is published as `closed`. Besides the events, the API pauses and resumes a deadline for a hearing,
+and an office's head (or an operator) extends one where its rule allows (`Book.grant`), as a unit's is.
 """
 
 from __future__ import annotations
@@ -206,6 +207,23 @@ class Book:
             self._refuse_extension(matter, unit, days, problem, at)
             return
         assert row is not None
+        self._extended(row, days, at, reason)
+
+    def grant(self, matter: uuid.UUID, deadline: D, days: int, at: datetime, reason: str, *, by: str) -> None:
+        """The office's head (or an operator, `by`) extends a running deadline where its rule allows, as a unit's
+        extension is granted (the same event, which tells the petitioner why); the history names who. Raises
+        Refusal: 404 no such deadline, 409 not extensible (now), 422 more days than its rule allows."""
+        row = self._running(matter, deadline)
+        problem = self._not_extensible(row) or self._too_late(row, at)
+        if problem is not None:
+            raise Refusal(409, problem)
+        if (too_long := self._bad_days(row, days)) is not None:
+            raise Refusal(422, too_long)
+        self._extended(row, days, at, reason, detail=f"{by}: {reason}")
+
+    def _extended(
+        self, row: DeadlineRow, days: int, at: datetime, reason: str | None, *, detail: str | None = None
+    ) -> None:
         deadline = D(row.deadline)
         rule = self.rules[deadline]
         row.due_at = rule.extended(row.due_at, days)
@@ -215,24 +233,33 @@ class Book:
         row.state, row.round = DeadlineState.EXTENDED.value, row.round + 1
         row.extensions += 1
         row.extended_days += days
-        self._note(row, DeadlineState.EXTENDED, at, extension=(days, reason))
+        self._note(row, DeadlineState.EXTENDED, at, detail=detail, extension=(days, reason))
 
     def _extension_problem(self, row: DeadlineRow | None, days: int, at: datetime) -> str | None:
         if row is None:
             return "no handling deadline is running for this matter"
+        return self._not_extensible(row) or self._bad_days(row, days) or self._too_late(row, at)
+
+    def _not_extensible(self, row: DeadlineRow) -> str | None:
         deadline = D(row.deadline)
         rule = self.rules[deadline]
-        if rule.max_extensions == 0:
+        if rule.max_extensions == 0 or row.is_window:
             return f"the {deadline.value} deadline cannot be extended"
         if row.extensions >= rule.max_extensions:
             return (
                 f"the {deadline.value} deadline was already extended ({row.extended_days} days);"
                 f" at most {rule.max_extensions} extension(s) are granted"
             )
-        if days < 1 or days > rule.max_extension_days:
-            return f"an extension of 1 to {rule.max_extension_days} days may be granted, not {days}"
+        return None
+
+    def _bad_days(self, row: DeadlineRow, days: int) -> str | None:
+        most = self.rules[D(row.deadline)].max_extension_days
+        return None if 1 <= days <= most else f"an extension of 1 to {most} days may be granted, not {days}"
+
+    @staticmethod
+    def _too_late(row: DeadlineRow, at: datetime) -> str | None:
         if row.paused_at is None and at > row.due_at:
-            return f"the {deadline.value} deadline passed at {row.due_at.isoformat()}; ask before it passes"
+            return f"the {row.deadline} deadline passed at {row.due_at.isoformat()}; ask before it passes"
         return None
 
     def _refuse_extension(self, matter: uuid.UUID, unit: str | None, days: int, problem: str, at: datetime) -> None:

@@ -93,11 +93,32 @@ async def hearing(
     *,
     pause: bool,
 ) -> None:
-    """An operator pauses or resumes a deadline for a hearing; raises ledger.Refusal."""
-    office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
-    book = await _book(conn, rules, [matter], {matter: office})
+    """An operator or the office's staff pause or resume a deadline for a hearing; raises ledger.Refusal."""
+    book = await _one_matter(conn, rules, matter)
     (book.pause if pause else book.resume)(matter, deadline, at, why)
     await save(conn, book)
+
+
+async def extend(
+    conn: asyncpg.Connection,
+    rules: DeadlineRules,
+    matter: uuid.UUID,
+    deadline: DeadlineType,
+    days: int,
+    at: datetime,
+    reason: str,
+    *,
+    by: str,
+) -> None:
+    """An office's head (or an operator) extends a deadline where its rule allows; raises ledger.Refusal."""
+    book = await _one_matter(conn, rules, matter)
+    book.grant(matter, deadline, days, at, reason, by=by)
+    await save(conn, book)
+
+
+async def _one_matter(conn: asyncpg.Connection, rules: DeadlineRules, matter: uuid.UUID) -> Book:
+    office = await conn.fetchval("SELECT office FROM matters WHERE matter_id = $1", matter)
+    return await _book(conn, rules, [matter], {matter: office})
 
 
 async def _upsert(conn: asyncpg.Connection, sql: str, *columns: Sequence[object]) -> dict[uuid.UUID, str | None]:
