@@ -37,6 +37,7 @@ def test_deadline_actions_follow_the_rules_and_the_role() -> None:
     assert matter_actions(CLERK, matter, [RE_REVIEW])["deadlines"] == {"re-review": ["pause"]}, "a hearing: pausable"
     paused = RE_REVIEW | {"paused": True}
     assert matter_actions(CLERK, matter, [paused])["deadlines"] == {"re-review": ["resume"]}
+    assert matter_actions(HEAD, matter, [HANDLING | {"extended_days": 10}])["deadlines"] == {}, "extended once"
     closed = HANDLING | {"open": False}
     assert matter_actions(HEAD, matter, [closed])["deadlines"] == {}
     assert matter_actions(LEADER, matter, [HANDLING, RE_REVIEW])["deadlines"] == {}

@@ -69,7 +69,10 @@ def matter_actions(person: Account, matter: dict[str, Any], deadlines: list[dict
         offered = []
         if changes and rule.pausable:
             offered.append("resume" if d.get("paused") else "pause")
-        if who.may_send_out(office) and rule.max_extensions > 0 and not d.get("paused"):
+        # Extensions left: the view gives the days granted, not how many times, so beyond the first only a rule
+        # allowing several offers another (supervision refuses what the rules do not allow either way).
+        extensions_left = rule.max_extensions > 1 or (rule.max_extensions == 1 and not d.get("extended_days"))
+        if who.may_send_out(office) and extensions_left and not d.get("paused"):
             offered.append("extend")
         if offered:
             per_deadline[d["deadline"]] = offered
