@@ -366,6 +366,15 @@ async def test_the_matter_page_deadlines_notices_and_only_the_actions_a_person_m
         assert overview.status_code == 200 and name not in overview.text and name[0] in overview.text
         assert "/assign" not in overview.text and "/deadlines/" not in overview.text
         assert (await stranger.get(f"/matters/{matter_id}")).status_code == 403
+        # Nor the petitioner's tracking code, which would let its holder act as the petitioner: the office only.
+        as_leader = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": "zhao.leader", "X-Staff-Role": "leader"}
+        as_clerk = as_leader | {"X-Staff-User": "li.clerk", "X-Staff-Role": "clerk", "X-Staff-Office": "letters-2"}
+        read = await console.routing.get(f"/v1/matters/{matter_id}", headers=as_leader)
+        assert read.status_code == 200 and read.json()["tracking_code"] is None
+        listed = (await console.routing.get("/v1/queues/letters-2", headers=as_leader)).json()
+        assert listed and all(entry["tracking_code"] is None for entry in listed)
+        seen = (await console.routing.get(f"/v1/matters/{matter_id}", headers=as_clerk)).json()
+        assert seen["tracking_code"] == matter["tracking_code"]
 
         sent = {"csrf": _csrf(page), "unit": "city-5101", "reason": "属地管理", "from": "matter"}
         done = await clerk.post(f"/matters/{matter_id}/assign", data=sent)

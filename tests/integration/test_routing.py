@@ -729,6 +729,7 @@ async def test_a_matter_shows_its_facts_and_its_people_in_clear_only_to_the_offi
     assert masked["petitioner"]["phone"] == phone[:3] + "****" + phone[-4:]
     assert masked["petitioner"]["email"].endswith("***@example.cn") and masked["petitioner"]["address"].endswith("****")
     assert not [v for v in mine if v in led.text], "a personal value in clear in a leader's view"
+    assert led.json()["tracking_code"] is None, "nor the code that would let a leader act as the petitioner"
     assert (led.json()["title"], led.json()["headcount"]) == (event.title, 6), "the facts are not personal"
 
     # Another office's clerk sees nothing of it; nobody but the console names a person.
@@ -774,7 +775,9 @@ async def test_a_queue_lists_kind_place_headcount_and_when_the_office_s_routing_
     assert ROUTING_DEADLINE.due(returned_at) > ROUTING_DEADLINE.due(returned.registered_at)
     # The same to a leader; another office's clerk has no look at it.
     led = await routing.http.get("/v1/queues/letters-2", headers=_person("zhao.leader", "leader"))
-    assert {uuid.UUID(e["matter_id"]): e for e in led.json()}[returned.matter_id] == back
+    # The same entry, without the petitioner's tracking code (the handling office's, not a leader's).
+    assert {uuid.UUID(e["matter_id"]): e for e in led.json()}[returned.matter_id] == back | {"tracking_code": None}
+    assert back["tracking_code"]
     assert (
         await routing.http.get("/v1/queues/letters-2", headers=_person("wang", "head", "online"))
     ).status_code == 403

@@ -64,9 +64,14 @@ class PersonalView(BaseModel):
     representatives: list[PersonView]
 
 
+# The tracking code lets whoever holds it look the matter up and rate it as its petitioner: it is given, like
+# personal data, only to those whose office handles the matter (a petitioner who lost it calls them), never a leader.
+TRACKING_CODE = "The petitioner's tracking code: to the handling office (and operators) only, else null"
+
+
 class MatterView(BaseModel):
     matter_id: uuid.UUID
-    tracking_code: str
+    tracking_code: str | None = Field(description=TRACKING_CODE)
     kind: str
     registered_at: datetime
     title: str | None
@@ -103,7 +108,7 @@ class Reassigned(BaseModel):
 
 class QueueEntry(BaseModel):
     matter_id: uuid.UUID
-    tracking_code: str
+    tracking_code: str | None = Field(description=TRACKING_CODE)
     registered_at: datetime
     category: str | None
     reason: str | None
@@ -160,7 +165,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
         )
         return MatterView(
             matter_id=row["matter_id"],
-            tracking_code=row["tracking_code"],
+            tracking_code=row["tracking_code"] if who.may_see_personal_data(row["office"]) else None,
             kind=row["kind"],
             registered_at=row["registered_at"],
             title=details.get("title"),
@@ -254,10 +259,11 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
             office.value,
         )
         routing = state.router.deadlines[DeadlineType.ROUTING]
+        codes_given = who.may_see_personal_data(office)
         return [
             QueueEntry(
                 matter_id=r["matter_id"],
-                tracking_code=r["tracking_code"],
+                tracking_code=r["tracking_code"] if codes_given else None,
                 registered_at=r["registered_at"],
                 category=r["category"],
                 reason=r["reason"],
