@@ -9,6 +9,7 @@ listener: the tests of the broker's ACLs skip there, as with TEST_KAFKA_BOOTSTRA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -28,6 +29,7 @@ from confluent_kafka import Producer
 from tests.infra import INFRA
 from xinfang_shared.contracts.acls import acls, principals
 from xinfang_shared.contracts.topics import topics_to_create
+from xinfang_shared.db import create_pool, migrate_dsn
 from xinfang_shared.kafka_admin import apply_security, ensure_topics
 from xinfang_shared.kafka_auth import KafkaConnection
 
@@ -268,3 +270,15 @@ async def committed(admin_dsn: str, database: str) -> int:
         return count
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def schema_pool(database: str, prefix: str, migrations: Path) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh schema of the test database (`<prefix>_<random>`), migrated: one test's tables alone."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await migrate_dsn(database, schema, migrations)
+    pool = await create_pool(database, schema)
+    try:
+        yield pool
+    finally:
+        await pool.close()

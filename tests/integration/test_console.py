@@ -25,6 +25,7 @@ from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
+from tests.staff import staff_headers
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.settings import NotifySettings
 from xinfang_shared.contracts.labels import name_of
@@ -367,8 +368,8 @@ async def test_the_matter_page_deadlines_notices_and_only_the_actions_a_person_m
         assert "/assign" not in overview.text and "/deadlines/" not in overview.text
         assert (await stranger.get(f"/matters/{matter_id}")).status_code == 403
         # Nor the petitioner's tracking code, which would let its holder act as the petitioner: the office only.
-        as_leader = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": "zhao.leader", "X-Staff-Role": "leader"}
-        as_clerk = as_leader | {"X-Staff-User": "li.clerk", "X-Staff-Role": "clerk", "X-Staff-Office": "letters-2"}
+        as_leader = staff_headers(CONSOLE, "zhao.leader", "leader")
+        as_clerk = staff_headers(CONSOLE, "li.clerk", "clerk", "letters-2")
         read = await console.routing.get(f"/v1/matters/{matter_id}", headers=as_leader)
         assert read.status_code == 200 and read.json()["tracking_code"] is None
         listed = (await console.routing.get("/v1/queues/letters-2", headers=as_leader)).json()

@@ -13,13 +13,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.integration.conftest import schema_pool
+from tests.staff import staff_headers
 from xinfang_notify import store
 from xinfang_notify.api import build_router
 from xinfang_notify.app import MIGRATIONS
 from xinfang_notify.registry import Contacts, Notice, RecipientKind
 from xinfang_notify.rules import Planned
 from xinfang_notify.settings import NotifySettings
-from xinfang_shared.db import create_pool, migrate_dsn
 from xinfang_shared.service import Service
 
 pytestmark = pytest.mark.integration
@@ -32,11 +33,8 @@ IN_CLEAR = (EMAIL, "zhang.san", PHONE, "138 1234 5678", "1234 5678")
 
 @pytest.fixture
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    schema = f"notify_api_{uuid.uuid4().hex[:8]}"
-    await migrate_dsn(database, schema, MIGRATIONS)
-    p = await create_pool(database, schema)
-    yield p
-    await p.close()
+    async with schema_pool(database, "notify_api", MIGRATIONS) as p:
+        yield p
 
 
 @pytest.fixture
@@ -98,9 +96,7 @@ async def test_no_address_or_phone_in_clear_in_any_answer(pool: asyncpg.Pool, ht
 
 
 def _staff(user: str, role: str, office: str | None = None) -> dict[str, str]:
-    """What the console sends for a signed-in person (its own key, and who)."""
-    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-    return headers | ({"X-Staff-Office": office} if office else {})
+    return staff_headers(CONSOLE, user, role, office)
 
 
 async def _matter(pool: asyncpg.Pool, matter_id: uuid.UUID, *, by_email: bool) -> None:

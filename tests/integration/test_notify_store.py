@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from tests.integration.conftest import committed
+from tests.integration.conftest import committed, schema_pool
 from xinfang_notify import store
 from xinfang_notify.app import MIGRATIONS, State, handle
 from xinfang_notify.registry import Notice, RecipientKind, load_notices
@@ -27,11 +27,8 @@ LEASE = timedelta(seconds=60)
 
 @pytest.fixture
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    schema = f"notify_store_{uuid.uuid4().hex[:8]}"
-    await migrate_dsn(database, schema, MIGRATIONS)
-    p = await create_pool(database, schema)
-    yield p
-    await p.close()
+    async with schema_pool(database, "notify_store", MIGRATIONS) as p:
+        yield p
 
 
 async def _claimed(pool: asyncpg.Pool, n: int) -> list[store.Claimed]:

@@ -28,6 +28,7 @@ from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import Tail, consumed_by, outbox_published, read_to_end, start_group_at_end
 from tests.personal_data import People, RawLogCapture, capture_logs, log_leaks, span_leaks
 from tests.reference.city import ReferenceCity
+from tests.staff import staff_headers
 from xinfang_routing.app import MIGRATIONS, create_service
 from xinfang_routing.rules import DEFAULT_RULES
 from xinfang_routing.settings import RoutingSettings
@@ -677,9 +678,7 @@ async def test_review_goes_one_level_up_and_a_concluded_re_review_terminates(rou
 
 
 def _person(user: str, role: str, office: str | None = None) -> dict[str, str]:
-    """What the console sends for a signed-in person (its own key, and who)."""
-    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-    return headers | ({"X-Staff-Office": office} if office else {})
+    return staff_headers(CONSOLE, user, role, office)
 
 
 ROUTING_DEADLINE = DeadlineRules.default()[DeadlineType.ROUTING]

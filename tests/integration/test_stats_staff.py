@@ -11,7 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from xinfang_shared.db import create_pool, migrate_dsn
+from tests.integration.conftest import schema_pool
+from tests.staff import staff_headers
 from xinfang_shared.service import Service
 from xinfang_stats.api import build_router
 from xinfang_stats.app import MIGRATIONS
@@ -23,18 +24,13 @@ READS = ["/v1/stats/summary", "/v1/stats/timeseries", "/v1/stats/units", "/v1/st
 
 
 def _staff(user: str, role: str, office: str | None = None) -> dict[str, str]:
-    """What the console sends for a signed-in person (its own key, and who)."""
-    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-    return headers | ({"X-Staff-Office": office} if office else {})
+    return staff_headers(CONSOLE, user, role, office)
 
 
 @pytest.fixture
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    schema = f"stats_staff_{uuid.uuid4().hex[:8]}"
-    await migrate_dsn(database, schema, MIGRATIONS)
-    p = await create_pool(database, schema)
-    yield p
-    await p.close()
+    async with schema_pool(database, "stats_staff", MIGRATIONS) as p:
+        yield p
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from tests import factories
 from tests.integration.conftest import eventually
 from tests.integration.kafka_tools import Tail, consumed_by, outbox_published, read_to_end, start_group_at_end
 from tests.personal_data import People, RawLogCapture, capture_logs, log_leaks, span_leaks
+from tests.staff import staff_headers
 from xinfang_routing.app import MIGRATIONS as ROUTING_MIGRATIONS
 from xinfang_routing.app import create_service as create_routing
 from xinfang_routing.settings import RoutingSettings
@@ -569,9 +570,7 @@ def _refusals(pipeline: Pipeline) -> list[dict[str, Any]]:
 
 
 def _staff(user: str, role: str, office: str | None = None) -> dict[str, str]:
-    """What the console sends for a signed-in person (its own key, and who)."""
-    headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-    return headers | ({"X-Staff-Office": office} if office else {})
+    return staff_headers(CONSOLE, user, role, office)
 
 
 def _other_office(office: str) -> str:
@@ -712,15 +711,11 @@ async def test_a_hearing_is_paused_only_by_the_staff_of_the_matter_s_office_and_
     path = f"/v1/matters/{matter}/deadlines/re-review/pause"
     hearing = {"reason": "听证会 2026-12-09"}
 
-    def person(user: str, role: str, office: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {CONSOLE}", "X-Staff-User": user, "X-Staff-Role": role}
-        return headers | ({"X-Staff-Office": office} if office else {})
-
-    assert (await pipeline.http.post(path, json=hearing, headers=person("wang", "clerk", "online"))).status_code == 403
-    assert (await pipeline.http.post(path, json=hearing, headers=person("zhao", "leader"))).status_code == 403
+    assert (await pipeline.http.post(path, json=hearing, headers=_staff("wang", "clerk", "online"))).status_code == 403
+    assert (await pipeline.http.post(path, json=hearing, headers=_staff("zhao", "leader"))).status_code == 403
     forged = AUTH | {"X-Staff-User": "xu", "X-Staff-Role": "clerk", "X-Staff-Office": "supervision"}
     assert (await pipeline.http.post(path, json=hearing, headers=forged)).status_code == 403
-    paused = await pipeline.http.post(path, json=hearing, headers=person("xu", "clerk", "supervision"))
+    paused = await pipeline.http.post(path, json=hearing, headers=_staff("xu", "clerk", "supervision"))
     assert paused.status_code == 200, paused.text
     await pipeline.reaches(matter, "re-review", "paused")
     details = await pipeline.supervision.pool.fetch(
