@@ -11,6 +11,12 @@ command -v kcat >/dev/null || apt_packages+=(kcat)
 # (no browser download), and the page needs a CJK font to show its Chinese.
 command -v chromium >/dev/null || apt_packages+=(chromium)
 dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "ok installed" || apt_packages+=(fonts-noto-cjk)
+# Stats' analysis reports: WeasyPrint renders through Pango and subsets the embedded fonts with HarfBuzz; the
+# report tests read the PDF back with poppler (pdftotext, pdftoppm, pdffonts).
+for package in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || apt_packages+=("$package")
+done
+command -v pdftotext >/dev/null || apt_packages+=(poppler-utils)
 if ((${#apt_packages[@]})); then
   [[ $EUID -eq 0 ]] || die "missing ${apt_packages[*]}: run as root once, or install them"
   say "installing ${apt_packages[*]} from Debian's packages"

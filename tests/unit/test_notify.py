@@ -12,7 +12,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ from xinfang_shared.contracts.events import (
     MatterStatusChanged,
     Opinion,
     StatsAlert,
+    StatsReport,
 )
 from xinfang_shared.contracts.reference import Language
 from xinfang_shared.deadlines import DeadlineRules
@@ -41,10 +42,18 @@ from xinfang_shared.periods import period_end
 from xinfang_shared.workdays import CHINA
 
 SETTINGS = NotifySettings(_env_file=None, environment="test")  # type: ignore[call-arg]
-RULES = Rules(load_notices(SETTINGS.notices_file), DeadlineRules.default())
 CONTACTS = Contacts.load(SETTINGS.contacts_file)
+RULES = Rules(load_notices(SETTINGS.notices_file), DeadlineRules.default(), tuple(CONTACTS.leaders))
 AT = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 MATTER = uuid.uuid4()
+REPORT = StatsReport(
+    report_id=uuid.uuid4(),
+    period_start=date(2026, 10, 1),
+    period_end=date(2026, 10, 31),
+    language="zh-CN",
+    pages=9,
+    size_bytes=400_000,
+)
 
 
 def _registered(**overrides: Any) -> MatterRegisteredV2:
@@ -275,6 +284,7 @@ def _every_notice() -> list[Planned]:
         *RULES.deadline(_deadline("overdue", office="letters-2")),
         *RULES.deadline(_deadline("escalated", office="letters-2")),
         *RULES.alert(alert),
+        *RULES.report(REPORT),
     ]
     assert {p.notice for p in planned} == set(Notice), "every notice of the contract is planned by some event"
     return planned
@@ -291,7 +301,7 @@ async def test_every_notice_renders_in_both_languages(language: Language) -> Non
         else:
             # The tracking code opens the look-up and the rating: only the petitioner is told it.
             assert "ABCD-EFGH-JKMN-PQRS" not in subject + body, planned.notice
-            if planned.notice != Notice.SURGE:
+            if planned.notice not in (Notice.SURGE, Notice.REPORT):
                 assert str(MATTER) in subject + body, f"{planned.notice} names the matter by its id"
         for secret in ("zhang@example.org", "13812345678", "测试人"):
             assert secret not in subject + body, "a notice never holds anyone's personal data"
@@ -444,3 +454,33 @@ async def test_a_ring_wakes_one_waiting_sender_and_is_kept_when_none_waits() -> 
     started = asyncio.get_running_loop().time()
     await bell.wait(0.05)  # rung once only: this one waits its timeout
     assert asyncio.get_running_loop().time() - started >= 0.04
+
+
+def test_the_report_goes_to_the_general_office_and_each_leader_once_per_report() -> None:
+    planned = RULES.report(REPORT)
+    assert {(p.recipient_kind, p.recipient) for p in planned} == {(RecipientKind.OFFICE, "general")} | {
+        (RecipientKind.LEADER, leader) for leader in CONTACTS.leaders
+    }
+    assert len(CONTACTS.leaders) >= 1, "the registry names the bureau's leaders"
+    assert RULES.report(REPORT.model_copy(update={"event_id": uuid.uuid4()})) == planned, "a redelivery: same keys"
+    assert {p.matter_id for p in planned} == {REPORT.report_id}
+
+
+def test_a_report_e_mail_carries_the_pdf_as_an_attachment() -> None:
+    from email import message_from_bytes, policy
+
+    from xinfang_notify.channels import Attachment
+
+    pdf = b"%PDF-1.7 a report\n%%EOF"
+    raw = Email(SETTINGS.smtp_url, SETTINGS.smtp_from, 5).message(
+        uuid.uuid4(),
+        "director@xfj.sc.gov.example",
+        "【分析报告】2026-10",
+        "见附件。\n",
+        [Attachment("r.pdf", "application/pdf", pdf)],
+    )
+    parsed = message_from_bytes(raw, policy=policy.default)
+    parts = {part.get_content_type(): part for part in parsed.walk()}
+    assert parts["application/pdf"].get_content() == pdf and parts["application/pdf"].get_filename() == "r.pdf"
+    assert "见附件" in parts["text/plain"].get_content()
+    assert parsed["Subject"] == "【分析报告】2026-10"

@@ -1,4 +1,4 @@
-"""The notify service: registrations, routings, lifecycle changes, deadline events and surge alerts in;
+"""The notify service: registrations, routings, lifecycle changes, deadline events, surge alerts and reports in;
 e-mail, SMS and unit inbox reminders out, each (matter, notice, recipient) once.
 
 Each topic is read in batches: the rules (rules.py, pure) plan a batch's notices, and one statement stores them,
@@ -23,11 +23,13 @@ from xinfang_shared.contracts.events import (
     MatterRegisteredV2,
     MatterStatusChanged,
     StatsAlert,
+    StatsReport,
 )
 from xinfang_shared.contracts.topics import (
     DEADLINE_WARNINGS,
     MATTERS_STATUS,
     STATS_ALERTS,
+    STATS_REPORTS,
 )
 from xinfang_shared.db import create_pool
 from xinfang_shared.deadlines import DeadlineRules
@@ -40,6 +42,7 @@ from .api import build_router
 from .channels import Email, Sms
 from .registry import Contacts, load_notices
 from .render import Renderer
+from .report_fetch import ReportFetcher
 from .rules import Planned, Rules
 from .sender import Sender
 from .settings import NotifySettings
@@ -121,8 +124,12 @@ def create_service(settings: NotifySettings) -> Service:
             ),
             svc.limit("senders:compose"),
             svc.metrics,
+            ReportFetcher(
+                settings.stats_url, settings.operator_api_key.get_secret_value(), settings.report_fetch_timeout_s
+            ),
         )
-        late.state = State(svc.pool, Rules(table, DeadlineRules.load(settings.deadline_rules_file)), vault, sender)
+        rules = Rules(table, DeadlineRules.load(settings.deadline_rules_file), tuple(contacts.leaders))
+        late.state = State(svc.pool, rules, vault, sender)
         svc.background("senders", sender.run(), stop=sender.stop)
 
     @service.on_stop
@@ -167,6 +174,7 @@ def create_service(settings: NotifySettings) -> Service:
     consume((MATTERS_STATUS.name,), MatterStatusChanged, lambda state, e: state.rules.status(e))
     consume((DEADLINE_WARNINGS.name,), DeadlineEvent, lambda state, e: state.rules.deadline(e))
     consume((STATS_ALERTS.name,), StatsAlert, lambda state, e: state.rules.alert(e))
+    consume((STATS_REPORTS.name,), StatsReport, lambda state, e: state.rules.report(e))
 
     service.api.include_router(
         build_router(service, lambda: late().pool, settings.sms_receipt_token.get_secret_value(), contacts)

@@ -12,6 +12,7 @@ import base64
 import email.policy
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
@@ -27,6 +28,13 @@ MESSAGE_ID_DOMAIN = "xinfang.sc.gov.example"
 SMS_TRANSIENT_CODES = frozenset(
     {"isv.BUSINESS_LIMIT_CONTROL", "isp.SYSTEM_ERROR", "isv.DAY_LIMIT_CONTROL", "Throttling"}
 )
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    content: bytes
 
 
 @dataclass
@@ -116,14 +124,16 @@ class Email:
             raise ValueError(f"SMTP_FROM must be an address or 'Name <address>', not {sender!r}")
         self.from_header = formataddr((name, self.envelope_from), charset="utf-8")
 
-    def message(self, key: uuid.UUID, to: str, subject: str, body: str) -> bytes:
+    def message(
+        self, key: uuid.UUID, to: str, subject: str, body: str, attachments: Sequence[Attachment] = ()
+    ) -> bytes:
         """UTF-8 text, base64; a non-ASCII subject as RFC 2047 encoded words. Written out directly: the
         email package's EmailMessage and its generator cost more than the rest of a send (py-spy, e2e bench).
-        A non-ASCII address (SMTPUTF8) takes the email package's path."""
+        A non-ASCII address (SMTPUTF8), or attachments (the monthly report), take the email package's path."""
         if "\r" in to or "\n" in to:
             raise SendFailed("recipient address contains a line break", True)
-        if not to.isascii():
-            return self._message_by_email_package(key, to, subject, body)
+        if not to.isascii() or attachments:
+            return self._message_by_email_package(key, to, subject, body, attachments)
         head = (
             f"From: {self.from_header}\r\nTo: {to}\r\nSubject: {encoded_words(subject)}\r\n"
             f"Date: {formatdate(localtime=False)}\r\nMessage-ID: {message_id(key)}\r\nMIME-Version: 1.0\r\n"
@@ -131,14 +141,21 @@ class Email:
         )
         return head.encode("ascii") + base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
 
-    def _message_by_email_package(self, key: uuid.UUID, to: str, subject: str, body: str) -> bytes:
-        msg = EmailMessage(policy=email.policy.SMTPUTF8)
+    def _message_by_email_package(
+        self, key: uuid.UUID, to: str, subject: str, body: str, attachments: Sequence[Attachment] = ()
+    ) -> bytes:
+        # SMTPUTF8 only where the address needs it: an ASCII message keeps RFC 2047 headers any server takes.
+        policy = email.policy.SMTP if to.isascii() else email.policy.SMTPUTF8
+        msg = EmailMessage(policy=policy)
         msg["From"] = self.sender
         msg["To"] = to
         msg["Subject"] = subject
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = message_id(key)
         msg.set_content(body, charset="utf-8")
+        for a in attachments:
+            main, _, sub = a.content_type.partition("/")
+            msg.add_attachment(a.content, maintype=main, subtype=sub, filename=a.filename)
         return msg.as_bytes()
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -164,9 +181,11 @@ class Email:
             raise SendFailed(f"SMTP session not set up as SMTP_URL asks: {exc}", False) from None
         return smtp
 
-    async def send(self, key: uuid.UUID, to: str, subject: str, body: str) -> str:
+    async def send(
+        self, key: uuid.UUID, to: str, subject: str, body: str, attachments: Sequence[Attachment] = ()
+    ) -> str:
         """The server's answer on acceptance; raises SendFailed."""
-        msg = self.message(key, to, subject, body)
+        msg = self.message(key, to, subject, body, attachments)
         options = [] if msg.isascii() else ["SMTPUTF8"]
         smtp: aiosmtplib.SMTP | None = None
         try:

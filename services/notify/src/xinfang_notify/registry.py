@@ -32,12 +32,14 @@ class Notice(StrEnum):
     ESCALATED = "escalated"
     URGENT_VISIT = "urgent-visit"
     SURGE = "surge"
+    REPORT = "report"
 
 
 class RecipientKind(StrEnum):
     PETITIONER = "petitioner"
     UNIT = "unit"
     OFFICE = "office"
+    LEADER = "leader"  # one of the bureau's leaders (the contact registry's [leaders])
 
 
 class Via(StrEnum):
@@ -52,6 +54,7 @@ class NoticeRule:
     to: RecipientKind
     office: str | None  # for notices to an office: which
     urgent: bool
+    leaders: bool = False  # also to each of the bureau's leaders
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def load_notices(path: Path) -> dict[Notice, NoticeRule]:
             raise RegistryError(f"{path}: notices.{name}.to must be petitioner, unit or office:<code>, not '{to}'")
         if office and office not in {o.value for o in Office}:
             raise RegistryError(f"{path}: notices.{name}.to: '{office}' is not an office")
-        rules[notice] = NoticeRule(notice, RecipientKind(kind), office or None, bool(entry.get("urgent", False)))
+        urgent, leaders = bool(entry.get("urgent", False)), bool(entry.get("leaders", False))
+        rules[notice] = NoticeRule(notice, RecipientKind(kind), office or None, urgent, leaders)
     missing = set(Notice) - set(rules)
     if missing:
         raise RegistryError(f"{path}: no entry for {sorted(m.value for m in missing)}")
@@ -90,9 +94,12 @@ def load_notices(path: Path) -> dict[Notice, NoticeRule]:
 
 
 class Contacts:
-    def __init__(self, units: dict[str, Contact], offices: dict[str, Contact]) -> None:
+    def __init__(
+        self, units: dict[str, Contact], offices: dict[str, Contact], leaders: dict[str, Contact] | None = None
+    ) -> None:
         self.units = units
         self.offices = offices
+        self.leaders = leaders or {}
 
     @classmethod
     def load(cls, path: Path) -> Contacts:
@@ -103,9 +110,14 @@ class Contacts:
             raise RegistryError(f"{path}: no contact for the unit(s) {sorted(missing)}")
         if missing := {o.value for o in Office} - set(offices):
             raise RegistryError(f"{path}: no contact for the office(s) {sorted(missing)}")
-        return cls(units, offices)
+        leaders = {code: _contact(path, f"leaders.{code}", entry) for code, entry in raw.get("leaders", {}).items()}
+        if any(c.via != Via.EMAIL for c in leaders.values()):
+            raise RegistryError(f"{path}: the leaders are reached by e-mail")
+        return cls(units, offices, leaders)
 
     def of(self, kind: RecipientKind, code: str) -> Contact:
+        if kind == RecipientKind.LEADER:
+            return self.leaders[code]
         return (self.units if kind == RecipientKind.UNIT else self.offices)[code]
 
     def unit_name(self, code: str | None, language: Language) -> str:

@@ -11,6 +11,7 @@ event only, never anyone's personal data (the petitioner's address is looked up 
   deadlines.warnings.v1   extended (to the petitioner), due-soon / overdue (to the unit; never for a window),
                           escalated (to the Supervision and Review Office)
   stats.alerts.v1         surge to guidance (when an alert opens)
+  stats.reports.v1        report to the general office and each of the bureau's leaders (the PDF attached)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xinfang_shared.contracts.events import (
     MatterStatus,
     MatterStatusChanged,
     StatsAlert,
+    StatsReport,
 )
 from xinfang_shared.contracts.reference import DeadlineState, DeadlineType, Office
 from xinfang_shared.deadlines import DeadlineRules
@@ -61,9 +63,12 @@ class Planned:
 
 
 class Rules:
-    def __init__(self, table: dict[Notice, NoticeRule], deadlines: DeadlineRules) -> None:
+    def __init__(
+        self, table: dict[Notice, NoticeRule], deadlines: DeadlineRules, leaders: tuple[str, ...] = ()
+    ) -> None:
         self.table = table
         self.deadlines = deadlines
+        self.leaders = leaders  # the contact registry's leaders, for the notices that go to them too
 
     def _plan(
         self, matter_id: uuid.UUID, notice: Notice, *, unit: str | None = None, about: str = "", **params: Any
@@ -78,7 +83,13 @@ class Rules:
             recipient = rule.office
         else:
             recipient = RecipientKind.PETITIONER.value
-        return [Planned(matter_id, notice, rule.to, recipient, rule.urgent, about, _json(params))]
+        planned = [Planned(matter_id, notice, rule.to, recipient, rule.urgent, about, _json(params))]
+        if rule.leaders:
+            planned += [
+                Planned(matter_id, notice, RecipientKind.LEADER, leader, rule.urgent, about, _json(params))
+                for leader in self.leaders
+            ]
+        return planned
 
     def registered(self, e: MatterRegisteredV2) -> list[Planned]:
         if e.duplicate_of is not None or e.not_accepted_again:
@@ -150,6 +161,18 @@ class Rules:
             observed=e.observed,
             baseline=e.baseline,
             method=getattr(e, "method", "") or "",
+        )
+
+    def report(self, e: StatsReport) -> list[Planned]:
+        """The report's notice, keyed by the report (one per recipient whatever the redeliveries)."""
+        return self._plan(
+            e.report_id,
+            Notice.REPORT,
+            report_id=str(e.report_id),
+            period_start=str(e.period_start),
+            period_end=str(e.period_end),
+            language=e.language.value,
+            pages=e.pages,
         )
 
 

@@ -47,9 +47,10 @@ from xinfang_shared.ratelimit import TokenBuckets
 from xinfang_shared.workdays import CHINA
 
 from . import store
-from .channels import Email, SendFailed, Sms
+from .channels import Attachment, Email, SendFailed, Sms
 from .registry import Contacts, RecipientKind, Via
 from .render import NEXT, Renderer, scope, words
+from .report_fetch import ReportFetcher
 from .settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def _address(target: Target) -> str:
 
 
 EARLIER_CODE_WAIT = timedelta(minutes=2)
+# Notices about no matter: their matter_id is the alert's or the report's.
+ABOUT_NO_MATTER = frozenset({"surge", "report"})
 
 
 class WaitForMatter(Exception):
@@ -140,6 +143,7 @@ class Sender:
         sms: Sms,
         limit: DeadLetterLimit,
         metrics: CollectorRegistry,
+        reports: ReportFetcher | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -149,6 +153,7 @@ class Sender:
         self.email = email
         self.sms = sms
         self.limit = limit
+        self.reports = reports
         self.rates = {
             Via.EMAIL: TokenBuckets(rate_per_s=settings.email_per_s, burst=max(1, int(settings.email_per_s))),
             Via.SMS: TokenBuckets(rate_per_s=settings.sms_per_s, burst=max(1, int(settings.sms_per_s))),
@@ -253,12 +258,14 @@ class Sender:
             if n.matter is None:
                 raise WaitForMatter
             return self._petitioner(n.matter)
-        if n.matter is None and n.notice != "surge":
+        if n.matter is None and n.notice not in ABOUT_NO_MATTER:
             raise WaitForMatter  # what notify keeps of the matter (a visit's headcount, say) is not in yet
         contact = self.contacts.of(RecipientKind(n.recipient_kind), n.recipient)
         if contact.via == Via.TOPIC and n.recipient_kind == RecipientKind.UNIT:
             return Target(Via.TOPIC, n.recipient, Language.ZH_CN)
-        return Target(Via.EMAIL, contact.email, Language.ZH_CN)
+        # A report's notice in the report's language (an English report is asked for English readers).
+        language = Language(n.params.get("language", Language.ZH_CN.value)) if n.notice == "report" else None
+        return Target(Via.EMAIL, contact.email, language or Language.ZH_CN)
 
     def _petitioner(self, matter: Any) -> Target:
         """Where a matter's petitioner is told: the e-mail address given, else the phone."""
@@ -296,6 +303,8 @@ class Sender:
             p["earlier_code"] = await self._earlier_code(n, target, p.get("earlier_id"))
         if n.notice == "surge":
             p["scope"] = scope(p.get("region_code"), p.get("category"), language)
+        if n.notice == "report":
+            p["recipient_name"] = self.contacts.of(RecipientKind(n.recipient_kind), n.recipient).name(language)
         rendered = self.renderer.render(n.notice, language, p)
         return rendered.subject, rendered.body
 
@@ -318,11 +327,21 @@ class Sender:
     async def _send(self, n: store.Claimed, target: Target, subject: str, body: str) -> str:
         if target.via == Via.TOPIC:
             return await self._to_inbox(n, target, body)
+        attachments = [await self._report(n)] if n.notice == "report" else []
         await self._rate(target.via)
         if target.via == Via.EMAIL:
-            return await self.email.send(n.key, target.address, subject, body)
+            return await self.email.send(n.key, target.address, subject, body, attachments)
         template = f"XF_{n.notice.upper().replace('-', '_')}_{'ZH' if target.language == Language.ZH_CN else 'EN'}"
         return await self.sms.send(n.key, target.address, template, {"content": body})
+
+    async def _report(self, n: store.Claimed) -> Attachment:
+        """The report's PDF from stats (report_fetch.py): a failure to fetch it is a transient send failure."""
+        if self.reports is None:
+            raise SendFailed("no stats URL to fetch the report from", False)
+        p = n.params
+        pdf = await self.reports.pdf(uuid.UUID(p["report_id"]))
+        name = f"xinfang-report-{p['period_start']}-{p['period_end']}-{p['language']}.pdf"
+        return Attachment(name, "application/pdf", pdf)
 
     async def _to_inbox(self, n: store.Claimed, target: Target, body: str) -> str:
         """A reminder on the unit's inbox topic, through the outbox: published once, in the transaction that

@@ -59,6 +59,10 @@ class NotifySettings(PersonalDataSettings):
     # A notice about a matter notify has not seen registered yet waits for it this long, then fails.
     await_registration_s: float = Field(default=3600.0, gt=0)
 
+    # The monthly report's PDF is fetched from stats (report_fetch.py), with the operator key.
+    stats_url: str = Field(default="http://127.0.0.1:8005", description="Stats' API, where reports are fetched")
+    report_fetch_timeout_s: float = Field(default=60.0, gt=0)
+
     notices_file: Path = DATA / "notices.toml"
     contacts_file: Path = DATA / "contacts.toml"
 

@@ -12,6 +12,11 @@ def main() -> None:
 
         rebuild(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["report"]:
+        from .report_cli import main as report
+
+        report(sys.argv[2:])
+        return
     run(settings=StatsSettings(), app="xinfang_stats.app:create_app", migrations=MIGRATIONS)
 
 

@@ -1,6 +1,7 @@
 """The stats service: every event topic in, folded into one fact row per matter and hourly counts (fold.py);
 the figures the bureau owes over HTTP (api.py) and on the dashboard at `/`; surge alerts on stats.alerts.v1
-(watch.py)."""
+(watch.py);
+analysis reports made in the background, the monthly one published on stats.reports.v1 (report.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from fastapi import FastAPI
 
 from xinfang_shared.batching import EventBatches
 from xinfang_shared.contracts.events import Event
-from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2
+from xinfang_shared.contracts.topics import DEADLINES_EVENTS, MATTERS_REGISTERED_V2
 from xinfang_shared.registrations import REGISTERED_TOPICS
 from xinfang_shared.service import Late, Service
 
 from . import fold
 from .api import build_router
 from .dashboard import mount_dashboard
+from .report import ReportWorker
+from .report_api import build_reports_router
+from .report_facts import keep_supervision
 from .settings import StatsSettings
 from .watch import SurgeWatch, mark_folded
 
@@ -42,12 +46,17 @@ def create_service(settings: StatsSettings) -> Service:
         late.state = svc.pool
         watch = SurgeWatch(settings, svc.pool, svc.metrics)
         svc.background("surge-watch", watch.run(), stop=watch.stop)
+        reports = ReportWorker(settings, svc.pool)
+        svc.background("reports", reports.run(), stop=reports.stop)
 
     def consume(topic: str, model: type[Event], apply: fold.Fold) -> None:
         consumer = f"{topic}:stats"
 
         async def handle(events: list[Event]) -> int:
-            return await fold.fold_events(late(), topic, apply, events)
+            folded = await fold.fold_events(late(), topic, apply, events)
+            if topic == DEADLINES_EVENTS.name:  # and the supervision orders and escalations, for the reports
+                await keep_supervision(late(), events)
+            return folded
 
         batches = EventBatches(model, handle, service.dead_letter, service.limit(consumer))
         take = batches.take
@@ -68,6 +77,7 @@ def create_service(settings: StatsSettings) -> Service:
         consume(topic, model, apply)
 
     service.api.include_router(build_router(service, late))
+    service.api.include_router(build_reports_router(service, late))
     mount_dashboard(service.api)
     return service
 

@@ -109,7 +109,11 @@ def _row(r: asyncpg.Record, days: list[float] | None) -> dict[str, Any]:
 
 
 async def summary(pool: asyncpg.Pool, group_by: GroupBy, period: Period) -> list[dict[str, Any]]:
-    key = COLUMNS[group_by]
+    return await summary_of(pool, COLUMNS[group_by], period)
+
+
+async def summary_of(pool: asyncpg.Pool, key: str, period: Period) -> list[dict[str, Any]]:
+    """The summary's rows grouped by `key`, an SQL expression of the facts (a column, or a constant for all)."""
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         # A year of a province's matters sorts in memory; JIT compiling costs more than these queries save by it.
         await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
@@ -200,3 +204,73 @@ async def terms(
     window_counts, window_n = count_terms((set(r["terms"]), r["counted"]) for r in rows if r["recent"])
     background, background_n = count_terms((set(r["terms"]), r["counted"]) for r in rows if not r["recent"])
     return hot_terms(window_counts, window_n, background, background_n, top=top)
+
+
+# ---- for the analysis reports (report_data.py): the same facts, the same day rule ---------------------------
+
+
+async def overall(pool: asyncpg.Pool, period: Period) -> dict[str, Any]:
+    """Every figure of `summary` for all matters of the period together (one row; the same two queries)."""
+    rows = await summary_of(pool, "'all'", period)
+    return rows[0] if rows else _row_of_nothing()
+
+
+def _row_of_nothing() -> dict[str, Any]:
+    zero = ("registered", "repeats", "routed", "accepted", "concluded", "overdue")
+    rates = ("on_time_rate", "median_days_to_conclude", "p90_days_to_conclude", "satisfaction")
+    return {"key": "all"} | dict.fromkeys(zero, 0) | dict.fromkeys(rates)
+
+
+async def visits(pool: asyncpg.Pool, period: Period, massive: int) -> dict[str, int]:
+    """Group visits (headcount >= 5, 集体访), massive ones (>= `massive`), the people they brought, and the
+    repeats by kind: duplicates, and matters not accepted again."""
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE group_visit) AS group_visits,"
+        " coalesce(sum(headcount) FILTER (WHERE group_visit), 0) AS group_people,"
+        " count(*) FILTER (WHERE headcount >= $3) AS massive_visits,"
+        " coalesce(sum(headcount) FILTER (WHERE headcount >= $3), 0) AS massive_people,"
+        " count(*) FILTER (WHERE repeat = 'duplicate') AS duplicates,"
+        " count(*) FILTER (WHERE repeat = 'not-accepted-again') AS not_accepted_again"
+        " FROM facts WHERE day BETWEEN $1 AND $2 AND registered_at IS NOT NULL",
+        period.start,
+        period.end,
+        massive,
+    )
+    return {k: int(v) for k, v in dict(row).items()} if row else {}
+
+
+async def ratings(pool: asyncpg.Pool, period: Period) -> dict[str, int]:
+    """How the period's matters were rated, by rating."""
+    rows = await pool.fetch(
+        "SELECT rating, count(*) AS n FROM facts WHERE day BETWEEN $1 AND $2 AND registered_at IS NOT NULL"
+        " AND rating IS NOT NULL GROUP BY rating",
+        period.start,
+        period.end,
+    )
+    return {r["rating"]: r["n"] for r in rows}
+
+
+async def supervision(pool: asyncpg.Pool, period: Period) -> list[dict[str, Any]]:
+    """Supervision orders (a deadline gone overdue) and escalations issued in the period, by unit (the day they
+    were issued, not the matter's)."""
+    rows = await pool.fetch(
+        "SELECT coalesce(unit, '') AS unit, count(*) FILTER (WHERE state = 'overdue') AS orders,"
+        " count(*) FILTER (WHERE state = 'escalated') AS escalations"
+        " FROM supervision_actions WHERE day BETWEEN $1 AND $2 GROUP BY 1 ORDER BY 2 DESC, 3 DESC, 1",
+        period.start,
+        period.end,
+    )
+    return [dict(r) for r in rows]
+
+
+async def alerts_in(pool: asyncpg.Pool, period: Period) -> list[dict[str, Any]]:
+    """The surge alerts open at some time in the period (opened before its end, not closed before its start)."""
+    start = datetime.combine(period.start, datetime.min.time(), tzinfo=CHINA)
+    end = datetime.combine(period.end + timedelta(days=1), datetime.min.time(), tzinfo=CHINA)
+    rows = await pool.fetch(
+        "SELECT region_code, category, window_ AS window, observed, baseline, opened_at, closed_at FROM alerts"
+        " WHERE opened_at < $2 AND (closed_at IS NULL OR closed_at >= $1) ORDER BY opened_at",
+        start,
+        end,
+    )
+    return [dict(r) for r in rows]

@@ -20,3 +20,12 @@ class StatsSettings(ServiceSettings):
     surge_catch_up_days: int = Field(
         default=56, ge=1, le=366, description="How far back a series never checked before is checked from"
     )
+    report_poll_s: float = Field(
+        default=30.0, gt=0, description="How often the report worker looks for reports to make and the monthly one"
+    )
+    report_lease_s: float = Field(
+        default=600.0, gt=0, description="How long a report being made is its worker's; after that another takes it"
+    )
+    massive_visit_headcount: int = Field(
+        default=50, ge=5, description="From this headcount a visit is a massive one in the reports (routing's rule)"
+    )

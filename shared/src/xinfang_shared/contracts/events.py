@@ -8,7 +8,7 @@ in a repr (and so in a log line or an exception) by accident.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -390,3 +390,15 @@ class StatsAlert(Event):
     observed: int
     baseline: float
     at: AwareDatetime
+
+
+class StatsReport(Event):
+    """An analysis report stats made and keeps (the monthly one): where to fetch it, never its content. The PDF
+    holds figures only, but a few hundred kilobytes is no record for the bus; notify fetches it from stats' API."""
+
+    report_id: uuid.UUID = Field(description="GET /v1/stats/reports/{report_id} returns the PDF")
+    period_start: date = Field(description="The first Beijing day the report covers")
+    period_end: date = Field(description="The last Beijing day it covers (inclusive)")
+    language: Language = Field(description="The report's language")
+    pages: int = Field(ge=1, description="Pages of the PDF")
+    size_bytes: int = Field(ge=1, description="Size of the PDF")

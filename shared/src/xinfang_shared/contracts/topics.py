@@ -214,6 +214,17 @@ STATS_ALERTS = Topic(
     key="region_code or category",
     has_dlq=True,
 )
+STATS_REPORTS = Topic(
+    name="stats.reports.v1",
+    model=events.StatsReport,
+    description="An analysis report is ready (the monthly one, made once on the 1st at 08:00 Beijing time): its id"
+    " and period, not its content; notify fetches the PDF from stats' API (GET /v1/stats/reports/{report_id}) and"
+    " sends it to the general office and the bureau's leaders",
+    producers=("stats",),
+    consumers=("notify", OPERATORS),
+    key="report_id",
+    has_dlq=True,
+)
 UNIT_INBOXES = {
     unit: Topic(
         name=unit_inbox_topic(unit),
@@ -269,6 +280,7 @@ CONTRACT_TOPICS: tuple[Topic, ...] = (
     DEADLINES_EVENTS,
     DEADLINE_WARNINGS,
     STATS_ALERTS,
+    STATS_REPORTS,
     *UNIT_INBOXES.values(),
     *UNIT_FEEDBACK.values(),
     *UNIT_FEEDBACK_REJECTED.values(),
