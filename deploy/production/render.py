@@ -55,6 +55,9 @@ TERMINATION_GRACE_S = 75
 # The console: HTTP only (no Kafka), its own database role; it calls these services' APIs as the signed-in person.
 CONSOLE = "console"
 CONSOLE_BACKENDS = ("intake", "routing", "supervision", "notify", "stats")
+# Who calls whose HTTP API inside the cluster (its <NAME>_URL setting, an egress rule, the callee's ingress rule):
+# the console all five as the signed-in person; notify stats, for the PDF of a report it e-mails.
+HTTP_CALLS: dict[str, tuple[str, ...]] = {CONSOLE: CONSOLE_BACKENDS, "notify": ("stats",)}
 # Every role and schema of the database: the Kafka services and the console (deploy/local/database.py's
 # DATABASE_USERS; a test holds them equal).
 DATABASE_USERS = (*SERVICES, CONSOLE)
@@ -258,11 +261,14 @@ class Renderer:
             env.append(_secret_env(field.upper(), secret, key, optional=field in OPTIONAL_SECRETS))
         for field, (secret, key) in SECRET_STRINGS.get(svc.name, {}).items():
             env.append(_secret_env(field.upper(), secret, key))
+        # The services it calls, through their Services (any replica).
+        backends = {b.name: b for b in self.services}
+        env += [
+            {"name": f"{name.upper()}_URL", "value": self.url(backends[name])} for name in HTTP_CALLS.get(svc.name, ())
+        ]
         if svc.name == CONSOLE:
-            # The services it calls, through their Services (any replica); and its cookies only over HTTPS (the
-            # ingress terminates TLS), said here although production's default says so too.
-            backends = {b.name: b for b in self.services}
-            env += [{"name": f"{name.upper()}_URL", "value": self.url(backends[name])} for name in CONSOLE_BACKENDS]
+            # Its cookies only over HTTPS (the ingress terminates TLS), said here although production's default
+            # says so too.
             env.append({"name": "SECURE_COOKIES", "value": "true"})
         endpoint = (self.config.get("otlp") or {}).get("endpoint")
         if endpoint:
@@ -585,18 +591,20 @@ class Renderer:
                     "ports": [_port(KAFKA_PORT)],
                 }
             )
-        if svc.name == CONSOLE:
-            # The APIs it calls: each service's pods on their port (the policy sees the pod behind the Service).
-            egress += [
-                {"to": [{"podSelector": {"matchLabels": selector(f"xinfang-{b.name}")}}], "ports": [_port(b.port)]}
-                for b in self.services
-                if b.name in CONSOLE_BACKENDS
-            ]
+        # The APIs it calls: each service's pods on their port (the policy sees the pod behind the Service).
+        egress += [
+            {"to": [{"podSelector": {"matchLabels": selector(f"xinfang-{b.name}")}}], "ports": [_port(b.port)]}
+            for b in self.services
+            if b.name in HTTP_CALLS.get(svc.name, ())
+        ]
         # HTTP from the ingress controller (clients, units, operators) and Prometheus (/metrics); the kubelet's
-        # probes are not subject to NetworkPolicies. The console's backends take it from the console's pods too.
+        # probes are not subject to NetworkPolicies. A service called inside the cluster takes it from its callers.
         peers = [_ns_peer(ns["ingress"]), _ns_peer(ns["monitoring"])]
-        if svc.name in CONSOLE_BACKENDS:
-            peers.append({"podSelector": {"matchLabels": selector(f"xinfang-{CONSOLE}")}})
+        peers += [
+            {"podSelector": {"matchLabels": selector(f"xinfang-{caller}")}}
+            for caller, callees in HTTP_CALLS.items()
+            if svc.name in callees
+        ]
         otlp = self.config.get("otlp") or {}
         if otlp.get("endpoint"):
             egress.append({"to": [_ns_peer(otlp["namespace"])], "ports": [_port(int(otlp["port"]))]})

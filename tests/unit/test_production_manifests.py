@@ -542,6 +542,17 @@ def test_the_console_calls_every_backend_through_its_in_cluster_service() -> Non
             assert env[field.upper()]["value"] == _service_url(field.removesuffix("_url")), field
 
 
+def test_notify_fetches_report_pdfs_from_stats_inside_the_cluster() -> None:
+    assert env_of(deployment("notify"))["STATS_URL"]["value"] == _service_url("stats")
+    callers = named("NetworkPolicy", "xinfang-stats")["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": render.selector("xinfang-notify")}} in callers
+    egress = named("NetworkPolicy", "xinfang-notify")["spec"]["egress"]
+    assert any(rule["to"] == [{"podSelector": {"matchLabels": render.selector("xinfang-stats")}}] for rule in egress)
+    # Nobody else calls stats' pods.
+    routing = {"podSelector": {"matchLabels": render.selector("xinfang-routing")}}
+    assert routing not in callers
+
+
 def test_the_console_s_secrets_are_references_its_own_and_its_cookies_secure() -> None:
     env = env_of(deployment(render.CONSOLE))
     for name, entry in env.items():
