@@ -59,6 +59,21 @@ if [[ ! -f "$stamp" ]]; then
   fi
 fi
 
+# axe-core, which the console's browser test (tests/integration/test_console_browser.py) injects into every page
+# it visits, exactly as tests/browser/package-lock.json pins it; skipped while node_modules matches, as above.
+browser_tests="$ROOT/tests/browser"
+stamp="$browser_tests/node_modules/.installed-$(cat "$browser_tests/package.json" "$browser_tests/package-lock.json" | sha1sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  if ! command -v npm >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+    say "Node.js 20+ with npm not found: not installing axe-core (tests/integration/test_console_browser.py fails)"
+  else
+    say "installing axe-core for the browser tests (npm ci in tests/browser)"
+    (cd "$browser_tests" && npm ci --ignore-scripts --no-audit --no-fund) >"$LOGS/npm-browser-tests.log" 2>&1 \
+      || die "npm ci failed in tests/browser; see $LOGS/npm-browser-tests.log"
+    touch "$stamp"
+  fi
+fi
+
 # The stats dashboard's chart library and map (tools/dashboard: Apache ECharts, and ECharts 4.9 for its Sichuan
 # city boundaries), exactly as package-lock.json pins them, copied into the stats service's static files (no
 # CDN: a government intranet reaches none). npm ci is skipped while node_modules matches, as above; the copy
