@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from xinfang_console import accounts
 from xinfang_console.app import MIGRATIONS as CONSOLE_MIGRATIONS
 from xinfang_console.app import create_service as create_console
+from xinfang_console.i18n import WORDS
 from xinfang_console.settings import ConsoleSettings
 
 from tests import factories
@@ -237,6 +238,9 @@ async def test_login_csrf_forged_cookies_sign_out_and_expiry(console: Console) -
         finally:
             await conn.close()
         assert not await signed_in_with(signed)
+        async with console.browser() as other:
+            ended = await other.get("/", headers={"cookie": f"xf_session={signed}"})
+        assert WORDS["zh-CN"]["expired"] in ended.text, "the sign-in page says the session ended"
 
     async with console.browser() as browser:
         # Sign out ends it for good: the old cookie is worth nothing after.

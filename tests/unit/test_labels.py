@@ -7,6 +7,7 @@ from enum import StrEnum
 
 import pytest
 
+from xinfang_notify.registry import Notice, RecipientKind, Via
 from xinfang_shared.contracts.events import MatterStatus
 from xinfang_shared.contracts.labels import LANGUAGES, labels, name_of
 from xinfang_shared.contracts.reference import (
@@ -20,7 +21,9 @@ from xinfang_shared.contracts.reference import (
     Office,
     OpinionResult,
     Rating,
+    VisitPlace,
 )
+from xinfang_shared.staff import Role
 
 TABLES: dict[str, type[StrEnum]] = {
     "channel": Channel,
@@ -32,6 +35,11 @@ TABLES: dict[str, type[StrEnum]] = {
     "deadline_state": DeadlineState,
     "rating": Rating,
     "opinion_result": OpinionResult,
+    "role": Role,
+    "visit_place": VisitPlace,
+    "notice": Notice,
+    "notice_channel": Via,
+    "recipient_kind": RecipientKind,
 }
 
 

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from xinfang_shared.contracts.labels import labels
 from xinfang_shared.contracts.reference import UNITS, DeadlineType, Kind, Office, Rating, VisitPlace
 from xinfang_shared.ratelimit import ClientAddresses, RateLimit
 from xinfang_shared.service import Late, Service
@@ -119,6 +120,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             lang=lang,
             t=WORDS[lang],
             n=lambda table, code: views.name(lang, table, code),
+            L=labels(lang),
             left=lambda iso: views.time_left(lang, iso),
             when=views.beijing,
             city_of=views.city_of,
@@ -133,7 +135,12 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             return {}
-        return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items()}
+        # Reception's form has 27 fields; more than 40 is no form of ours (parse_qs refuses it: an empty form).
+        try:
+            fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=40)
+        except ValueError:
+            return {}
+        return {k: v[0] for k, v in fields.items()}
 
     async def signed_in(request: Request) -> sessions.Session | None:
         state = late()
@@ -163,7 +170,16 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         return expected is not None and secrets.compare_digest(sent.get("csrf", ""), expected)
 
     def signin_page(request: Request, status_code: int = 200, message: str | None = None) -> HTMLResponse:
+        if message is None and request.cookies.get(sessions.COOKIE):  # a session it had has ended: say so
+            message = WORDS[language(request)]["expired"]
         return form_page(request, "signin.html", status_code, message=message, person=None)
+
+    def said(request: Request, status_code: int, words: str) -> HTMLResponse:
+        """A refusal the console itself makes, as a page in the person's language (never a bare text)."""
+        return render(request, "refused.html", status_code, person=None, message=WORDS[language(request)][words])
+
+    def stale(request: Request) -> HTMLResponse:
+        return said(request, status.HTTP_403_FORBIDDEN, "stale")
 
     def changes_allowed(session: sessions.Session, sent: dict[str, str]) -> bool:
         return secrets.compare_digest(sent.get("csrf", ""), session.csrf)
@@ -235,7 +251,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if session is None:
             return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
         if not changes_allowed(session, await form(request)):
-            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+            return stale(request)
         async with late().service.pool.acquire() as conn:
             await sessions.close(conn, session.token)
         response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
@@ -266,7 +282,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
         sent = await form(request)
         if not changes_allowed(session, sent):
-            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+            return stale(request)
         answer = await late().backends.call(
             "routing",
             "POST",
@@ -286,10 +302,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if session is None:
             return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
         if action not in ("pause", "resume", "extend"):
-            return Response("no such action", status.HTTP_404_NOT_FOUND)
+            return said(request, status.HTTP_404_NOT_FOUND, "no_action")
         sent = await form(request)
         if not changes_allowed(session, sent):
-            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+            return stale(request)
         body: dict[str, Any] = {"reason": sent.get("reason", "")}
         if action == "extend":
             body["days"] = int(sent["days"]) if sent.get("days", "").isdigit() else 0  # 0: refused, field named
@@ -417,7 +433,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         if session is None:
             return signin_page(request)
         if not may_receive(session.account):
-            return Response("only the Visit Reception office registers visits", status.HTTP_403_FORBIDDEN)
+            return said(request, status.HTTP_403_FORBIDDEN, "reception_only")
         return reception_page(request, session)
 
     @api.post("/reception", include_in_schema=False)
@@ -427,13 +443,11 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return RedirectResponse("/", status.HTTP_303_SEE_OTHER)
         sent = await form(request)
         if not changes_allowed(session, sent):
-            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+            return stale(request)
         if not may_receive(session.account):
-            return Response("only the Visit Reception office registers visits", status.HTTP_403_FORBIDDEN)
+            return said(request, status.HTTP_403_FORBIDDEN, "reception_only")
         if settings.intake_channel_key is None:
-            return Response(
-                "reception is closed: the console has no intake channel key", status.HTTP_503_SERVICE_UNAVAILABLE
-            )
+            return said(request, status.HTTP_503_SERVICE_UNAVAILABLE, "reception_closed")
         answer = await late().backends.call(
             "intake",
             "POST",
@@ -494,7 +508,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         """A petitioner rates the opinion, once (intake refuses a second rating, or one before an opinion)."""
         sent = await form(request)
         if not form_token_ok(request, sent):
-            return Response("the form is stale: reload the page", status.HTTP_403_FORBIDDEN)
+            return stale(request)
         code = sent.get("code", "").strip()[:32]
         answer = await late().backends.call(
             "intake",

@@ -388,7 +388,7 @@ class Router:
         before = await conn.fetchval("SELECT unit FROM matters WHERE matter_id=$1 FOR UPDATE", matter_id)
         row = await conn.fetchrow(
             "UPDATE matters SET unit=$2, status=$3, transferred_at=$4, updated_at=$4 WHERE matter_id=$1"
-            " RETURNING office, kind, category, details, personal_data",
+            " RETURNING office, kind, category, category_inferred, details, personal_data",
             matter_id,
             unit,
             status.value,
@@ -401,6 +401,21 @@ class Router:
             withdrawal = self._withdrawal(matter_id, before, unit, row, reason)
             out.append(Outgoing(unit_inbox_topic(before), key, withdrawal))
         if unit is not None:
+            out.append(
+                Outgoing(
+                    MATTERS_ROUTED.name,
+                    key,
+                    MatterRouted(
+                        matter_id=matter_id,
+                        office=Office(row["office"]),
+                        unit=unit,
+                        category=row["category"] or "other",
+                        category_inferred=row["category_inferred"],
+                        rule=rule or action,
+                        routed_at=now,
+                    ),
+                )
+            )
             personal = self.vault.open(bytes(row["personal_data"])) if row["personal_data"] else {}
             out.append(Outgoing(unit_inbox_topic(unit), key, self._inbox_message(matter_id, unit, row, personal, now)))
         change = Change(matter_id, previous, status, unit, now, actor=actor, action=action, rule=rule, reason=reason)
