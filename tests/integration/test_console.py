@@ -289,6 +289,17 @@ async def test_reception_registers_a_group_visit_once_and_the_visitor_tracks_and
 
         wrong = await clerk.post("/reception", data=_visit(form_page, id_number="123"))
         assert wrong.status_code == 422 and "petitioner.id_number" in wrong.text
+        # A form whose opening time was changed in the browser (to backdate the visit) is registered as of now.
+        backdated = _visit(form_page, at="2001-01-01T09:00:00+00:00", nonce="backdated")
+        answered = await clerk.post("/reception", data=backdated)
+        assert answered.status_code == 200, answered.text
+        taken = await console.services["intake"].pool.fetchval(
+            "SELECT min(submitted_at) FROM matters WHERE channel = 'visit' AND submitted_at >= now() - interval '1 day'"
+        )
+        never = await console.services["intake"].pool.fetchval(
+            "SELECT count(*) FROM matters WHERE submitted_at < '2002-01-01'"
+        )
+        assert taken is not None and never == 0, "the backdated time was not believed"
         filled = _visit(form_page)
         first = await clerk.post("/reception", data=filled)
         assert first.status_code == 200, first.text
@@ -461,5 +472,8 @@ async def test_the_dashboard_comes_with_the_persons_session_and_no_key(console: 
         )
         assert figures.status_code == 200 and figures.json()["group_by"] == "channel"
         assert (await leader.get("/dashboard/health")).status_code == 404, "only the page, its files and figures"
+        # Nor by a path that climbs out of them once decoded, nor one carrying its own query.
+        for sneaky in ("v1/stats/..%2f..%2fmetrics", "static/..%2f..%2fopenapi.json", "v1/stats/x%3Fa=1%23", "static/"):
+            assert (await leader.get(f"/dashboard/{sneaky}")).status_code == 404, sneaky
         assert (await nobody.get("/dashboard/v1/stats/summary", params={"group_by": "channel"})).status_code == 401
         assert "/signin" in (await nobody.get("/dashboard/")).text, "no session: the sign-in page"

@@ -281,3 +281,18 @@ def test_openapi_documents_429_with_retry_after() -> None:
     documented = app.openapi()["paths"]["/things/{name}"]["get"]["responses"]["429"]
     assert "Retry-After" in documented["headers"]
     assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TooManyRequests"}
+
+
+def test_the_address_passed_on_is_the_clients_own_not_its_bucket() -> None:
+    """What a proxy (the console) writes in X-Forwarded-For for the next hop: an address intake can read."""
+    from starlette.requests import Request
+
+    def request(peer: str, forwarded: str | None = None) -> Request:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return Request({"type": "http", "client": (peer, 1234), "headers": headers})
+
+    clients = ClientAddresses(["10.0.0.0/8"])
+    assert clients.address_of(request("2001:db8:1:2::9")) == "2001:db8:1:2::9"
+    assert clients.of(request("2001:db8:1:2::9")) == "2001:db8:1:2::/64"
+    assert clients.address_of(request("10.0.0.2", "1.2.3.4, 198.51.100.7")) == "198.51.100.7"
+    assert clients.address_of(request("203.0.113.5", "198.51.100.7")) == "203.0.113.5"

@@ -145,10 +145,23 @@ class ClientAddresses:
 
     def key(self, peer: str | None, forwarded_for: Sequence[str] = ()) -> str:
         """The key of a request from `peer` carrying these X-Forwarded-For header values (in order)."""
-        address = _address(peer) if peer else None
+        address = self._client(peer, forwarded_for)
         if address is None:
             # Not an IP (a unix socket, a test client's name): the peer as it is, all such peers one client.
             return peer or "unknown"
+        return self._key(address)
+
+    def address_of(self, request: Request) -> str:
+        """The client's own address (an IPv6 one whole, not its /64 key): what a proxy passes on in
+        X-Forwarded-For."""
+        peer = request.client.host if request.client else None
+        address = self._client(peer, request.headers.getlist("x-forwarded-for"))
+        return str(address) if address is not None else (peer or "unknown")
+
+    def _client(self, peer: str | None, forwarded_for: Sequence[str]) -> Address | None:
+        address = _address(peer) if peer else None
+        if address is None:
+            return None
         if forwarded_for and self._is_trusted(address):
             hops = [h for value in forwarded_for for h in value.split(",")]
             for hop in reversed(hops):
@@ -158,7 +171,7 @@ class ClientAddresses:
                 address = parsed
                 if not self._is_trusted(address):
                     break
-        return self._key(address)
+        return address
 
     def of(self, request: Request) -> str:
         return self.key(request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"))

@@ -117,7 +117,7 @@ def _person(request: Request) -> Actor:
     user = request.headers.get("x-staff-user", "")
     role = request.headers.get("x-staff-role", "")
     office = request.headers.get("x-staff-office", "")
-    if not USER.match(user):
+    if not USER.fullmatch(user):  # match() would take "bob\n": $ allows a final newline
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "X-Staff-User: a user name is required")
     if role not in set(Role):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "X-Staff-Role: clerk, head or leader")

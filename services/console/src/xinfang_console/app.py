@@ -10,6 +10,7 @@ no script, style or font comes from another origin, and the CSP says so.
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from xinfang_shared.contracts.reference import UNITS, DeadlineType, Kind, Office
 from xinfang_shared.ratelimit import ClientAddresses, RateLimit
 from xinfang_shared.service import Late, Service
 from xinfang_shared.staff import Role
+from xinfang_shared.tracking import normalise
 
 from . import accounts, sessions, views
 from .backends import Backends
@@ -36,8 +38,13 @@ from .settings import ConsoleSettings
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MIGRATIONS = HERE / "migrations"
-MAX_FORM_BYTES = 16 * 1024
+# Reception's content may be 20,000 characters, each up to 9 bytes once URL-encoded (a Chinese one).
+MAX_FORM_BYTES = 256 * 1024
 STAGES = ("due-soon", "overdue", "escalated")
+# What the dashboard relays of stats, and nothing else (the path arrives decoded: `..`, `?` or `%` never match).
+DASHBOARD_PATHS = re.compile(
+    r"(v1/stats/(summary|timeseries|units|alerts|hot-terms)|static/([A-Za-z0-9_-]+/)*[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+)?"
+)
 # What the dashboard's relayed answers keep of stats' headers: their type, and the page's own CSP (its script).
 RELAYED_HEADERS = {"content-type", "content-security-policy", "cache-control", "retry-after"}
 SECURITY_HEADERS = [
@@ -131,10 +138,17 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             response.set_cookie(LANG_COOKIE, lang, samesite="strict", httponly=True, max_age=365 * 86400)
         return response
 
+    class FormTooLarge(Exception):
+        pass
+
+    @api.exception_handler(FormTooLarge)
+    async def too_large(request: Request, _: Exception) -> Response:
+        return said(request, status.HTTP_413_CONTENT_TOO_LARGE, "too_large")
+
     async def form(request: Request) -> dict[str, str]:
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
-            return {}
+            raise FormTooLarge
         # Reception's form has 27 fields; more than 40 is no form of ours (parse_qs refuses it: an empty form).
         try:
             fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=40)
@@ -167,7 +181,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
 
     def form_token_ok(request: Request, sent: dict[str, str]) -> bool:
         expected = sessions.unsign(request.cookies.get(sessions.PRE_COOKIE), late().secret)
-        return expected is not None and secrets.compare_digest(sent.get("csrf", ""), expected)
+        return expected is not None and secrets.compare_digest(sent.get("csrf", "").encode(), expected.encode())
 
     def signin_page(request: Request, status_code: int = 200, message: str | None = None) -> HTMLResponse:
         if message is None and request.cookies.get(sessions.COOKIE):  # a session it had has ended: say so
@@ -182,7 +196,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         return said(request, status.HTTP_403_FORBIDDEN, "stale")
 
     def changes_allowed(session: sessions.Session, sent: dict[str, str]) -> bool:
-        return secrets.compare_digest(sent.get("csrf", ""), session.csrf)
+        return secrets.compare_digest(sent.get("csrf", "").encode(), session.csrf.encode())
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def workbench(request: Request, session: Person) -> Response:
@@ -232,6 +246,9 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
                 await sessions.note_failure(conn, username, address, settings.signin_window_s)
                 log.info("a sign-in failed", extra={"address_kind": "ip"})
                 return signin_page(request, status.HTTP_401_UNAUTHORIZED, words["wrong"])
+            earlier = sessions.unsign(request.cookies.get(sessions.COOKIE), state.secret)
+            if earlier is not None:  # signing in again ends the session this browser had
+                await sessions.close(conn, earlier)
             session = await sessions.open_session(conn, account, settings.session_max_s)
         log.info("signed in", extra={"user": account.username})
         response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
@@ -308,7 +325,9 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             return stale(request)
         body: dict[str, Any] = {"reason": sent.get("reason", "")}
         if action == "extend":
-            body["days"] = int(sent["days"]) if sent.get("days", "").isdigit() else 0  # 0: refused, field named
+            days = sent.get("days", "")
+            # 0 for anything not a small number: supervision refuses it and names the field.
+            body["days"] = int(days) if days.isascii() and days.isdigit() and len(days) <= 3 else 0
         answer = await late().backends.call(
             "supervision",
             "POST",
@@ -397,7 +416,7 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             if path.startswith("v1/"):
                 return Response(status_code=status.HTTP_401_UNAUTHORIZED)
             return signin_page(request)
-        if path and not (path.startswith("v1/stats/") or path.startswith("static/")):
+        if not DASHBOARD_PATHS.fullmatch(path):
             return Response(status_code=status.HTTP_404_NOT_FOUND)
         person = session.account if path.startswith("v1/") else None
         upstream = await late().backends.relay(
@@ -415,14 +434,16 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     def reception_page(
         request: Request, session: sessions.Session, status_code: int = 200, **values: Any
     ) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
         return render(
             request,
             "reception.html",
             status_code,
             person=session.account,
             csrf=session.csrf,
-            nonce=secrets.token_urlsafe(16),
-            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            nonce=nonce,
+            # When the form was opened, signed with its nonce: the browser carries it, and cannot change it.
+            at=sessions.sign(f"{nonce}|{datetime.now(UTC).isoformat(timespec='seconds')}", late().secret),
             kinds=[k.value for k in Kind if k not in (Kind.REVIEW_REQUEST, Kind.RE_REVIEW_REQUEST)],
             places=[p.value for p in VisitPlace],
             **({"sent": {}, "errors": []} | values),
@@ -453,10 +474,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             "POST",
             "/v1/submissions",
             person=None,
-            json=visit_submission(sent, session.token),
+            json=visit_submission(sent, session.token, opened_at(sent)),
             headers={"Authorization": f"Bearer {settings.intake_channel_key.get_secret_value()}"},
         )
-        if answer.status in (200, 201, 202) and isinstance(answer.body, dict):
+        if answer.status in (200, 201, 202) and isinstance(answer.body, dict) and answer.body.get("tracking_code"):
             log.info("registered a visit", extra={"user": session.account.username})
             return render(
                 request,
@@ -468,24 +489,37 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         errors = answer.body.get("errors", []) if isinstance(answer.body, dict) else []
         if not errors:
             errors = [{"field": "<submission>", "message": _detail(answer.body)}]
+        # The form's own faults (422) and a conflict (409) as intake says; anything else is intake's, not theirs.
         return reception_page(
-            request, session, 422 if answer.status == 422 else answer.status, sent=sent, errors=errors
+            request, session, answer.status if answer.status in (409, 422) else 502, sent=sent, errors=errors
         )
+
+    def opened_at(sent: dict[str, str]) -> str:
+        """When the reception form was opened, if its signed value says so with its own nonce; else now."""
+        signed = sessions.unsign(sent.get("at"), late().secret)
+        nonce, _, at = (signed or "").partition("|")
+        if signed is None or nonce != sent.get("nonce"):
+            return datetime.now(UTC).isoformat(timespec="seconds")
+        return at
 
     @api.get("/track", response_class=HTMLResponse, include_in_schema=False, dependencies=[public.depends])
     async def track(request: Request, code: str | None = None) -> Response:
         if not code:
             return render(request, "track.html", person=None, code=None, found=None)
         code = code.strip()[:32]
+        words = WORDS[language(request)]
+        if normalise(code) is None:  # never a path of intake's but a code's
+            return render(request, "track.html", 404, person=None, code=code, found=None, message=words["not_found"])
         answer = await late().backends.call(
-            "intake", "GET", f"/v1/matters/{code}", person=None, headers={"X-Forwarded-For": clients.of(request)}
+            "intake", "GET", f"/v1/matters/{normalise(code)}", person=None, headers=passed_on(request)
         )
         if answer.status == 429:
             limited = render(request, "track.html", 429, person=None, code=code, found=None)
             limited.headers["Retry-After"] = answer.retry_after or "60"
             return limited
+        if answer.status >= 500:
+            return render(request, "track.html", 503, person=None, code=code, found=None, message=words["unavailable"])
         if not answer.ok:
-            words = WORDS[language(request)]
             return render(request, "track.html", 404, person=None, code=code, found=None, message=words["not_found"])
         return track_page(request, code, answer.body)
 
@@ -509,27 +543,36 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         sent = await form(request)
         if not form_token_ok(request, sent):
             return stale(request)
-        code = sent.get("code", "").strip()[:32]
+        code = normalise(sent.get("code", "")[:32]) or ""
+        words = WORDS[language(request)]
+        if not code:
+            return render(request, "track.html", 404, person=None, code=None, found=None, message=words["not_found"])
         answer = await late().backends.call(
             "intake",
             "POST",
             f"/v1/matters/{code}/rating",
             person=None,
             json={"rating": sent.get("rating", "")},
-            headers={"X-Forwarded-For": clients.of(request)},
+            headers=passed_on(request),
         )
-        words = WORDS[language(request)]
         message = words["rated"] if answer.ok else words["failed"] + _detail(answer.body)
         looked = await late().backends.call(
-            "intake", "GET", f"/v1/matters/{code}", person=None, headers={"X-Forwarded-For": clients.of(request)}
+            "intake", "GET", f"/v1/matters/{code}", person=None, headers=passed_on(request)
         )
         found = looked.body if looked.ok else None
-        return track_page(request, code, found, answer.status if not answer.ok else 200, message)
+        rated = track_page(request, code, found, answer.status if not answer.ok else 200, message)
+        if answer.status == 429:
+            rated.headers["Retry-After"] = answer.retry_after or "60"
+        return rated
+
+    def passed_on(request: Request) -> dict[str, str]:
+        """The petitioner's own address, for intake's public limits (believed when intake trusts the console)."""
+        return {"X-Forwarded-For": clients.address_of(request)}
 
     return service
 
 
-def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]:
+def visit_submission(sent: dict[str, str], session_token: str, submitted_at: str) -> dict[str, Any]:
     """The reception form as a submission on the visit channel. Its external id comes from the form's nonce and
     the session: the same form sent twice registers once, and no other session can name it."""
     digest = hashlib.sha256(f"{session_token}:{sent.get('nonce', '')}".encode()).hexdigest()[:32]
@@ -546,7 +589,7 @@ def visit_submission(sent: dict[str, str], session_token: str) -> dict[str, Any]
         "external_id": f"console-{digest}",
         "channel": "visit",
         # When the form was opened: the same form sent again is the same submission (intake registers it once).
-        "submitted_at": sent.get("at") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "submitted_at": submitted_at,
         "kind": sent.get("kind", "complaint"),
         "petitioner": {
             "name": sent.get("name", ""),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from xinfang_shared.contracts.events import FieldError, MatterStatus, UnitFeedback, field_errors, utc_now
 from xinfang_shared.contracts.reference import UNITS, DeadlineType, Office
 from xinfang_shared.contracts.values import UNIT_CODE, Text
+from xinfang_shared.logging import redact
 from xinfang_shared.personal import masked_person
 from xinfang_shared.service import ErrorList, Service, error_response
 from xinfang_shared.staff import Actor
@@ -163,13 +164,19 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
             " WHERE matter_id = $1 ORDER BY id",
             matter_id,
         )
+        in_clear = who.may_see_personal_data(row["office"])
+
+        def shown(text: str | None) -> str | None:
+            return text if in_clear or text is None else redact(text)
+
         return MatterView(
             matter_id=row["matter_id"],
             tracking_code=row["tracking_code"] if who.may_see_personal_data(row["office"]) else None,
             kind=row["kind"],
             registered_at=row["registered_at"],
-            title=details.get("title"),
-            content=details.get("content"),
+            # Free text may quote a name or a phone: to those without the right to personal data, redacted.
+            title=shown(details.get("title")),
+            content=shown(details.get("content")),
             region_code=_region_code(details),
             headcount=facts.get("headcount"),
             status=row["status"],
@@ -182,7 +189,7 @@ def build_router(service: Service, current: Callable[[], RoutingState]) -> APIRo
             office_rule=row["office_rule"],
             unit_rule=row["unit_rule"],
             rules_version=row["rules_version"],
-            history=[HistoryEntry(**dict(h)) for h in history],
+            history=[HistoryEntry(**(dict(h) | {"reason": shown(h["reason"])})) for h in history],
             personal=_personal(opened, masked=not who.may_see_personal_data(row["office"])),
         )
 
