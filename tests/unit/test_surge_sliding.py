@@ -20,6 +20,7 @@ from xinfang_stats.surge import (
     SlidingDecision,
     SlidingDetector,
     SlidingState,
+    SurgeConfig,
     window_minutes,
 )
 from xinfang_stats.watch import last_due
@@ -242,3 +243,19 @@ def test_inputs_are_checked() -> None:
         MinuteCounts(START + timedelta(seconds=5), [1])
     with pytest.raises(ValueError):
         MinuteCounts(START, [1, -1])
+
+
+# --- the evaluation, small --------------------------------------------------------------------------------------
+
+
+def test_a_small_evaluation_shows_the_sliding_test_earlier_than_the_hourly_one() -> None:
+    from xinfang_stats import surge_eval
+
+    def run_eval(name: str) -> surge_eval.Result:
+        return surge_eval.evaluate(20250101, 3, name, 60, 40, SurgeConfig(), SlidingConfig())
+
+    before, after = run_eval(surge_eval.DETECTORS[0]), run_eval("scaled PT15M+PT1H")
+    delays = [[d for d in r.detected[3] if d is not None] for r in (before, after)]
+    assert all(len(found) >= 10 for found in delays)
+    assert np.median(delays[1]) < np.median(delays[0])
+    assert after.false_alarms <= 1  # 60 calm days at 100 a day
