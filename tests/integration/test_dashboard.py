@@ -2,7 +2,7 @@
 real stats process on the real Kafka broker and a private PostgreSQL database.
 
 A known set of matters goes straight onto stats' input topics (registrations, routings, status changes,
-deadlines; a burst of 52 in one hour in Liangshan, which the surge watch turns into an open alert). Once the API
+deadlines; a burst of 50 in one hour in Liangshan, which the surge watch turns into an open alert). Once the API
 shows them, the page must: ask for the operator key (and again after a wrong one), load with no console error
 and no content-security-policy violation, request nothing but the service's own files and API (the key never in
 a URL), and show exactly the figures of that set, the API's own, in the KPI tiles, the unit table, the map (the
