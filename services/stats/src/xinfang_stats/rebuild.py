@@ -3,8 +3,9 @@
 Every topic stats folds is read from its first record to its end as of the start (partitions assigned, no
 consumer group: the live consumers are not disturbed), in the order of `fold.FOLDS`, through the very folds the
 live service runs (order-independent, so reading topic after topic gives the same rows). Then the surge watch
-checks every hour the data covers, as live: alert ids derive from the series and the hour, so the alerts are
-the live ones. Nothing is published: live stats published those alerts already.
+checks every minute the data covers (up to `surge_catch_up_days`), as live: alert ids derive from the series
+and the minute, so the alerts are the live ones (for every matter live stats folded within the straggler wait).
+Nothing is published: live stats published those alerts already.
 
 By default it builds `<schema>_rebuild` (dropped first), beside the live schema, to compare or to inspect;
 `--schema` names another; `--since` starts at a time instead of the beginning. A record that does not parse,

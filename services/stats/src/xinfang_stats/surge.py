@@ -1,8 +1,11 @@
 """Surge early warning: is a region's or a category's trailing count far above its own baseline?
 
-A pure module: no I/O, no clock, no randomness. The stats service calls `SurgeDetector.observe` once per series
-(a city by its 4-digit region code prefix, or a category) for each new complete hour of data, with the hourly
-counts it keeps, and stores the `SeriesState` the decision carries until the next call.
+A pure module: no I/O, no clock, no randomness. Two detectors share the baseline and the test:
+- `SlidingDetector` (below `MINUTE`), what the stats service runs (watch.py): every minute, the trailing 15 and
+  60 minutes of each series (a city by its 4-digit region code prefix, or a category), the test scaled to the
+  window; and the Poisson CUSUM it was compared with (surge_eval.py; README). Its state is a `SlidingState`.
+- `SurgeDetector`, the hourly one it replaced (each complete hour, PT1H and PT3H): the test on counts described
+  here, and the baseline days the sliding one uses; surge_eval keeps it as the "before".
 
 The test (per window, e.g. PT1H, PT3H, PT24H: the `n` hours ending with the checked hour)
 - Observed: the window's count. Baseline: the counts of the same span of hours on the `max_days` (28) most
@@ -514,3 +517,466 @@ def observe_all(
         if decision.action != "none":
             events.append(decision)
     return events, state
+
+
+# --- Sliding windows, checked every minute -------------------------------------------------------------------------
+#
+# The hourly detector above judges an hour once it is complete, so a burst is seen an hour or more after it
+# began. The sliding detector below checks, at every minute boundary T (event time), the trailing windows
+# [T - w, T) of `SlidingConfig.windows` (PT15M and PT1H) against the same baseline: the hourly counts of the two
+# hours the window can touch (the hour T falls in and the one before), on the same usable days as above, each
+# day's count scaled to the window by the share of each hour it covers (a = the share of the earlier hour, b of
+# the later). A matter is as likely in any minute of its hour, so the window's count on a baseline day is the
+# hours' counts thinned: its mean is a·m1 + b·m2 and its predictive variance that of the scaled day counts
+# (s²·(1 + 1/days)) plus the thinning, a(1-a)·m1 + b(1-b)·m2. Then the same negative binomial (or Poisson)
+# tail, the same alpha, min_observed and min_ratio. In cold start (fewer than min_days usable days) the floor
+# counts the trailing 60 minutes: the 50th matter within an hour raises the alert at the next minute boundary.
+#
+# Beside it, a Poisson CUSUM per series (`detector="cusum"` or `"both"`): each minute
+# S = max(0, S + x·ln(rho) - (rho - 1)·mu), x the minute's matters and mu its baseline mean (the same scaling,
+# a one-minute window); it alarms when S >= h. It is the sequential test that minimises the delay to detect a
+# step from mu to rho·mu for a given false-alarm rate, and it accumulates evidence across windows. It is held at
+# zero while an alert is open. Which one the service runs, and why, is in the README (surge_eval's table).
+#
+# One alert per series: opened at the first minute anything alarms (its id from the series and the minute),
+# closed after `close_after` consecutive calm minutes (no alarm, and the alert's window and the shorter ones at
+# p >= close_alpha; a CUSUM alert is judged on every window). A minute at or before the last checked changes
+# nothing, and the state carries everything the next minute needs (CUSUM included), so checking minute by minute
+# in many rounds gives exactly what one catch-up over the same counts gives: a replay equals live.
+
+MINUTE = timedelta(minutes=1)
+_MINUTES = re.compile(r"PT(?:([1-9][0-9]?)H)?(?:([1-9][0-9]?)M)?")
+Detector = Literal["scaled", "cusum", "both"]
+
+
+def beijing_minute(moment: datetime) -> datetime:
+    """The start of the minute containing the aware datetime `moment`, in Beijing time."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment!r} is naive; give an aware datetime")
+    return moment.astimezone(CHINA).replace(second=0, microsecond=0)
+
+
+def window_minutes(window: str) -> int:
+    """The minutes of a sliding window `PTnM` or `PTnH`, 1 to 60 minutes (e.g. PT15M, PT1H)."""
+    found = _MINUTES.fullmatch(window)
+    if found is None or not any(found.groups()):
+        raise ValueError(f"window {window!r} is not an ISO 8601 duration PTnH or PTnM")
+    minutes = 60 * int(found.group(1) or 0) + int(found.group(2) or 0)
+    if not 1 <= minutes <= 60:
+        raise ValueError(f"a sliding window is 1 to 60 minutes, not {window!r}")
+    return minutes
+
+
+class MinuteCounts:
+    """Matters per minute of one series, for consecutive minutes from `start` (inclusive)."""
+
+    __slots__ = ("_cumulative", "start")
+
+    def __init__(self, start: datetime, counts: Sequence[int] | NDArray[np.integer[Any]]) -> None:
+        if beijing_minute(start) != start:
+            raise ValueError(f"start {start.isoformat()} is not the start of a minute")
+        array = np.asarray(counts, dtype=np.int64)
+        if array.ndim != 1 or (array.size and int(array.min()) < 0):
+            raise ValueError("counts are one non-negative count per minute")
+        self.start = beijing_minute(start)
+        self._cumulative = np.zeros(array.size + 1, dtype=np.int64)
+        np.cumsum(array, out=self._cumulative[1:])
+
+    @classmethod
+    def from_mapping(cls, counts: Mapping[datetime, int], *, start: datetime, end: datetime) -> MinuteCounts:
+        """Counts for the minutes from `start` to `end` (exclusive), summed by the minute of each key (any time
+        zone); minutes without a key count zero; a key outside [start, end) is a `ValueError`."""
+        first, last = beijing_minute(start), beijing_minute(end)
+        size = max(0, int((last - first) / MINUTE))
+        array = np.zeros(size, dtype=np.int64)
+        for moment, count in counts.items():
+            index = int((beijing_minute(moment) - first) / MINUTE)
+            if not 0 <= index < size:
+                raise ValueError(f"{moment.isoformat()} is outside {first.isoformat()}..{last.isoformat()}")
+            array[index] += count
+        return cls(first, array)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + (len(self._cumulative) - 1) * MINUTE
+
+    def sums(self, first_end: datetime, ends: int, minutes: int) -> NDArray[np.int64]:
+        """The counts of the windows [T - minutes, T) for the `ends` window ends T from `first_end`, a minute
+        apart; minutes before `start` count zero (they are before counting began), after `end` an error."""
+        offset = int((beijing_minute(first_end) - self.start) / MINUTE)
+        if offset + ends - 1 > len(self._cumulative) - 1:
+            raise ValueError(f"windows up to {(first_end + (ends - 1) * MINUTE).isoformat()} pass {self.end}")
+        stops = np.arange(offset, offset + ends)
+        starts = np.clip(stops - minutes, 0, None)
+        stops = np.clip(stops, 0, None)
+        return self._cumulative[stops] - self._cumulative[starts]
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingConfig:
+    """The sliding detector's settings (see the comment above `MINUTE`). `close_after` counts minutes."""
+
+    windows: tuple[str, ...] = ("PT15M", "PT1H")
+    detector: Detector = "scaled"
+    # 60 checks an hour, not one: the largest alpha at which the false alarms at 100 matters a day stay at their
+    # floor in surge_eval (5.5 per 1,000 calm days; 6.4 at 1e-5, still 5.5 at 5e-6)
+    alpha: float = 0.000007
+    close_alpha: float = 0.05
+    close_after: int = 60
+    min_days: int = 7
+    max_days: int = 28
+    lookback_days: int = 56
+    min_observed: int = 5
+    min_ratio: float = 2.0
+    cold_start_floor: int = 50
+    cusum_shift: float = 3.0  # rho: the step the CUSUM is tuned to, as a multiple of the baseline
+    cusum_threshold: float = 28.0  # h: about 5 false alarms per 1,000 days at 100 matters a day (surge_eval)
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ValueError("at least one window")
+        minutes = [window_minutes(window) for window in self.windows]
+        if len(set(minutes)) != len(minutes):
+            raise ValueError(f"windows {self.windows} repeat a duration")
+        object.__setattr__(self, "windows", tuple(w for _, w in sorted(zip(minutes, self.windows, strict=True))))
+        if self.detector not in ("scaled", "cusum", "both"):
+            raise ValueError(f"detector {self.detector!r} is not scaled, cusum or both")
+        if not 0 < self.alpha < self.close_alpha < 1:
+            raise ValueError("need 0 < alpha < close_alpha < 1")
+        if self.close_after < 1:
+            raise ValueError("close_after is at least 1")
+        if not 2 <= self.min_days <= self.max_days <= self.lookback_days:
+            raise ValueError("need 2 <= min_days <= max_days <= lookback_days")
+        if self.min_observed < 1 or self.min_ratio < 1 or self.cold_start_floor < 1:
+            raise ValueError("min_observed, min_ratio and cold_start_floor are at least 1")
+        if self.cusum_shift <= 1 or self.cusum_threshold <= 0:
+            raise ValueError("cusum_shift is above 1 and cusum_threshold above 0")
+
+    @property
+    def longest(self) -> str:
+        return self.windows[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingState:
+    """One series' state between minutes: its open alert, its calm minutes, the CUSUM, the last minute checked
+    (a window end). `SlidingState()` is a fresh, closed series."""
+
+    alert_id: uuid.UUID | None = None
+    opened_at: datetime | None = None
+    window: str | None = None  # the window the alert is judged on for closing
+    calm_checks: int = 0
+    last_minute: datetime | None = None
+    cusum: float = 0.0
+    cusum_since: datetime | None = None  # the window end at which S last left zero
+    cusum_observed: int = 0  # matters since then
+    cusum_expected: float = 0.0  # their baseline
+
+    @property
+    def is_open(self) -> bool:
+        return self.alert_id is not None
+
+    def to_dict(self) -> dict[str, str | int | float | None]:
+        def moment(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "alert_id": None if self.alert_id is None else str(self.alert_id),
+            "opened_at": moment(self.opened_at),
+            "window": self.window,
+            "calm_checks": self.calm_checks,
+            "last_minute": moment(self.last_minute),
+            "cusum": self.cusum,
+            "cusum_since": moment(self.cusum_since),
+            "cusum_observed": self.cusum_observed,
+            "cusum_expected": self.cusum_expected,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SlidingState:
+        """Also reads an hourly `SeriesState`'s dict (before sliding windows): its last hour checked is the
+        window that ended at that hour's end."""
+
+        def moment(value: Any) -> datetime | None:
+            return None if value is None else beijing_minute(datetime.fromisoformat(value))
+
+        alert = data.get("alert_id")
+        last = moment(data.get("last_minute"))
+        if last is None and data.get("last_hour") is not None:
+            last = beijing_hour(datetime.fromisoformat(data["last_hour"])) + HOUR
+        return cls(
+            alert_id=None if alert is None else uuid.UUID(alert),
+            opened_at=moment(data.get("opened_at")),
+            window=data.get("window"),  # one the configuration lacks (e.g. PT3H) closes on the longest
+            calm_checks=int(data.get("calm_checks", 0)),
+            last_minute=last,
+            cusum=float(data.get("cusum", 0.0)),
+            cusum_since=moment(data.get("cusum_since")),
+            cusum_observed=int(data.get("cusum_observed", 0)),
+            cusum_expected=float(data.get("cusum_expected", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingDecision:
+    """An alert opened or closed at window end `at`: `window`, `observed`, `baseline` (its expected count),
+    `method` describe the window the alert is about (the one that alarmed on open, the alert's own on close;
+    for a CUSUM alert the trailing longest window, the method telling the CUSUM's own run)."""
+
+    action: Literal["open", "close"]
+    series: Series
+    at: datetime
+    window: str
+    observed: int
+    baseline: float
+    method: str
+    p_value: float | None
+    alert_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class HourChecks:
+    """The tests of every window ending in one Beijing hour (index m: the window ending at `hour` + m minutes),
+    and the CUSUM's inputs; `minute_mean` is None in cold start."""
+
+    hour: datetime
+    days: int
+    kind: str
+    observed: dict[str, NDArray[np.int64]]
+    mean: dict[str, NDArray[np.float64]]
+    p_value: dict[str, NDArray[np.float64]]
+    status: dict[str, list[Status]]
+    model: dict[str, list[Model]]
+    minute: NDArray[np.int64]  # matters in the minute before each window end
+    minute_mean: NDArray[np.float64] | None
+
+    @property
+    def cold(self) -> bool:
+        return self.minute_mean is None
+
+
+def _tails(observed: NDArray[np.int64], mean: NDArray[np.float64], variance: NDArray[np.float64]) -> NDArray[Any]:
+    """P(X >= observed), element-wise, for a negative binomial (variance > mean) or else Poisson count X."""
+    p = np.ones(observed.shape, dtype=np.float64)
+    positive = observed > 0
+    binomial = positive & (variance > mean) & (mean > 0)
+    poisson = positive & ~binomial
+    p[poisson & (mean <= 0)] = 0.0
+    some = poisson & (mean > 0)
+    p[some] = special.gammainc(observed[some], mean[some])
+    if binomial.any():
+        m, v = mean[binomial], variance[binomial]
+        p[binomial] = special.betainc(observed[binomial], m * m / (v - m), 1.0 - m / v)
+    return p
+
+
+class SlidingDetector:
+    """Checks series every minute against their own hourly baselines; holds only its settings and a calendar
+    (state is the caller's). `is_holiday` and `is_working_day` as for `SurgeDetector`."""
+
+    def __init__(
+        self,
+        is_holiday: Callable[[date], bool],
+        config: SlidingConfig | None = None,
+        *,
+        is_working_day: Callable[[date], bool] | None = None,
+    ) -> None:
+        self.config = config or SlidingConfig()
+        c = self.config
+        self._calendar = SurgeDetector(
+            is_holiday,
+            SurgeConfig(min_days=c.min_days, max_days=c.max_days, lookback_days=c.lookback_days),
+            is_working_day=is_working_day,
+        )
+        self._has_working = is_working_day is not None
+        self._minutes = {window: window_minutes(window) for window in c.windows}
+        steps = np.arange(60)
+        self._shares = {  # per window: the share of the earlier and of the later hour, per window end
+            w: (np.clip(n - steps, 0, None) / 60.0, np.minimum(n, steps) / 60.0)
+            for w, n in [*self._minutes.items(), ("PT1M", 1)]
+        }
+
+    def _baseline(self, counts: HourlyCounts, hour: datetime) -> tuple[NDArray[np.float64], str]:
+        """The usable baseline days' counts of the hour before `hour` and of `hour` (a days × 2 array, the most
+        recent day first), and which kind of day they are ('' when mixed)."""
+        config, calendar = self.config, self._calendar
+        index = counts.index(hour)
+        offset = max(0, index + 1 - (24 * config.lookback_days + 2))
+        local = counts.counts[offset : index + 1]
+        hour0 = counts.start.hour + offset
+        day0, ordinal = hour0 // 24, counts.start.toordinal()
+        holidays, working = calendar._days(ordinal + day0, ordinal + (hour0 + len(local) - 1) // 24)
+        end = len(local) - 1
+        lasts = end - calendar._back[: max(0, min(config.lookback_days, (end - 1) // 24))]
+        firsts = lasts - 1
+        first_days, last_days = (hour0 + firsts) // 24 - day0, (hour0 + lasts) // 24 - day0
+        usable = ~(holidays[first_days] | holidays[last_days])
+        kind = ""
+        if self._has_working:
+            now_first, now_last = (hour0 + max(0, end - 1)) // 24 - day0, (hour0 + end) // 24 - day0
+            alike = usable & (working[first_days] == working[now_first]) & (working[last_days] == working[now_last])
+            if np.count_nonzero(alike) >= config.min_days:
+                usable = alike
+                kind = "working-day " if working[now_last] else "rest-day "
+        chosen = np.flatnonzero(usable)[: config.max_days]
+        table = np.stack([local[firsts[chosen]], local[lasts[chosen]]], axis=1).astype(np.float64)
+        return table, kind
+
+    def hour_checks(self, counts: HourlyCounts, minutes: MinuteCounts, hour: datetime) -> HourChecks:
+        """The tests of the 60 window ends in the Beijing hour containing `hour` (all 60, whichever are checked:
+        the numbers of a minute never depend on which others are computed with it). `counts` covers the hour and
+        its baseline; `minutes` the hour and the longest window before it."""
+        config = self.config
+        start = beijing_hour(hour)
+        table, kind = self._baseline(counts, start)
+        days = len(table)
+        trailing = minutes.sums(start, 60, 60)
+        observed = {w: minutes.sums(start, 60, n) for w, n in self._minutes.items()}
+        minute = minutes.sums(start, 60, 1)
+        if days < config.min_days:
+            status: list[Status] = ["alarm" if x >= config.cold_start_floor else "calm" for x in trailing.tolist()]
+            zeros = np.zeros(60)
+            return HourChecks(
+                hour=start,
+                days=days,
+                kind=kind,
+                observed={w: trailing for w in config.windows},
+                mean={w: zeros for w in config.windows},
+                p_value={w: np.full(60, np.nan) for w in config.windows},
+                status={w: status for w in config.windows},
+                model={w: ["cold-start floor"] * 60 for w in config.windows},
+                minute=minute,
+                minute_mean=None,
+            )
+        hour_means = table.mean(axis=0)
+        means, p_values, statuses, models = {}, {}, {}, {}
+        for window in [*config.windows, "PT1M"]:
+            a, b = self._shares[window]
+            scaled = table[:, :1] * a[None, :] + table[:, 1:] * b[None, :]  # days × 60
+            mean = scaled.mean(axis=0)
+            if window == "PT1M":
+                minute_mean = mean
+                continue
+            variance = scaled.var(axis=0, ddof=1) * (1.0 + 1.0 / days)
+            variance += a * (1 - a) * hour_means[0] + b * (1 - b) * hour_means[1]
+            binomial = variance > mean
+            p = _tails(observed[window], mean, np.where(binomial, variance, mean))
+            alarm = (p < config.alpha) & (observed[window] >= config.min_observed)
+            alarm &= observed[window] >= config.min_ratio * mean
+            means[window], p_values[window] = mean, p
+            statuses[window] = np.where(alarm, "alarm", np.where(p < config.close_alpha, "elevated", "calm")).tolist()
+            models[window] = np.where(binomial, "negative binomial", "Poisson").tolist()
+        return HourChecks(start, days, kind, observed, means, p_values, statuses, models, minute, minute_mean)
+
+    def _method(self, checks: HourChecks, window: str, m: int) -> str:
+        if checks.cold:
+            return (
+                f"cold-start floor {self.config.cold_start_floor} in 60 min"
+                f" ({checks.days} baseline days, {self.config.min_days} needed)"
+            )
+        return (
+            f"{checks.model[window][m]}, {checks.days} {checks.kind}baseline days scaled to {window},"
+            f" p<{self.config.alpha:g}"
+        )
+
+    def observe(
+        self,
+        series: Series,
+        counts: HourlyCounts,
+        minutes: MinuteCounts,
+        state: SlidingState,
+        first: datetime,
+        last: datetime,
+    ) -> tuple[list[SlidingDecision], SlidingState]:
+        """Check `series` at every window end from `first` to `last` (minute boundaries, inclusive) after the
+        state's last; returns the alerts opened and closed, and the state to keep."""
+        first, last = beijing_minute(first), beijing_minute(last)
+        if state.last_minute is not None:
+            first = max(first, state.last_minute + MINUTE)
+        decisions: list[SlidingDecision] = []
+        at = first
+        while at <= last:
+            hour = beijing_hour(at)
+            checks = self.hour_checks(counts, minutes, hour)
+            stop = min(last, hour + 59 * MINUTE)
+            steps = int((at - hour) / MINUTE), int((stop - hour) / MINUTE)
+            for m in range(steps[0], steps[1] + 1):
+                state = self._step(series, checks, m, state, decisions)
+            at = stop + MINUTE
+        return decisions, state
+
+    def _step(
+        self, series: Series, checks: HourChecks, m: int, state: SlidingState, out: list[SlidingDecision]
+    ) -> SlidingState:
+        """One window end: the state machine (see the comment above `MINUTE`)."""
+        config = self.config
+        at = checks.hour + m * MINUTE
+        scaled = checks.cold or config.detector != "cusum"
+        alarm = next((w for w in config.windows if scaled and checks.status[w][m] == "alarm"), None)
+        cusum, since, seen, expected = 0.0, None, 0, 0.0
+        if config.detector != "scaled" and checks.minute_mean is not None and not state.is_open:
+            x, mu = int(checks.minute[m]), float(checks.minute_mean[m])
+            cusum = max(0.0, state.cusum + x * math.log(config.cusum_shift) - (config.cusum_shift - 1.0) * mu)
+            if cusum > 0.0:
+                fresh = state.cusum == 0.0
+                since = at - MINUTE if fresh else state.cusum_since
+                seen = x + (0 if fresh else state.cusum_observed)
+                expected = mu + (0.0 if fresh else state.cusum_expected)
+        kept = replace(
+            state, last_minute=at, cusum=cusum, cusum_since=since, cusum_observed=seen, cusum_expected=expected
+        )
+        if not state.is_open:
+            if alarm is None and cusum < config.cusum_threshold:
+                return kept
+            window = alarm or config.longest
+            if alarm is not None:
+                method = self._method(checks, window, m)
+                p = checks.p_value[window][m]
+                shown = "PT1H" if checks.cold else window  # the floor counts an hour
+            else:
+                method = (
+                    f"Poisson CUSUM x{config.cusum_shift:g} h={config.cusum_threshold:g}: {seen} matters since"
+                    f" {since.strftime('%H:%M') if since else '?'} against {expected:.1f},"
+                    f" {checks.days} {checks.kind}baseline days"
+                )
+                p, shown = float("nan"), window
+            alert_id = uuid.uuid5(_ALERT_NAMESPACE, f"{series}|{at.isoformat()}")
+            out.append(
+                SlidingDecision(
+                    "open",
+                    series,
+                    at,
+                    shown,
+                    int(checks.observed[shown if shown in checks.observed else window][m]),
+                    float(checks.mean[window][m]),
+                    method,
+                    None if math.isnan(p) else float(p),
+                    alert_id,
+                )
+            )
+            # the floor's alert closes on its hour; a CUSUM alert on every window
+            own = shown if alarm is not None and shown in config.windows else window if alarm else config.longest
+            return SlidingState(alert_id=alert_id, opened_at=at, window=own, last_minute=at)
+        own = state.window if state.window in config.windows else config.longest
+        own_minutes = window_minutes(own)
+        calm = alarm is None and all(
+            checks.status[w][m] == "calm" or window_minutes(w) > own_minutes for w in config.windows
+        )
+        streak = state.calm_checks + 1 if calm else 0
+        if streak < config.close_after:
+            return replace(kept, calm_checks=streak)
+        assert state.alert_id is not None
+        out.append(
+            SlidingDecision(
+                "close",
+                series,
+                at,
+                own,
+                int(checks.observed[own][m]),
+                float(checks.mean[own][m]),
+                self._method(checks, own, m),
+                None if checks.cold else float(checks.p_value[own][m]),
+                state.alert_id,
+            )
+        )
+        return SlidingState(last_minute=at)

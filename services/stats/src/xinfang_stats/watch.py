@@ -1,18 +1,25 @@
-"""The surge watch: each complete hour, every city and every category is checked against its own baseline
-(surge.py); an alert that opens or closes is stored and published on stats.alerts.v1 in one transaction.
+"""The surge watch: every minute (event time), every city and every category is checked over its trailing
+windows (PT15M and PT1H) against its own hourly baseline (surge.py, the sliding detector); an alert that opens
+or closes is stored and published on stats.alerts.v1 in one transaction.
 
-Hours are event time, not the wall clock, so a replay, a consumer catching up on a backlog, or a month of
-generated data is checked exactly as it would have been live, and an hour is never judged on part of its
-matters. Stats records, per partition of matters.registered.v2, the last offset it folded and the latest
-registration in it (`mark_folded`, after the fold commits). Each round asks Kafka for the partitions' ends:
-while some partition is behind, the watermark is the earliest latest-registration among those behind (what
-comes next in them is later still); when stats has folded everything, it is now. An hour is checked once the
-watermark is `surge_lateness_s` past its end (for routing's category, which comes a little after the
-registration, and for registrations still in intake's outbox). A partition never read yet holds everything;
-so does a halted registration consumer (hours without their matters would look calm); so does Kafka away.
+Time is event time, not the wall clock, so a replay, a consumer catching up on a backlog, or a month of
+generated data is checked exactly as it would have been live. Stats records, per partition of
+matters.registered.v2, the last offset it folded and the latest registration in it (`mark_folded`, after the
+fold commits). Each round asks Kafka for the partitions' ends: while some partition is behind, the watermark is
+the earliest latest-registration among those behind (what comes next in them is later still); when stats has
+folded everything, it is now. A window ending at T is checked once the watermark is `surge_lateness_s` (20 s)
+past T: the bounded wait for stragglers (routing's category, which comes a little after the registration, and
+a registration published a moment after a later one). A matter later than that is still counted by every later
+window that holds it, but not by the windows already judged (a replay would count it there: replay equals live
+for what arrives within the bound). A partition never read yet holds everything; so does a halted registration
+consumer (minutes without their matters would look calm); so does Kafka away.
+
+The observed counts come from the facts (registered_at to the minute, repeats left out: what `hourly` counts),
+the baselines from `hourly`; both are folded in the same transactions.
 
 Several instances run the watch; each round takes a transaction-level advisory lock, so one checks at a time,
-and the series' states (surge_series) carry each one's last checked hour, so nothing is checked twice.
+and the series' states (surge_series) carry each one's last checked minute and its CUSUM, so nothing is checked
+twice.
 """
 
 from __future__ import annotations
@@ -41,7 +48,18 @@ from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.workdays import WorkingCalendar
 
 from .settings import StatsSettings
-from .surge import HOUR, Decision, HourlyCounts, Series, SeriesState, SurgeDetector, beijing_hour, observe_all
+from .surge import (
+    HOUR,
+    MINUTE,
+    HourlyCounts,
+    MinuteCounts,
+    Series,
+    SlidingDecision,
+    SlidingDetector,
+    SlidingState,
+    beijing_hour,
+    beijing_minute,
+)
 
 log = logging.getLogger(__name__)
 REGISTERED = MATTERS_REGISTERED_V2.name
@@ -71,6 +89,7 @@ async def mark_folded(pool: asyncpg.Pool, records: Sequence[ConsumerRecord[Any, 
     )
 
 
+Counts = dict[str, dict[datetime, int]]  # series -> hour or minute -> matters
 Extent = dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
 
 
@@ -91,6 +110,12 @@ async def watermark(conn: asyncpg.Connection, extent: Extent, now: datetime) -> 
             return None  # not read yet: it may hold any hour
         behind.append(row["event_time"])
     return min(behind) if behind else now
+
+
+def last_due(mark: datetime, now: datetime, lateness_s: float) -> datetime:
+    """The last window end that may be judged: the watermark (never past now) less the wait for stragglers,
+    down to its minute. A window's matters are all waited for until then, none after."""
+    return beijing_minute(min(mark, now) - timedelta(seconds=lateness_s))
 
 
 class Registrations:
@@ -122,7 +147,7 @@ class Registrations:
 class Round:
     """What one round of the watch did."""
 
-    checked_to: datetime | None  # the last hour checked (its start), None when nothing was due
+    checked_to: datetime | None  # the last window end checked, None when nothing was due
     series: int
     opened: int
     closed: int
@@ -135,9 +160,8 @@ def _series_of(kind: str, key: str) -> Series | None:
         return None  # e.g. a region code that is no city prefix: nothing to watch
 
 
-def alert_event(decision: Decision) -> StatsAlert:
+def alert_event(decision: SlidingDecision) -> StatsAlert:
     series = decision.series
-    assert decision.alert_id is not None
     state = "open" if decision.action == "open" else "closed"
     return StatsAlert(
         event_id=uuid.uuid5(decision.alert_id, state),  # a replayed decision is the same event
@@ -159,12 +183,12 @@ class SurgeWatch:
         self.pool = pool
         self.registrations = Registrations(settings.kafka, settings.topic(REGISTERED))
         calendar = WorkingCalendar.default()
-        self.detector = SurgeDetector(calendar.is_holiday, is_working_day=calendar.is_working_day)
+        self.detector = SlidingDetector(calendar.is_holiday, is_working_day=calendar.is_working_day)
         self._stopping = asyncio.Event()
-        self.checks = Counter("stats_surge_checks", "Series-hours checked for surges", registry=metrics)
+        self.checks = Counter("stats_surge_checks", "Series-minutes checked for surges", registry=metrics)
         self.alerts = Counter("stats_surge_alerts", "Surge alerts opened and closed", ["state"], registry=metrics)
         self.behind = Gauge(
-            "stats_surge_behind_seconds", "Wall time minus the last hour checked (its end)", registry=metrics
+            "stats_surge_behind_seconds", "Wall time minus the last window end checked", registry=metrics
         )
 
     def stop(self) -> None:
@@ -187,7 +211,7 @@ class SurgeWatch:
             await self.registrations.close()
 
     async def round(self, now: datetime | None = None, *, extent: Extent | None = None) -> Round:
-        """Check every series for each complete hour it has not been checked for; returns what was done.
+        """Check every series at each window end it has not been checked at; returns what was done.
         `extent`: the registrations' offsets to take as the topic's (a rebuild's snapshot); default: Kafka's now."""
         now = now or utc_now()
         s = self.settings
@@ -196,51 +220,53 @@ class SurgeWatch:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('stats:surge-watch'))"):
                 return Round(None, 0, 0, 0)  # another instance is checking
             if await conn.fetchval("SELECT 1 FROM consumer_halts WHERE consumer = $1", CONSUMER):
-                log.warning("surge watch: the registration consumer is halted; no hour is checked until it resumes")
+                log.warning("surge watch: the registration consumer is halted; nothing is checked until it resumes")
                 return Round(None, 0, 0, 0)
             mark = await watermark(conn, extent, now)
             if mark is None:
                 return Round(None, 0, 0, 0)
-            last = beijing_hour(min(mark, now) - timedelta(seconds=s.surge_lateness_s)) - HOUR
+            last = last_due(mark, now, s.surge_lateness_s)
             round_ = await self._check_to(conn, last)
         if round_.checked_to is not None:
-            self.behind.set((now - (round_.checked_to + HOUR)).total_seconds())
+            self.behind.set((now - round_.checked_to).total_seconds())
         return round_
 
     async def _check_to(self, conn: asyncpg.Connection, last: datetime) -> Round:
+        """Check every series at each window end after its last checked, up to `last` (inclusive)."""
         first_counted = await conn.fetchval("SELECT min(hour) FROM hourly")
         if first_counted is None:
             return Round(None, 0, 0, 0)
         first_counted = beijing_hour(first_counted)
         states = {
-            r["series"]: SeriesState.from_dict(json.loads(r["state"]))
+            r["series"]: SlidingState.from_dict(json.loads(r["state"]))
             for r in await conn.fetch("SELECT series, state FROM surge_series")
         }
         catch_up = max(first_counted, last - timedelta(days=self.settings.surge_catch_up_days))
 
         def first_due(name: str) -> datetime:
             state = states.get(name)
-            return state.last_hour + HOUR if state and state.last_hour else catch_up
+            return state.last_minute + MINUTE if state and state.last_minute else catch_up
 
+        earliest = min([first_due(n) for n in states] + [catch_up])
+        if earliest > last:
+            return Round(None, 0, 0, 0)
         config = self.detector.config
-        since = max(
-            first_counted, min([first_due(n) for n in states] + [catch_up]) - timedelta(days=config.lookback_days + 2)
-        )
-        counts = await self._counts(conn, since, last + HOUR)
-        for name, state in states.items():  # a series with an open alert is checked even with no matters now
-            if state.is_open and name not in counts:
-                counts[name] = {}
-        decisions: list[Decision] = []
+        since = max(first_counted, beijing_hour(earliest) - timedelta(days=config.lookback_days + 2))
+        end = beijing_hour(last) + HOUR  # the hour holding `last`: its later minutes are computed, not used
+        hourly = await self._counts(conn, since, end)
+        minutely = await self._minutes(conn, earliest - HOUR, last)
+        names = set(hourly) | set(minutely) | {name for name, state in states.items() if state.is_open}
+        decisions: list[SlidingDecision] = []
         saved: list[tuple[str, str]] = []
-        for name, by_hour in sorted(counts.items()):
+        for name in sorted(names):
             series = _series_of(*name.split(":", 1))
             start = first_due(name)
             if series is None or start > last:
                 continue
-            hourly = HourlyCounts.from_mapping(by_hour, start=since, end=last + HOUR)
-            hours = [start + i * HOUR for i in range(int((last - start) / HOUR) + 1)]
-            found, state = observe_all(self.detector, series, hourly, states.get(name, SeriesState()), hours)
-            self.checks.inc(len(hours))
+            counts = HourlyCounts.from_mapping(hourly.get(name, {}), start=since, end=end)
+            minutes = MinuteCounts.from_mapping(minutely.get(name, {}), start=earliest - HOUR, end=end)
+            found, state = self.detector.observe(series, counts, minutes, states.get(name, SlidingState()), start, last)
+            self.checks.inc(int((last - start) / MINUTE) + 1)
             decisions.extend(found)
             saved.append((name, json.dumps(state.to_dict())))
         if not saved:
@@ -255,7 +281,7 @@ class SurgeWatch:
         return Round(last, len(saved), opened, len(decisions) - opened)
 
     async def _counts(self, conn: asyncpg.Connection, since: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
-        """Matters per hour of every city and every category (repeats are not in `hourly`)."""
+        """Matters per hour of every city and every category (repeats are not in `hourly`): the baselines."""
         rows = await conn.fetch(
             "SELECT 'region:' || region AS series, hour, sum(matters)::int AS n FROM hourly"
             " WHERE hour >= $1 AND hour < $2 AND region <> '' GROUP BY 1, 2"
@@ -269,7 +295,24 @@ class SurgeWatch:
             counts[r["series"]][r["hour"]] = r["n"]
         return counts
 
-    async def _store(self, conn: asyncpg.Connection, decisions: Iterable[Decision]) -> None:
+    async def _minutes(self, conn: asyncpg.Connection, since: datetime, end: datetime) -> Counts:
+        """Matters per minute of every city and every category registered in [since, end), as `hourly` counts
+        them (repeats left out; a category once routing has told it): what the windows observe."""
+        rows = await conn.fetch(
+            "WITH m AS (SELECT date_trunc('minute', registered_at) AS minute, region, category FROM facts"
+            " WHERE registered_at >= $1 AND registered_at < $2 AND repeat IS NULL)"
+            " SELECT 'region:' || region AS series, minute, count(*)::int AS n FROM m WHERE region <> '' GROUP BY 1, 2"
+            " UNION ALL SELECT 'category:' || category, minute, count(*)::int FROM m"
+            " WHERE category IS NOT NULL GROUP BY 1, 2",
+            since,
+            end,
+        )
+        counts: dict[str, dict[datetime, int]] = defaultdict(dict)
+        for r in rows:
+            counts[r["series"]][r["minute"]] = r["n"]
+        return counts
+
+    async def _store(self, conn: asyncpg.Connection, decisions: Iterable[SlidingDecision]) -> None:
         for decision in decisions:
             event = alert_event(decision)
             series = decision.series
