@@ -398,7 +398,9 @@ async def test_every_figure_equals_the_submitted_set_and_the_rebuild_equals_live
     live_pool = await create_pool(cluster.stats_settings.database_url, "stats", min_size=1, max_size=2)
     replay_pool = await create_pool(cluster.stats_settings.database_url, "stats_rebuilt", min_size=1, max_size=2)
     try:
-        for table in ("facts", "hourly"):
+        # And the reports' supervision orders and escalations, kept from the same deadline events.
+        assert await replay_pool.fetchval("SELECT count(*) FROM supervision_actions WHERE state = 'overdue'") > 0
+        for table in ("facts", "hourly", "supervision_actions"):
             query = f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4"
             replayed = [dict(r) for r in await replay_pool.fetch(query)]
 

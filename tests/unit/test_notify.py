@@ -484,3 +484,13 @@ def test_a_report_e_mail_carries_the_pdf_as_an_attachment() -> None:
     assert parts["application/pdf"].get_content() == pdf and parts["application/pdf"].get_filename() == "r.pdf"
     assert "见附件" in parts["text/plain"].get_content()
     assert parsed["Subject"] == "【分析报告】2026-10"
+
+
+def test_every_window_a_surge_alert_may_name_is_said_in_words() -> None:
+    """A surge notice says "the last 15 minutes", never "PT15M" (the windows stats.alerts.v1 carries)."""
+    from xinfang_notify.render import WORDS
+    from xinfang_stats.surge import SlidingConfig, SurgeConfig
+
+    for language, words in WORDS.items():
+        for window in {*SlidingConfig().windows, *SurgeConfig().windows}:
+            assert window in words and not words[window].startswith("PT"), (language, window)

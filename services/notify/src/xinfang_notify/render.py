@@ -34,6 +34,9 @@ WORDS: dict[Language, dict[str, str]] = {
         "routing": "登记转送",
         "acceptance": "受理告知",
         "objection": "异议",
+        "PT15M": "15分钟",
+        "PT1H": "1小时",
+        "PT3H": "3小时",
     },
     Language.EN: {
         "handling": "handling",
@@ -45,6 +48,9 @@ WORDS: dict[Language, dict[str, str]] = {
         "routing": "routing",
         "acceptance": "acceptance",
         "objection": "objection",
+        "PT15M": "15 minutes",
+        "PT1H": "hour",
+        "PT3H": "3 hours",
     },
 }
 NEXT = {"handling": "review", "review": "re-review"}

@@ -303,6 +303,7 @@ class Sender:
             p["earlier_code"] = await self._earlier_code(n, target, p.get("earlier_id"))
         if n.notice == "surge":
             p["scope"] = scope(p.get("region_code"), p.get("category"), language)
+            p["window"] = w.get(p["window"], p["window"])  # PT15M: "15 minutes", "15分钟"
         if n.notice == "report":
             p["recipient_name"] = self.contacts.of(RecipientKind(n.recipient_kind), n.recipient).name(language)
         rendered = self.renderer.render(n.notice, language, p)

@@ -34,6 +34,7 @@ from xinfang_shared.db import create_pool, migrate, migration_files, quote_ident
 
 from . import fold
 from .app import MIGRATIONS
+from .report_facts import keep_supervision
 from .settings import StatsSettings
 from .watch import Round, SurgeWatch, mark_folded
 
@@ -139,6 +140,8 @@ async def _fold_batch(
         return await fold.fold_events(pool, topic, apply, part)
 
     isolated = await isolate(events, attempt, what=f"rebuild {topic}")
+    # The reports' supervision orders and escalations, kept from the same deadline events as live (report_facts).
+    await keep_supervision(pool, events)
     return len(records) - len(events) + len(isolated.failed)
 
 
