@@ -19,6 +19,9 @@ done
 ensure ENVIRONMENT local
 ensure KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:$KAFKA_PORT"
 ensure CHANNEL_API_KEY "$(secret)"
+# The console's own channel key (system console, the visit channel): reception registers walk-in visits with it,
+# and intake believes the person it names from it alone (services.sh migrate gives it to intake).
+ensure CONSOLE_CHANNEL_KEY "$(secret)"
 ensure OPERATOR_API_KEY "$(secret)"
 ensure CONSOLE_API_KEY "$(secret)"
 ensure SESSION_SECRET "$(secret)"

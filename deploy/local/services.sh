@@ -28,6 +28,11 @@ migrate() {
     env "${SERVICE_ENV[@]}" "$ROOT/.venv/bin/xinfang-$svc" migrate >>"$LOGS/$svc.log" 2>&1 \
       || die "migrating $svc failed; see $LOGS/$svc.log"
   done
+  # The console's channel key, for the visit channel (again the same key at every run: intake replaces a system's key).
+  [[ -n "${CONSOLE_CHANNEL_KEY:-}" ]] || die "no CONSOLE_CHANNEL_KEY in $LOCAL/credentials.env: run make up"
+  service_env intake
+  env "${SERVICE_ENV[@]}" "CHANNEL_KEY=$CONSOLE_CHANNEL_KEY" "$ROOT/.venv/bin/xinfang-intake" keys add --system console \
+    --channels visit >>"$LOGS/intake.log" 2>&1 || die "the console's channel key could not be made; see $LOGS/intake.log"
   env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" migrate >>"$LOGS/console.log" 2>&1 \
     || die "migrating the console failed; see $LOGS/console.log"
   env "DATABASE_URL=$DATABASE_URL_CONSOLE" "$ROOT/.venv/bin/xinfang-console" accounts ensure-dev >>"$LOGS/console.log" 2>&1 \
@@ -102,9 +107,10 @@ start_console() {
   local pidfile="$RUN/console.pid" deadline=$((SECONDS + 60))
   if ! pid_alive "$pidfile"; then
     port_open "$CONSOLE_PORT" && die "port $CONSOLE_PORT (for the console) is taken by a process we did not start"
-    # Reception registers visits with the local stack's channel key (production: a key of the visit channel alone,
-    # xinfang-intake keys add --system console --channels visit).
-    HTTP_PORT="$CONSOLE_PORT" setsid nohup env "DATABASE_URL=$DATABASE_URL_CONSOLE" "INTAKE_CHANNEL_KEY=$CHANNEL_API_KEY" \
+    # Reception registers visits with the console's own channel key (system console, the visit channel alone:
+    # migrate made it), with which intake believes the clerk it names and records them on the matter.
+    [[ -n "${CONSOLE_CHANNEL_KEY:-}" ]] || die "no CONSOLE_CHANNEL_KEY in $LOCAL/credentials.env: run make up"
+    HTTP_PORT="$CONSOLE_PORT" setsid nohup env "DATABASE_URL=$DATABASE_URL_CONSOLE" "INTAKE_CHANNEL_KEY=$CONSOLE_CHANNEL_KEY" \
       "$ROOT/.venv/bin/xinfang-console" serve >>"$LOGS/console.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
   fi

@@ -27,10 +27,11 @@ from tests.integration.conftest import eventually
 from tests.integration.pipeline import UPSTREAM, common_settings, prepare, upstream
 from tests.integration.processes import private_database
 from tests.staff import staff_headers
+from xinfang_intake.channel_keys import add_key
 from xinfang_notify.app import create_service as create_notify
 from xinfang_notify.settings import NotifySettings
 from xinfang_shared.contracts.labels import name_of
-from xinfang_shared.contracts.reference import CITIES, Office
+from xinfang_shared.contracts.reference import CITIES, Channel, Office
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.service import Service
 from xinfang_shared.staff import Role
@@ -39,6 +40,8 @@ from xinfang_stats.settings import StatsSettings
 
 RUN = uuid.uuid4().hex[:8]
 CHANNEL_KEY, OPERATOR, CONSOLE = f"c-channel-{RUN}", f"c-operator-{RUN}", f"c-console-{RUN}"
+# Reception's key: made for the console's system (intake's console_system), for the visit channel.
+RECEPTION_KEY = f"c-reception-{RUN}"
 UNIT_KEYS = {unit: f"c-{unit}-{RUN}" for unit in CITIES}
 PASSWORD = "correct horse battery"
 WINDOW_S = 3
@@ -82,7 +85,7 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
             session_secret=SecretStr(f"sessions-{RUN}"),
             signin_window_s=WINDOW_S,
             signin_max_per_account=3,
-            intake_channel_key=SecretStr(CHANNEL_KEY),
+            intake_channel_key=SecretStr(RECEPTION_KEY),
             _env_file=None,  # type: ignore[call-arg]
         )
         await migrate_dsn(database, settings.db_schema, CONSOLE_MIGRATIONS)
@@ -100,6 +103,11 @@ async def console(stack: dict[str, str], bootstrap: str) -> AsyncIterator[Consol
             ]:
                 await accounts.add(conn, user, role, office, PASSWORD)
             await accounts.disable(conn, "gone")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(database, server_settings={"search_path": "intake"})
+        try:
+            await add_key(conn, system="console", channels=[Channel.VISIT], key=RECEPTION_KEY)
         finally:
             await conn.close()
         for service in services.values():
@@ -326,6 +334,21 @@ async def test_reception_registers_a_group_visit_once_and_the_visitor_tracks_and
         "SELECT matter_id, unit FROM matters WHERE tracking_code = $1", tracking_code
     )
     unit, matter_id = row["unit"], str(row["matter_id"])
+    # Who registered it, as intake believed it from the console's own channel key: first in its history, on the
+    # matter page too (an operator reads it here; the clerk's office does not handle the matter).
+    received_by = await console.services["intake"].pool.fetchval(
+        "SELECT received_by FROM matters WHERE tracking_code = $1", tracking_code
+    )
+    assert received_by == "staff:sun.reception"
+    history = (
+        await console.routing.get(f"/v1/matters/{matter_id}", headers={"Authorization": f"Bearer {OPERATOR}"})
+    ).json()["history"]
+    assert (history[0]["action"], history[0]["actor"]) == ("received", "staff:sun.reception"), history
+    async with console.browser() as leader:
+        await _sign_in(leader, "zhao.leader")
+        page = await leader.get(f"/matters/{matter_id}")
+        assert page.status_code == 200 and "staff:sun.reception" in page.text
+        assert name_of("zh-CN", "history_action", "received") in page.text, "labelled"
     for action, extra in (("accepted", {}), ("concluded", {"opinion": {"result": "support", "text": "已补发工资"}})):
         body = {"matter_id": matter_id, "unit": unit, "action": action, "at": datetime.now(UTC).isoformat(), **extra}
         sent = await console.routing.post(

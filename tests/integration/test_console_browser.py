@@ -57,7 +57,8 @@ from tests.integration.processes import (
     start_standin,
     terminate,
 )
-from xinfang_shared.contracts.reference import UNITS, Office
+from xinfang_intake.channel_keys import add_key
+from xinfang_shared.contracts.reference import UNITS, Channel, Office
 from xinfang_shared.contracts.topics import MATTERS_REGISTERED_V2, MATTERS_ROUTED, MATTERS_STATUS
 from xinfang_shared.db import migrate_dsn
 from xinfang_shared.staff import Role
@@ -67,6 +68,7 @@ AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / ".local" / "artifacts"
 RUN = uuid.uuid4().hex[:8]
 CHANNEL_KEY, OPERATOR_KEY, CONSOLE_KEY = f"cb-channel-{RUN}", f"cb-operator-{RUN}", f"cb-console-{RUN}"
+RECEPTION_KEY = f"cb-reception-{RUN}"  # the console's channel key: system console, the visit channel
 UNIT_KEYS = {unit: f"cb-{unit}-{RUN}" for unit in UNITS}
 PASSWORD = "correct horse battery staple"
 CLERK, OTHER, LEADER, RECEPTION = "li.clerk", "wang.other", "zhao.leader", "sun.reception"
@@ -142,6 +144,11 @@ async def running(
             await start_group_at_end(bootstrap, groups[name], consumed_by(name))
         await migrate_dsn(database, "console", CONSOLE_MIGRATIONS)
         await migrate_dsn(idle_db, "console", CONSOLE_MIGRATIONS)
+        conn = await asyncpg.connect(database, server_settings={"search_path": "intake"})
+        try:
+            await add_key(conn, system="console", channels=[Channel.VISIT], key=RECEPTION_KEY)
+        finally:
+            await conn.close()
         await _add_accounts(database, STAFF)
         await _add_accounts(idle_db, [(IDLE, Role.CLERK, Office.LETTERS_1)])
 
@@ -193,7 +200,7 @@ async def running(
             "INTAKE_URL": url["intake"],
             "NOTIFY_URL": url["notify"],
             "STATS_URL": url["stats"],
-            "INTAKE_CHANNEL_KEY": CHANNEL_KEY,
+            "INTAKE_CHANNEL_KEY": RECEPTION_KEY,
             "LOG_LEVEL": "INFO",  # what it logs at INFO is checked for personal data too
         }
         processes = {

@@ -58,6 +58,9 @@ from xinfang_shared.telemetry import add_span_processor, configure_tracing
 from xinfang_shared.workdays import CHINA
 
 KEY = "test-channel-key-" + uuid.uuid4().hex
+# The console's system in this module's intake (settings.console_system), and the console's channel key.
+CONSOLE_SYSTEM = "console-" + uuid.uuid4().hex[:8]
+CONSOLE_KEY = "test-console-channel-key-" + uuid.uuid4().hex
 CONSUMED = [
     *(t.name for t in CHANNEL_SUBMITTED.values()),
     MATTERS_STATUS.name,
@@ -162,6 +165,7 @@ async def intake(database: str, bootstrap: str) -> AsyncIterator[Harness]:
             kafka_bootstrap_servers=bootstrap,
             kafka_group_id=group,
             channel_api_key=SecretStr(KEY),
+            console_system=CONSOLE_SYSTEM,
             outbox_poll_interval_s=0.2,
             _env_file=None,  # type: ignore[call-arg]
         )
@@ -318,6 +322,76 @@ async def test_the_fast_path_answers_every_case_as_the_documented_route_does(int
     # Everything else passes through to FastAPI.
     assert (await intake.fast.get("/health")).status_code == 200
     assert (await intake.fast.get("/v1/submissions")).status_code == 405
+
+
+def _staff(user: str, role: str, office: str | None) -> dict[str, str]:
+    return {"X-Staff-User": user, "X-Staff-Role": role} | ({"X-Staff-Office": office} if office else {})
+
+
+async def test_only_the_consoles_key_names_who_registered_a_visit_and_only_someone_of_reception(
+    intake: Harness,
+) -> None:
+    """Issue 20: a visit registered at reception names the clerk (received_by), believed from the console's own
+    channel key alone; both paths (the documented route and the fast path) answer alike."""
+    async with intake.service.pool.acquire() as conn:
+        await add_key(conn, system=CONSOLE_SYSTEM, channels=[Channel.VISIT], key=CONSOLE_KEY)
+    await intake.key_known(CONSOLE_KEY)
+    clerk = _staff("sun.reception", "clerk", "reception")
+
+    def visit() -> bytes:
+        return orjson.dumps(intake.body(channel="visit", visit={"place": "chengdu"}))
+
+    refused: list[tuple[str, str, dict[str, str], int]] = [
+        ("another system's key", KEY, clerk, 403),
+        ("another system's key, one header", KEY, {"X-Staff-User": "sun.reception"}, 403),
+        ("a clerk of another office", CONSOLE_KEY, _staff("li.clerk", "clerk", "letters-2"), 403),
+        ("a leader", CONSOLE_KEY, _staff("zhao.leader", "leader", None), 403),
+        ("no such role", CONSOLE_KEY, _staff("sun.reception", "boss", "reception"), 422),
+        ("no such office", CONSOLE_KEY, _staff("sun.reception", "clerk", "nowhere"), 422),
+        ("a user name with a newline", CONSOLE_KEY, _staff("sun.reception\n", "clerk", "reception"), 422),
+        ("no user", CONSOLE_KEY, {"X-Staff-Role": "clerk", "X-Staff-Office": "reception"}, 422),
+    ]
+    for name, key, staff, expected in refused:
+        for path in (intake.http, intake.fast):
+            answered = await path.post(
+                "/v1/submissions", content=visit(), headers={"Authorization": f"Bearer {key}"} | staff
+            )
+            assert answered.status_code == expected, (name, path is intake.fast, answered.text)
+            assert answered.json()["detail"], name
+    refused_by_other = await intake.fast.post(
+        "/v1/submissions", content=visit(), headers={"Authorization": f"Bearer {KEY}"} | clerk
+    )
+    assert "only the console's key names a person" in refused_by_other.json()["detail"]
+    none_stored = await intake.service.pool.fetchval(
+        "SELECT count(*) FROM matters WHERE received_by IS NOT NULL AND received_by <> 'staff:sun.reception'"
+    )
+    assert none_stored == 0
+
+    named: dict[str, dict[str, Any]] = {}
+    for path, staff in (
+        (intake.http, clerk),
+        (intake.fast, _staff("zhou.head", "head", "reception")),
+        (intake.fast, {}),
+    ):
+        answered = await path.post(
+            "/v1/submissions", content=visit(), headers={"Authorization": f"Bearer {CONSOLE_KEY}"} | staff
+        )
+        assert answered.status_code == 202, answered.text
+        named[answered.json()["matter_id"]] = staff
+    for matter_id, staff in named.items():
+        expected_by = f"staff:{staff['X-Staff-User']}" if staff else None
+        stored = await intake.service.pool.fetchval(
+            "SELECT received_by FROM matters WHERE matter_id = $1", uuid.UUID(matter_id)
+        )
+        assert stored == expected_by
+        (event,) = await intake.registered(matter_id)
+        assert event["received_by"] == expected_by, "in clear, outside the sealed block"
+        assert MatterRegisteredV2.model_validate(event).received_by == expected_by
+    # The console's key registers visits only (its channels), a person named or not.
+    letter = await intake.fast.post(
+        "/v1/submissions", json=intake.body(), headers={"Authorization": f"Bearer {CONSOLE_KEY}"} | clerk
+    )
+    assert letter.status_code == 403
 
 
 # --- Kafka -------------------------------------------------------------------------------------------

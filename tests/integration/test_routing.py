@@ -72,7 +72,9 @@ class Harness:
         registered_at = overrides.pop("registered_at", datetime.now(UTC))
         matter_id = overrides.pop("matter_id", None) or uuid.uuid4()
         extra = {
-            k: overrides.pop(k) for k in ("duplicate_of", "not_accepted_again", "related_matter_id") if k in overrides
+            k: overrides.pop(k)
+            for k in ("duplicate_of", "not_accepted_again", "related_matter_id", "received_by")
+            if k in overrides
         }
         overrides.setdefault("petitioner", self.people.petitioner())
         body = factories.submission(random.Random(), **overrides)
@@ -457,6 +459,29 @@ async def test_a_redelivered_registration_changes_nothing(routing: Harness) -> N
         {"topic": MATTERS_REGISTERED_V2.name, "error_type": "UniqueViolationError"},
     )
     assert not dead
+
+
+async def test_a_visit_registered_at_reception_names_the_clerk_first_in_its_history_once(routing: Harness) -> None:
+    """Issue 20: who registered it at reception (received_by, which intake believes from the console's key alone)
+    is the first row of its history, at its registration; a redelivered registration adds nothing."""
+    registered_at = datetime.now(UTC) - timedelta(minutes=5)
+    event = await routing.register(
+        channel="visit", visit={"place": "chengdu"}, received_by="staff:sun.reception", registered_at=registered_at
+    )
+    await routing.send(MATTERS_REGISTERED_V2.name, event.model_copy(update={"event_id": uuid.uuid4()}))
+    await routing.routed(event.matter_id)
+    await routing.all_published_about(event.matter_id)
+    history = (await routing.view(event.matter_id))["history"]
+    assert [(h["action"], h["actor"]) for h in history] == [("received", "staff:sun.reception"), ("routed", "routing")]
+    assert datetime.fromisoformat(history[0]["at"]) == registered_at
+    assert (history[0]["from_status"], history[0]["to_status"]) == (None, "registered")
+    key = str(event.matter_id).encode()
+    statuses = await routing.ours([r for r in routing.tail.on(MATTERS_STATUS.name) if r.key == key])
+    assert len(statuses) == 1, "the row of who registered it publishes no status change"
+    # A channel system's registration names nobody: its history starts with its routing, as before.
+    plain = await routing.register()
+    await routing.routed(plain.matter_id)
+    assert [h["action"] for h in (await routing.view(plain.matter_id))["history"]] == ["routed"]
 
 
 async def test_a_changed_rules_file_routes_new_matters_without_a_release(routing: Harness) -> None:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 
 from xinfang_shared.contracts.reference import Office
-from xinfang_shared.staff import Actor, Role, actor_dependency
+from xinfang_shared.staff import Actor, Role, actor_dependency, names_a_person, person_named
 
 OPERATOR, CONSOLE = "op-key", "console-key"
 
@@ -74,3 +74,20 @@ async def test_only_the_console_names_a_person() -> None:
 )
 async def test_the_console_must_name_a_whole_person(person: dict[str, str]) -> None:
     assert (await _who({"Authorization": f"Bearer {CONSOLE}"} | person)).status_code == 422
+
+
+def test_the_staff_headers_are_read_from_any_mapping_as_from_a_request() -> None:
+    """Intake reads them from the console's channel key's request (both its paths) with the same rules."""
+    assert not names_a_person({"authorization": "Bearer x"})
+    assert names_a_person({"x-staff-role": "clerk"})
+    named = person_named({"x-staff-user": "sun.reception", "x-staff-role": "clerk", "x-staff-office": "reception"})
+    assert (named.recorded, named.role, named.office) == ("staff:sun.reception", Role.CLERK, Office.RECEPTION)
+    for bad in (
+        {"x-staff-user": "sun\n", "x-staff-role": "clerk", "x-staff-office": "reception"},
+        {"x-staff-user": "sun", "x-staff-role": "boss", "x-staff-office": "reception"},
+        {"x-staff-user": "sun", "x-staff-role": "leader", "x-staff-office": "reception"},
+        {"x-staff-user": "sun", "x-staff-role": "clerk"},
+    ):
+        with pytest.raises(HTTPException) as refused:
+            person_named(bad)
+        assert refused.value.status_code == 422

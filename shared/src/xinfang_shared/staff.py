@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -97,7 +97,6 @@ def actor_dependency(operator_key: str, console_key: str | None) -> Callable[...
         ] = None,
     ) -> Actor:
         token = _bearer(request)
-        named = [h for h in STAFF_HEADERS if h in request.headers]
         if _equal(token, console_key):
             return _person(request)
         if not _equal(token, operator_key):
@@ -106,7 +105,7 @@ def actor_dependency(operator_key: str, console_key: str | None) -> Callable[...
                 "a valid API key is required: Authorization: Bearer <key>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if named:
+        if names_a_person(request.headers):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "only the console names a person (X-Staff-*)")
         return Actor(x_operator or "unnamed")
 
@@ -114,9 +113,20 @@ def actor_dependency(operator_key: str, console_key: str | None) -> Callable[...
 
 
 def _person(request: Request) -> Actor:
-    user = request.headers.get("x-staff-user", "")
-    role = request.headers.get("x-staff-role", "")
-    office = request.headers.get("x-staff-office", "")
+    return person_named(request.headers)
+
+
+def names_a_person(headers: Mapping[str, str]) -> bool:
+    """The request carries one of X-Staff-* (lower-case names, as ASGI and Starlette give them)."""
+    return any(h in headers for h in STAFF_HEADERS)
+
+
+def person_named(headers: Mapping[str, str]) -> Actor:
+    """The person X-Staff-User / -Office / -Role name (`headers`: lower-case names), or 422 (HTTPException)
+    when they name nobody valid. Believe it only from the console's own credential (see the module)."""
+    user = headers.get("x-staff-user", "")
+    role = headers.get("x-staff-role", "")
+    office = headers.get("x-staff-office", "")
     if not USER.fullmatch(user):  # match() would take "bob\n": $ allows a final newline
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "X-Staff-User: a user name is required")
     if role not in set(Role):

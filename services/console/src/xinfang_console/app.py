@@ -31,7 +31,7 @@ from xinfang_shared.staff import Role
 from xinfang_shared.tracking import normalise
 
 from . import accounts, sessions, views
-from .backends import Backends
+from .backends import Backends, staff_headers
 from .i18n import LANG_COOKIE, WORDS, language
 from .settings import ConsoleSettings
 
@@ -475,7 +475,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             "/v1/submissions",
             person=None,
             json=visit_submission(sent, session.token, opened_at(sent)),
-            headers={"Authorization": f"Bearer {settings.intake_channel_key.get_secret_value()}"},
+            # The console's channel key (system settings.console_system at intake), with who registers it: intake
+            # believes X-Staff-* from that key alone, and records the person as the matter's received_by.
+            headers={"Authorization": f"Bearer {settings.intake_channel_key.get_secret_value()}"}
+            | staff_headers(session.account),
         )
         if answer.status in (200, 201, 202) and isinstance(answer.body, dict) and answer.body.get("tracking_code"):
             log.info("registered a visit", extra={"user": session.account.username})

@@ -26,6 +26,15 @@ class Answer:
         return 200 <= self.status < 300
 
 
+def staff_headers(person: Account) -> dict[str, str]:
+    """Who the person is, as the services believe it from the console's own credential alone (shared/staff.py):
+    with the console's key, or at reception with the console's channel key for intake."""
+    headers = {"X-Staff-User": person.username, "X-Staff-Role": person.role.value}
+    if person.office is not None:
+        headers["X-Staff-Office"] = person.office.value
+    return headers
+
+
 class Backends:
     def __init__(
         self,
@@ -59,14 +68,7 @@ class Backends:
     def _as(self, person: Account | None) -> dict[str, str]:
         if person is None:
             return {}
-        headers = {
-            "Authorization": f"Bearer {self._key}",
-            "X-Staff-User": person.username,
-            "X-Staff-Role": person.role.value,
-        }
-        if person.office is not None:
-            headers["X-Staff-Office"] = person.office.value
-        return headers
+        return {"Authorization": f"Bearer {self._key}"} | staff_headers(person)
 
     async def call(
         self,

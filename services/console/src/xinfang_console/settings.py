@@ -29,7 +29,8 @@ class ConsoleSettings(ServiceSettings):
     backend_timeout_s: float = Field(default=10.0, gt=0)
     intake_channel_key: SecretStr | None = Field(
         default=None,
-        description="Intake's key for the visit channel (`xinfang-intake keys add --system console --channels visit`):"
+        description="Intake's key for the visit channel, made for the console's system (`xinfang-intake keys add"
+        " --system console --channels visit`: intake believes who registers a visit from that key alone):"
         " reception registers walk-in visits with it; without it, reception is closed",
     )
     public_rate_limit_per_minute: float = Field(default=30.0, gt=0, description="/track look-ups per address")

@@ -1,8 +1,10 @@
-"""xinfang-intake serve | migrate | keys add --system NAME --channels letter,online | keys revoke --system NAME"""
+"""xinfang-intake serve | migrate | keys add --system NAME --channels letter,online [--key KEY]
+| keys revoke --system NAME"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,10 +23,19 @@ def _add_key(settings: IntakeSettings, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="xinfang-intake keys add")
     parser.add_argument("--system", required=True, help="the channel system's name, e.g. letters-registry")
     parser.add_argument("--channels", required=True, help="comma-separated: letter,visit,online,mailbox")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("CHANNEL_KEY") or None,
+        help="the key to give it (default: the environment's CHANNEL_KEY, else a new random one, printed): a setup"
+        " that keeps its keys elsewhere (the local stack's credentials) makes it again with the same key",
+    )
     args = parser.parse_args(argv)
     channels = [Channel(c.strip()) for c in args.channels.split(",") if c.strip()]
-    key = on_database(settings, lambda conn: add_key(conn, system=args.system, channels=channels))
-    print(key)  # noqa: T201 - the key is shown once, here, and stored only as a hash
+    key = on_database(settings, lambda conn: add_key(conn, system=args.system, channels=channels, key=args.key))
+    if args.key:
+        print(f"{args.system} has the key given, for {','.join(c.value for c in channels)}")  # noqa: T201
+    else:
+        print(key)  # noqa: T201 - the key is shown once, here, and stored only as a hash
 
 
 def _revoke_key(settings: IntakeSettings, argv: list[str]) -> None:

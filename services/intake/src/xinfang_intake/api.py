@@ -60,10 +60,25 @@ class RatingIn(BaseModel):
 # validate), not by FastAPI, so both paths share one validation and the busiest endpoint skips a layer;
 # OpenAPI still describes the body.
 SUBMISSION_BODY = {
+    "parameters": [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": f"{what}: the person of reception who registers the visit, named by the console with"
+            " its own channel key alone (recorded as received_by); any other key sending it is refused with 403",
+        }
+        for name, what in (
+            ("X-Staff-User", "A user name"),
+            ("X-Staff-Office", "reception"),
+            ("X-Staff-Role", "clerk or head"),
+        )
+    ],
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}},
-    }
+    },
 }
 
 
@@ -89,7 +104,10 @@ def build_router(current: Callable[[], IntakeState], settings: IntakeSettings) -
         responses={
             200: {"model": Registered, "description": "The same (channel, external_id) and content again"},
             401: {"description": "No valid channel API key"},
-            403: {"description": "The key's system may not submit for this channel"},
+            403: {
+                "description": "The key's system may not submit for this channel; or X-Staff-* from a key not"
+                " the console's, or naming a person who is not a clerk or head of reception"
+            },
             409: {"model": ErrorList, "description": "The same (channel, external_id) with different content"},
             422: {"model": ErrorList, "description": "Invalid: every problem, field by field"},
         },
@@ -97,7 +115,7 @@ def build_router(current: Callable[[], IntakeState], settings: IntakeSettings) -
     async def submit(request: Request) -> Response:
         """Registers the matter durably before answering 202: nothing answered 202 is ever lost, even when
         Kafka is down."""
-        reply = await answer(current(), request.headers.get("authorization"), await request.body())
+        reply = await answer(current(), request.headers.get("authorization"), await request.body(), request.headers)
         return Response(reply.body, reply.status, headers=dict(reply.headers), media_type="application/json")
 
     @router.get(

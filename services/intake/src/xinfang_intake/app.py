@@ -65,7 +65,9 @@ def create_asgi(settings: IntakeSettings, *, fast_path: bool | None = None) -> t
                     conn, system="local-dev", channels=list(Channel), key=settings.channel_api_key.get_secret_value()
                 )
         await keys.reload()
-        late.state = IntakeState(svc.pool, registrar, intake, keys, coalescer, http_limit, svc.recording)
+        late.state = IntakeState(
+            svc.pool, registrar, intake, keys, coalescer, http_limit, svc.recording, settings.console_system
+        )
 
     @service.on_stop
     async def close_state(_: Service) -> None:

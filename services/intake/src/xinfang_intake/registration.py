@@ -82,6 +82,8 @@ class Prepared:
     sealed: bytes
     # The trace context of the request or record that brought it (tracing.py), for its registered event.
     trace: Mapping[str, str] | None = None
+    # The person of reception who registered it (`staff:<user>`), when the console's key named one.
+    received_by: str | None = None
 
     @property
     def idempotency_key(self) -> tuple[str, str]:
@@ -121,7 +123,9 @@ class Registrar:
         self.repeats = repeats
         self.deadlines = deadlines
 
-    def prepare(self, submission: Submission, *, trace: Mapping[str, str] | None = None) -> Prepared:
+    def prepare(
+        self, submission: Submission, *, trace: Mapping[str, str] | None = None, received_by: str | None = None
+    ) -> Prepared:
         as_json = submission.model_dump(mode="json")
         canonical = orjson.dumps(as_json, option=orjson.OPT_SORT_KEYS)
         personal = {"petitioner": as_json["petitioner"], "representatives": as_json["representatives"]}
@@ -134,6 +138,7 @@ class Registrar:
             fingerprint=fingerprint(submission.title, submission.content),
             sealed=self.vault.seal(personal),
             trace=trace,
+            received_by=received_by,
         )
 
     async def register(self, conn: asyncpg.Connection, batch: list[Prepared], *, now: datetime) -> list[Outcome]:
@@ -306,12 +311,12 @@ class Registrar:
         inserted = await conn.fetch(
             "INSERT INTO matters (matter_id, tracking_code, channel, external_id, content_hash, kind,"
             " petitioner_key, personal_data, details, fingerprint, submitted_at, registered_at, duplicate_of,"
-            " not_accepted_again, related_matter_id, status, status_at)"
-            " SELECT m, c, ch, e, h, k, pk, pd, d, fp::int[], sa, ra, dup, again, rel, st, ra"
+            " not_accepted_again, related_matter_id, status, status_at, received_by)"
+            " SELECT m, c, ch, e, h, k, pk, pd, d, fp::int[], sa, ra, dup, again, rel, st, ra, rb"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bytea[],"
             " $8::bytea[], $9::jsonb[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::uuid[],"
-            " $14::bool[], $15::uuid[], $16::text[])"
-            " AS u(m, c, ch, e, h, k, pk, pd, d, fp, sa, ra, dup, again, rel, st)"
+            " $14::bool[], $15::uuid[], $16::text[], $17::text[])"
+            " AS u(m, c, ch, e, h, k, pk, pd, d, fp, sa, ra, dup, again, rel, st, rb)"
             " ON CONFLICT (channel, external_id) DO NOTHING RETURNING matter_id",
             *columns,
         )
@@ -348,6 +353,8 @@ class Registrar:
                 **clear,
                 "representative_count": len(p.as_json["representatives"]),
                 "related_matter_id": str(related_id) if related_id else None,
+                # Staff identity, not the petitioner's: in clear.
+                "received_by": p.received_by,
                 "sealed": self.transport.seal(orjson.dumps(personal), matter_id=matter_id),
             }
         )
@@ -386,6 +393,7 @@ def _row(
         again,
         related_id,
         status.value,
+        p.received_by,
     )
 
 

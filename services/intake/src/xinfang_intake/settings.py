@@ -21,6 +21,14 @@ class IntakeSettings(PersonalDataSettings):
     # as the "local-dev" channel system allowed every channel. Real channel systems get their own keys
     # with `xinfang-intake keys add`.
     channel_api_key: SecretStr | None = None
+    console_system: str = Field(
+        default="console",
+        min_length=1,
+        description="The channel system whose key is the staff console's (`xinfang-intake keys add --system console"
+        " --channels visit`): a submission with its key alone may name the person who registered it (X-Staff-User,"
+        " -Office, -Role: a clerk or head of reception, recorded as received_by); any other key naming a person"
+        " is refused with 403.",
+    )
     channel_keys_refresh_s: float = Field(
         default=30,
         gt=0,

@@ -23,3 +23,4 @@ class IntakeState:
     coalescer: Coalescer[Prepared, Outcome]
     http_limit: DeadLetterLimit  # the coalescer's: HTTP submissions that fail alone
     recording: bool = False  # spans are recorded: a request's trace context goes with its submission
+    console_system: str = "console"  # settings.console_system: the one channel system whose key names a person

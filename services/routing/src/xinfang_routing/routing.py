@@ -158,15 +158,20 @@ class Router:
         stored = await self._store(conn, list(registrations.values()))
         out: list[Outgoing] = []
         changes: list[tuple[Change, str | None]] = []
+        received: list[MatterRegisteredV2] = []
         for registration in registrations.values():
             if registration.event.matter_id not in stored:
                 continue  # routed already
+            if registration.event.received_by:
+                received.append(registration.event)
             if registration.related is not None and registration.placement is not None:
                 out += await self._request_made(
                     conn, registration.related, registration.review_level, registration.event.matter_id, now
                 )
             out += registration.out
             changes.append((registration.change, registration.placement.office if registration.placement else None))
+        # Who registered it at reception comes first in its history (rows are read in the order written).
+        await self._received(conn, received)
         # A matter's status change after its routed event and its inbox message (the order units rely on).
         out += await self._record_many(conn, changes)
         await outbox.enqueue_many(conn, out)
@@ -273,6 +278,22 @@ class Router:
             office_rule=placement.office_rule,
         )
         return Registration(event, row, change, placement, related, review_level, out)
+
+    @staticmethod
+    async def _received(conn: asyncpg.Connection, events: list[MatterRegisteredV2]) -> None:
+        """The first history row of each matter a person registered at reception (`received_by`, which intake
+        takes only from the console's own key): who, at its registration. It changes no status, so it
+        publishes nothing; written only with the matter's row (a redelivered registration adds nothing)."""
+        if not events:
+            return
+        await conn.execute(
+            "INSERT INTO history (matter_id, at, actor, action, to_status)"
+            " SELECT m, a, r, 'received', $4 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(m, a, r)",
+            [e.matter_id for e in events],
+            [e.registered_at for e in events],
+            [e.received_by for e in events],
+            MatterStatus.REGISTERED.value,
+        )
 
     @staticmethod
     async def _store(conn: asyncpg.Connection, registrations: list[Registration]) -> set[uuid.UUID]:

@@ -195,6 +195,13 @@ class MatterRegisteredV2(_Registration):
     related_matter_id: uuid.UUID | None = Field(
         default=None, description="For a review or re-review request: the matter whose opinion it contests"
     )
+    received_by: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Who of the bureau's staff registered it at reception (`staff:<user>`): the person the"
+        " console's own channel key named; null for a channel system's submission. Staff identity, not personal"
+        " data of the petitioner: in clear",
+    )
     sealed: str = Field(
         description="The personal block (SealedPersonal) as `<version>.<key id>.<base64url(nonce | ciphertext)>`:"
         " AES-256-GCM under the transport key, the matter_id as associated data (a block moved to another"
