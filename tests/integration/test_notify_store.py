@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from tests.integration.conftest import committed, schema_pool
+from tests.integration.processes import private_database
 from xinfang_notify import store
 from xinfang_notify.app import MIGRATIONS, State, handle
 from xinfang_notify.registry import Notice, RecipientKind, load_notices
@@ -75,9 +76,15 @@ async def test_a_receipt_before_the_sent_mark_is_kept_by_it(pool: asyncpg.Pool) 
 
 
 async def test_a_batch_that_plans_nothing_commits_nothing_and_a_redelivered_one_adds_nothing(
-    database: str, stack: dict[str, str]
+    stack: dict[str, str],
 ) -> None:
-    # Its own schema and pools (not `pool`), so that theirs are the only sessions counted.
+    # A database of its own (not the tests' shared one, where another test's service may still be winding down),
+    # so that these pools' are the only sessions counted.
+    async with private_database(stack["DATABASE_URL"]) as database:
+        await _batches_commit_only_what_they_plan(database, stack["DATABASE_URL"])
+
+
+async def _batches_commit_only_what_they_plan(database: str, admin_dsn: str) -> None:
     schema = f"notify_batches_{uuid.uuid4().hex[:8]}"
     await migrate_dsn(database, schema, MIGRATIONS)
     name = database.rsplit("/", 1)[1]
@@ -96,14 +103,14 @@ async def test_a_batch_that_plans_nothing_commits_nothing_and_a_redelivered_one_
 
     async def batches(events: list[list[DeadlineEvent]]) -> tuple[list[int], int]:
         """Each batch handled on a pool of its own; what each returned, and the transactions committed."""
-        before = await committed(stack["DATABASE_URL"], name)
+        before = await committed(admin_dsn, name)
         pool = await create_pool(database, schema, min_size=1, max_size=1)
         try:
             state = State(pool, rules, None, None)  # type: ignore[arg-type]
             new = [await handle(state, batch, plan) for batch in events]
         finally:
             await pool.close()
-        return new, await committed(stack["DATABASE_URL"], name) - before
+        return new, await committed(admin_dsn, name) - before
 
     nothing = [[deadline("set"), deadline("met", on_time=True), deadline("closed", window=True)] for _ in range(20)]
     new, idle = await batches(nothing)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.integration.conftest import TopicFactory, committed, eventually
 from tests.integration.kafka_tools import read_whole_topic
+from tests.integration.processes import private_database
 from xinfang_shared.db import create_pool, migrate_dsn
 from xinfang_shared.kafka_auth import KafkaConnection
 from xinfang_shared.outbox import OutboxRelay, Outgoing, bucket_of, enqueue_many
@@ -244,11 +245,17 @@ async def test_topic_prefix_puts_rows_on_the_prefixed_topic(
 async def test_a_pass_over_an_empty_outbox_is_one_statement_not_a_transaction_per_group(
     database: str, stack: dict[str, str], bootstrap: str
 ) -> None:
-    # Its own schema and pool (not `box`'s), so that the relay's are the only sessions counted.
+    # A database of its own (not the tests' shared one, where another test's service may still be winding down),
+    # so that the relay's are the only sessions counted.
+    async with private_database(stack["DATABASE_URL"]) as own:
+        await _idle_passes_commit_once_each(own, stack["DATABASE_URL"], bootstrap)
+
+
+async def _idle_passes_commit_once_each(database: str, admin_dsn: str, bootstrap: str) -> None:
     schema = f"idle_{uuid.uuid4().hex[:8]}"
     await migrate_dsn(database, schema, NO_MIGRATIONS)
     name = database.rsplit("/", 1)[1]
-    before = await committed(stack["DATABASE_URL"], name)
+    before = await committed(admin_dsn, name)
     pool = await create_pool(database, schema, max_size=2)
     relay = OutboxRelay(
         pool=pool, dsn=database, schema=schema, kafka=KafkaConnection(bootstrap), shards=4, poll_interval_s=0.05
@@ -267,7 +274,7 @@ async def test_a_pass_over_an_empty_outbox_is_one_statement_not_a_transaction_pe
     relay.stop()
     await asyncio.wait_for(task, 30)
     await pool.close()
-    commits = await committed(stack["DATABASE_URL"], name) - before
+    commits = await committed(admin_dsn, name) - before
     # Each pass is its one question (a transaction of its own); besides, the pool's start-up and the LISTEN. Four
     # groups each in a transaction, and the pool's reset after each pass, would be five a pass.
     assert passes >= 10, passes
