@@ -195,6 +195,12 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
     def stale(request: Request) -> HTMLResponse:
         return said(request, status.HTTP_403_FORBIDDEN, "stale")
 
+    def signed_page(
+        request: Request, session: sessions.Session, template: str, status_code: int = 200, **values: Any
+    ) -> HTMLResponse:
+        """A page for the signed-in person: their name in the header, their session's CSRF token in its forms."""
+        return render(request, template, status_code, person=session.account, csrf=session.csrf, **values)
+
     def changes_allowed(session: sessions.Session, sent: dict[str, str]) -> bool:
         return secrets.compare_digest(sent.get("csrf", "").encode(), session.csrf.encode())
 
@@ -209,11 +215,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         )
         # None: routing did not answer for that office (shown as such, never as an empty queue).
         queues = [(o.value, a.body if a.ok else None) for o, a in zip(offices, answers, strict=True)]
-        return render(
+        return signed_page(
             request,
+            session,
             "workbench.html",
-            person=person,
-            csrf=session.csrf,
             queues=queues,
             may_assign=person.office is not None and person.role in (Role.CLERK, Role.HEAD),
             units=units,
@@ -279,14 +284,8 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         """A service's refusal (or failure) as a page: what it said, with the status it answered."""
         words = WORDS[language(request)]
         message = words["refused"] if answer.status == 403 else words["failed"] + _detail(answer.body)
-        return render(
-            request,
-            "refused.html",
-            answer.status if answer.status >= 400 else 502,
-            person=session.account,
-            csrf=session.csrf,
-            message=message,
-        )
+        answered = answer.status if answer.status >= 400 else 502
+        return signed_page(request, session, "refused.html", answered, message=message)
 
     def back_to(sent: dict[str, str], matter_id: uuid.UUID) -> str:
         """Where a change returns: the matter's page when it was made there, else the queue (never elsewhere)."""
@@ -354,11 +353,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
             backends.call("notify", "GET", "/v1/notifications", person=person, params={"matter_id": str(matter_id)}),
         )
         deadlines = found.body.get("deadlines", []) if found.ok and isinstance(found.body, dict) else []
-        return render(
+        return signed_page(
             request,
+            session,
             "matter.html",
-            person=person,
-            csrf=session.csrf,
             matter=answer.body,
             deadlines=deadlines,
             deadlines_unavailable=not found.ok and found.status != 404,
@@ -389,11 +387,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         answer = await late().backends.call("supervision", "GET", "/v1/deadlines", person=person, params=params)
         if not answer.ok:
             return refusal(request, session, answer)
-        return render(
+        return signed_page(
             request,
+            session,
             "deadlines.html",
-            person=person,
-            csrf=session.csrf,
             rows=answer.body,
             stage=stage,
             stages=STAGES,
@@ -435,12 +432,11 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         request: Request, session: sessions.Session, status_code: int = 200, **values: Any
     ) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
-        return render(
+        return signed_page(
             request,
+            session,
             "reception.html",
             status_code,
-            person=session.account,
-            csrf=session.csrf,
             nonce=nonce,
             # When the form was opened, signed with its nonce: the browser carries it, and cannot change it.
             at=sessions.sign(f"{nonce}|{datetime.now(UTC).isoformat(timespec='seconds')}", late().secret),
@@ -482,11 +478,10 @@ def create_service(settings: ConsoleSettings, *, transports: dict[str, Any] | No
         )
         if answer.status in (200, 201, 202) and isinstance(answer.body, dict) and answer.body.get("tracking_code"):
             log.info("registered a visit", extra={"user": session.account.username})
-            return render(
+            return signed_page(
                 request,
+                session,
                 "registered.html",
-                person=session.account,
-                csrf=session.csrf,
                 tracking_code=answer.body.get("tracking_code"),
             )
         errors = answer.body.get("errors", []) if isinstance(answer.body, dict) else []

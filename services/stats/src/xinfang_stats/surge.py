@@ -115,6 +115,25 @@ class Series:
         return f"{self.kind}:{self.key}"
 
 
+def _binned(
+    counts: Mapping[datetime, int],
+    first: datetime,
+    last: datetime,
+    step: timedelta,
+    truncate: Callable[[datetime], datetime],
+) -> NDArray[np.int64]:
+    """One count per `step` from `first` to `last` (exclusive): each key's count added to the step it falls in
+    (`truncate`: its Beijing hour or minute); a key outside [first, last) is a `ValueError`."""
+    size = max(0, int((last - first) / step))
+    array = np.zeros(size, dtype=np.int64)
+    for moment, count in counts.items():
+        index = int((truncate(moment) - first) / step)
+        if not 0 <= index < size:
+            raise ValueError(f"{moment.isoformat()} is outside {first.isoformat()}..{last.isoformat()}")
+        array[index] += count
+    return array
+
+
 class HourlyCounts:
     """Matters per Beijing hour of one series, for consecutive hours from `start` (inclusive) to `end` (exclusive).
 
@@ -147,14 +166,7 @@ class HourlyCounts:
         first, last = beijing_hour(start), beijing_hour(end)
         if last != end.astimezone(CHINA):
             raise ValueError(f"end {end.isoformat()} is not the start of an hour")
-        size = max(0, int((last - first) / HOUR))
-        array = np.zeros(size, dtype=np.int64)
-        for moment, count in counts.items():
-            index = int((beijing_hour(moment) - first) / HOUR)
-            if not 0 <= index < size:
-                raise ValueError(f"{moment.isoformat()} is outside {first.isoformat()}..{last.isoformat()}")
-            array[index] += count
-        return cls(first, array)
+        return cls(first, _binned(counts, first, last, HOUR, beijing_hour))
 
     @property
     def end(self) -> datetime:
@@ -587,14 +599,7 @@ class MinuteCounts:
         """Counts for the minutes from `start` to `end` (exclusive), summed by the minute of each key (any time
         zone); minutes without a key count zero; a key outside [start, end) is a `ValueError`."""
         first, last = beijing_minute(start), beijing_minute(end)
-        size = max(0, int((last - first) / MINUTE))
-        array = np.zeros(size, dtype=np.int64)
-        for moment, count in counts.items():
-            index = int((beijing_minute(moment) - first) / MINUTE)
-            if not 0 <= index < size:
-                raise ValueError(f"{moment.isoformat()} is outside {first.isoformat()}..{last.isoformat()}")
-            array[index] += count
-        return cls(first, array)
+        return cls(first, _binned(counts, first, last, MINUTE, beijing_minute))
 
     @property
     def end(self) -> datetime:
